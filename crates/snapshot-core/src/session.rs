@@ -1,0 +1,1 @@
+//! The session engine (stub, being written).

@@ -1,0 +1,99 @@
+//! Thin safe wrappers over the kernel interfaces the engine and providers use: mount(2),
+//! umount2(2), statx(2) and the ioctls. This is the one module allowed to hold `unsafe` code
+//! (ioctls whose argument structures rustix does not know); everything else calls these.
+
+use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+use rustix::mount::{
+    mount, mount_bind, mount_change, mount_remount, unmount, MountFlags, MountPropagationFlags,
+    UnmountFlags,
+};
+use std::io;
+use std::path::Path;
+
+/// The mount id (as in mountinfo) of the mount that holds `path`. Unlike `st_dev`, it tells
+/// bind mounts and btrfs subvolume mounts apart.
+pub fn mount_id(path: &Path) -> io::Result<u64> {
+    let st = statx(CWD, path, AtFlags::empty(), StatxFlags::MNT_ID)?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the kernel did not report a mount id (statx STATX_MNT_ID needs Linux 5.8)",
+        ));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// Read-only flags for every view mount: no device nodes, no set-uid.
+fn view_flags() -> MountFlags {
+    MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV
+}
+
+/// Non-recursive bind of `source` at `target`, made private at once (so that nothing mounted
+/// under it propagates back to the source's peers) and then read-only.
+pub fn bind_readonly(source: &Path, target: &Path) -> io::Result<()> {
+    mount_bind(source, target)?;
+    let rest = make_private(target).and_then(|()| {
+        mount_remount(target, view_flags() | MountFlags::BIND, "").map_err(io::Error::from)
+    });
+    if let Err(e) = rest {
+        let _ = unmount(target, UnmountFlags::empty());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Mounts a filesystem read-only (`mount -t FSTYPE -o ro,DATA SOURCE TARGET`), made private.
+pub fn mount_readonly(source: &Path, target: &Path, fstype: &str, data: &str) -> io::Result<()> {
+    let data = std::ffi::CString::new(data)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in mount options"))?;
+    mount(source, target, fstype, view_flags(), data.as_c_str())?;
+    if let Err(e) = make_private(target) {
+        let _ = unmount(target, UnmountFlags::empty());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A small private tmpfs (mode 0755) at `target`, for the view's skeleton of directories.
+pub fn mount_skeleton_tmpfs(target: &Path, name: &str) -> io::Result<()> {
+    mount(
+        name,
+        target,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        c"mode=0755,size=1m",
+    )?;
+    if let Err(e) = make_private(target) {
+        let _ = unmount(target, UnmountFlags::empty());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Makes the (tmpfs) superblock mounted at `target` read-only.
+pub fn remount_superblock_readonly(target: &Path) -> io::Result<()> {
+    mount_remount(
+        target,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "",
+    )
+    .map_err(Into::into)
+}
+
+pub fn make_private(target: &Path) -> io::Result<()> {
+    mount_change(target, MountPropagationFlags::PRIVATE).map_err(Into::into)
+}
+
+/// Unmounts `target` (not lazily: a busy mount is an error the caller reports).
+pub fn unmount_path(target: &Path) -> io::Result<()> {
+    unmount(target, UnmountFlags::NOFOLLOW).map_err(Into::into)
+}
+
+/// Detaches `target` lazily: last resort for a busy mount at teardown.
+pub fn detach_path(target: &Path) -> io::Result<()> {
+    unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH).map_err(Into::into)
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

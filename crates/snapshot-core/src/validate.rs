@@ -1,0 +1,143 @@
+//! Checks on the command line's DIRs and TARGET, before anything is created.
+
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ValidationError {
+    #[error("no DIR given: name at least one directory to snapshot")]
+    NoDirs,
+    #[error("DIR {0:?}: not an absolute path")]
+    NotAbsolute(PathBuf),
+    #[error("DIR {0:?}: contains a '..' component")]
+    DotDot(PathBuf),
+    #[error("DIR {0:?}: {1}")]
+    Inaccessible(PathBuf, String),
+    #[error("DIR {0:?}: not a directory")]
+    NotADirectory(PathBuf),
+    #[error("target {0:?}: {1}")]
+    TargetInaccessible(PathBuf, String),
+    #[error("target {0:?}: not a directory")]
+    TargetNotADirectory(PathBuf),
+    #[error("target {0:?}: not empty (the view is built in an empty directory)")]
+    TargetNotEmpty(PathBuf),
+    #[error("target {target:?}: inside DIR {dir:?} (the view would contain itself)")]
+    TargetInsideDir { target: PathBuf, dir: PathBuf },
+    #[error("DIR {dir:?}: inside target {target:?}")]
+    DirInsideTarget { target: PathBuf, dir: PathBuf },
+}
+
+/// DIRs and TARGET after validation: canonical (symlinks resolved), DIRs deduplicated in the
+/// order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    pub dirs: Vec<PathBuf>,
+    pub target: PathBuf,
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Validates DIRs and TARGET. The emptiness of TARGET is checked separately
+/// ([`check_target_empty`]), after the caller has told a busy target from a merely full one.
+pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, ValidationError> {
+    if dirs.is_empty() {
+        return Err(ValidationError::NoDirs);
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        if !dir.is_absolute() {
+            return Err(ValidationError::NotAbsolute(dir.clone()));
+        }
+        if dir.components().any(|c| c == Component::ParentDir) {
+            return Err(ValidationError::DotDot(dir.clone()));
+        }
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| ValidationError::Inaccessible(dir.clone(), io_reason(&e)))?;
+        if !meta.is_dir() {
+            return Err(ValidationError::NotADirectory(dir.clone()));
+        }
+        let canon = dir
+            .canonicalize()
+            .map_err(|e| ValidationError::Inaccessible(dir.clone(), io_reason(&e)))?;
+        if !out.contains(&canon) {
+            out.push(canon);
+        }
+    }
+    let meta = std::fs::metadata(target)
+        .map_err(|e| ValidationError::TargetInaccessible(target.to_owned(), io_reason(&e)))?;
+    if !meta.is_dir() {
+        return Err(ValidationError::TargetNotADirectory(target.to_owned()));
+    }
+    let canon_target = target
+        .canonicalize()
+        .map_err(|e| ValidationError::TargetInaccessible(target.to_owned(), io_reason(&e)))?;
+    for dir in &out {
+        if canon_target.starts_with(dir) {
+            return Err(ValidationError::TargetInsideDir {
+                target: target.to_owned(),
+                dir: dir.clone(),
+            });
+        }
+        if dir.starts_with(&canon_target) {
+            return Err(ValidationError::DirInsideTarget {
+                target: target.to_owned(),
+                dir: dir.clone(),
+            });
+        }
+    }
+    Ok(Validated {
+        dirs: out,
+        target: canon_target,
+    })
+}
+
+pub fn check_target_empty(target: &Path) -> Result<(), ValidationError> {
+    let mut entries = std::fs::read_dir(target)
+        .map_err(|e| ValidationError::TargetInaccessible(target.to_owned(), io_reason(&e)))?;
+    if entries.next().is_some() {
+        return Err(ValidationError::TargetNotEmpty(target.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_each_bad_input_naming_it() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d");
+        let target = t.path().join("t");
+        let file = t.path().join("f");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(&file, "x").unwrap();
+        let v = |dirs: &[&Path], target: &Path| {
+            validate(&dirs.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>(), target)
+        };
+        assert_eq!(v(&[], &target), Err(ValidationError::NoDirs));
+        assert_eq!(
+            v(&[Path::new("rel")], &target),
+            Err(ValidationError::NotAbsolute("rel".into()))
+        );
+        let dd = d.join("..").join("d");
+        assert_eq!(v(&[&dd], &target), Err(ValidationError::DotDot(dd.clone())));
+        let missing = t.path().join("missing");
+        assert!(matches!(v(&[&missing], &target), Err(ValidationError::Inaccessible(p, _)) if p == missing));
+        assert_eq!(v(&[&file], &target), Err(ValidationError::NotADirectory(file.clone())));
+        assert!(matches!(v(&[&d], &missing), Err(ValidationError::TargetInaccessible(..))));
+        assert_eq!(v(&[&d], &file), Err(ValidationError::TargetNotADirectory(file.clone())));
+        let inner = d.join("t");
+        std::fs::create_dir(&inner).unwrap();
+        assert!(matches!(v(&[&d], &inner), Err(ValidationError::TargetInsideDir { .. })));
+        let ok = v(&[&d, &d], &target).unwrap();
+        assert_eq!(ok.dirs.len(), 1, "duplicates collapse");
+        assert!(check_target_empty(&target).is_ok());
+        assert_eq!(check_target_empty(&d), Err(ValidationError::TargetNotEmpty(d.clone())));
+    }
+}

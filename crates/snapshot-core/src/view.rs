@@ -1,0 +1,1 @@
+//! The target view (stub, being written).
