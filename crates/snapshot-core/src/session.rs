@@ -1,1 +1,592 @@
-//! The session engine (stub, being written).
+//! The session engine: validate → plan → writers freeze → create (in parallel) → writers thaw
+//! → build the view → (the caller holds) → teardown → verify nothing is left.
+
+use crate::lock::{LockError, TargetLock};
+use crate::mountinfo::MountTable;
+use crate::plan::{plan_live, Plan};
+use crate::provider::{
+    Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
+};
+use crate::validate::{check_target_empty, validate, ValidationError};
+use crate::view::View;
+use crate::writers::{WriterConfig, WriterEnv, Writers};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// What to snapshot and how.
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    pub dirs: Vec<PathBuf>,
+    pub target: PathBuf,
+    /// Refuse (before anything is frozen) when a filesystem would only get the bind fallback.
+    pub require_snapshot: bool,
+    /// `None`: run no writer hooks.
+    pub writers: Option<WriterConfig>,
+    /// Locks and per-session scratch space (`/run/snapshot`).
+    pub runtime_dir: PathBuf,
+}
+
+/// Failure classes; the command line maps each to a distinct exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Bad DIR or TARGET.
+    Usage,
+    /// Not root.
+    NotPermitted,
+    /// Another session holds the target.
+    Busy,
+    /// A filesystem cannot be snapshotted and `--require-snapshot` was given.
+    Unavailable,
+    /// Creating a snapshot or building the view failed.
+    SnapshotFailed,
+    /// A writer failed `freeze` under `--strict-writers`.
+    WriterFailed,
+    /// Something was left behind.
+    TeardownIncomplete,
+    /// A signal arrived before the view was ready (its number).
+    Interrupted(i32),
+    /// Anything else (reading the mount table, the runtime directory…).
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SessionError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl SessionError {
+    fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Set by the caller's signal handler (to the signal number) to stop a session that is starting.
+pub type Interrupt = AtomicI32;
+
+/// What is mounted where, printed with `--json` when the view is ready.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub session: String,
+    pub target: PathBuf,
+    /// True when every mount is a point-in-time snapshot.
+    pub consistent: bool,
+    pub mounts: Vec<ManifestMount>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestMount {
+    /// Where the view shows it (TARGET + mount point).
+    pub path: PathBuf,
+    /// The original mount point.
+    pub mount_point: PathBuf,
+    /// The DIRs it holds.
+    pub dirs: Vec<PathBuf>,
+    pub fstype: String,
+    pub source: String,
+    pub provider: String,
+    /// Name of the snapshot object (carries the session id).
+    pub snapshot: String,
+    /// False for the bind fallback: a live view, not a point in time.
+    pub consistent: bool,
+}
+
+/// Timings of the start, for logs and the bench.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    /// Planning (mount table, probes).
+    pub plan: Duration,
+    /// First writer `freeze` sent → last writer `thaw` returned.
+    pub frozen: Duration,
+    /// Snapshot creation alone (inside the frozen window).
+    pub create: Duration,
+    /// Building the view.
+    pub mount: Duration,
+}
+
+/// What teardown found.
+#[derive(Debug, Default, Serialize)]
+pub struct TeardownReport {
+    /// Snapshots that did not stay valid for the whole hold, with the reason.
+    pub invalid: Vec<String>,
+    /// Things that could not be undone or were found left behind.
+    pub problems: Vec<String>,
+}
+
+/// A live session: the view is mounted under the target until [`Session::teardown`].
+#[derive(Debug)]
+pub struct Session<'p> {
+    providers: &'p [Box<dyn Provider>],
+    pub id: String,
+    request: SessionRequest,
+    dirs: Vec<PathBuf>,
+    target: PathBuf,
+    plan: Plan,
+    /// Per unit of the plan: the provider that took it and what it made.
+    created: Vec<Option<(usize, Created)>>,
+    view: Option<View>,
+    runtime: PathBuf,
+    pub timings: Timings,
+    _lock: TargetLock,
+}
+
+fn usage(e: ValidationError) -> SessionError {
+    SessionError::new(FailureKind::Usage, e.to_string())
+}
+
+/// `snapshot-` + 8 random hex digits: the prefix of every object a session creates.
+pub fn new_session_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        // Unlikely; fall back to pid and time, still unique enough on one machine.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        b = (std::process::id() ^ t).to_le_bytes();
+    }
+    format!("snapshot-{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// Validates the request and returns the plan, without side effects (`snapshot plan`).
+pub fn plan_request(
+    request: &SessionRequest,
+    providers: &[Box<dyn Provider>],
+) -> Result<Plan, SessionError> {
+    let v = validate(&request.dirs, &request.target).map_err(usage)?;
+    plan_live(&v.dirs, providers)
+        .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))
+}
+
+impl<'p> Session<'p> {
+    /// Runs every step up to a ready view. On failure everything made so far is undone.
+    pub fn start(
+        request: SessionRequest,
+        providers: &'p [Box<dyn Provider>],
+        interrupt: &Interrupt,
+    ) -> Result<Self, SessionError> {
+        let v = validate(&request.dirs, &request.target).map_err(usage)?;
+        if !crate::sys::is_root() {
+            return Err(SessionError::new(
+                FailureKind::NotPermitted,
+                "must run as root: snapshots and mounts need CAP_SYS_ADMIN",
+            ));
+        }
+        if let Err(e) = check_target_empty(&v.target) {
+            if TargetLock::is_held(&request.runtime_dir, &v.target) {
+                return Err(SessionError::new(
+                    FailureKind::Busy,
+                    format!(
+                        "target {:?} is in use by another snapshot session",
+                        request.target
+                    ),
+                ));
+            }
+            return Err(usage(e));
+        }
+        let lock = TargetLock::acquire(&request.runtime_dir, &v.target).map_err(|e| match e {
+            LockError::Busy { .. } => SessionError::new(FailureKind::Busy, e.to_string()),
+            LockError::Io { .. } => SessionError::new(FailureKind::Internal, e.to_string()),
+        })?;
+        // Re-checked under the lock: a session may have filled it since.
+        check_target_empty(&v.target).map_err(usage)?;
+
+        let t = Instant::now();
+        let plan = plan_live(&v.dirs, providers)
+            .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
+        let plan_time = t.elapsed();
+        for pm in &plan.mounts {
+            let unit = &plan.units[pm.unit];
+            log::info!(
+                "{:?} ({} on {}): {}{}",
+                pm.mount.mount_point,
+                pm.mount.fstype,
+                pm.mount.source,
+                unit.provider,
+                if pm.declined.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (declined: {})",
+                        pm.declined
+                            .iter()
+                            .map(|d| format!("{}: {}", d.provider, d.reason))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                }
+            );
+        }
+        let unsnapshotted: Vec<_> = plan
+            .mounts
+            .iter()
+            .filter(|pm| !plan.units[pm.unit].consistent)
+            .map(|pm| format!("{:?}", pm.mount.mount_point))
+            .collect();
+        if !unsnapshotted.is_empty() {
+            if request.require_snapshot {
+                return Err(SessionError::new(
+                    FailureKind::Unavailable,
+                    format!(
+                        "no provider can snapshot {} (--require-snapshot); `snapshot plan` tells why",
+                        unsnapshotted.join(", ")
+                    ),
+                ));
+            }
+            log::warn!(
+                "no snapshot for {}: bind-mounted read-only instead; the backup of these is NOT consistent",
+                unsnapshotted.join(", ")
+            );
+        }
+
+        let id = new_session_id();
+        let runtime = request.runtime_dir.join(&id);
+        create_private_dir(&runtime).map_err(|e| {
+            SessionError::new(FailureKind::Internal, format!("creating {runtime:?}: {e}"))
+        })?;
+        log::debug!("session {id}");
+        let units = plan.units.len();
+        let mut session = Session {
+            providers,
+            id,
+            dirs: v.dirs,
+            target: v.target,
+            request,
+            plan,
+            created: vec![None; units],
+            view: None,
+            runtime,
+            timings: Timings {
+                plan: plan_time,
+                ..Timings::default()
+            },
+            _lock: lock,
+        };
+        match session.run_steps(interrupt) {
+            Ok(()) => Ok(session),
+            Err(mut e) => {
+                let report = session.teardown();
+                for p in &report.problems {
+                    log::error!("while undoing: {p}");
+                }
+                if !report.problems.is_empty() {
+                    e.kind = FailureKind::TeardownIncomplete;
+                    e.message = format!(
+                        "{}; and undoing it left things behind: {}",
+                        e.message,
+                        report.problems.join("; ")
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn check_interrupt(interrupt: &Interrupt) -> Result<(), SessionError> {
+        match interrupt.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            sig => Err(SessionError::new(
+                FailureKind::Interrupted(sig),
+                format!("interrupted by signal {sig} before the view was ready"),
+            )),
+        }
+    }
+
+    fn run_steps(&mut self, interrupt: &Interrupt) -> Result<(), SessionError> {
+        Self::check_interrupt(interrupt)?;
+        let writers = match &self.request.writers {
+            Some(config) => Some(
+                Writers::discover(
+                    config.clone(),
+                    WriterEnv {
+                        session: self.id.clone(),
+                        target: self.target.clone(),
+                    },
+                )
+                .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?,
+            ),
+            None => None,
+        };
+
+        // The frozen window: writers freeze → snapshots → writers thaw, nothing else.
+        let t0 = Instant::now();
+        let outcome = writers
+            .as_ref()
+            .map(|w| w.freeze(&self.dirs))
+            .unwrap_or_default();
+        let created = match outcome.error {
+            Some(e) => Err(SessionError::new(FailureKind::WriterFailed, e.to_string())),
+            None => {
+                let t = Instant::now();
+                let r = self.create_all();
+                self.timings.create = t.elapsed();
+                r
+            }
+        };
+        let thaw_failures = writers
+            .as_ref()
+            .map(|w| w.thaw(&outcome.sent, &self.dirs))
+            .unwrap_or_default();
+        self.timings.frozen = t0.elapsed();
+        for w in outcome.warnings.iter().chain(&thaw_failures) {
+            log::warn!("{w}");
+        }
+        log::info!(
+            "frozen window {:.1} ms (snapshot creation {:.1} ms)",
+            self.timings.frozen.as_secs_f64() * 1e3,
+            self.timings.create.as_secs_f64() * 1e3
+        );
+        created?;
+
+        Self::check_interrupt(interrupt)?;
+        let t = Instant::now();
+        self.build_view()?;
+        self.timings.mount = t.elapsed();
+        Self::check_interrupt(interrupt)
+    }
+
+    /// Creates every unit, in parallel when there are several.
+    fn create_all(&mut self) -> Result<(), SessionError> {
+        let me: &Self = self;
+        let results: Vec<Result<(usize, Created), String>> = if me.plan.units.len() == 1 {
+            vec![me.create_unit(0)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..me.plan.units.len())
+                    .map(|i| s.spawn(move || me.create_unit(i)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("snapshot creation panicked".into()))
+                    })
+                    .collect()
+            })
+        };
+        let mut failures = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(c) => self.created[i] = Some(c),
+                Err(e) => failures.push(e),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(SessionError::new(
+                FailureKind::SnapshotFailed,
+                failures.join("; "),
+            ))
+        }
+    }
+
+    fn create_unit(&self, index: usize) -> Result<(usize, Created), String> {
+        let unit = &self.plan.units[index];
+        let mounts: Vec<_> = unit
+            .mounts
+            .iter()
+            .map(|&m| self.plan.mounts[m].mount.clone())
+            .collect();
+        let ctx = SessionContext {
+            id: self.id.clone(),
+            index,
+            runtime_dir: self.runtime.clone(),
+        };
+        let mut pi = unit.provider_index;
+        let mut request = UnitRequest {
+            unit: unit.unit.clone(),
+            data: unit.data.clone(),
+            mounts,
+        };
+        loop {
+            let provider = &self.providers[pi];
+            let t = Instant::now();
+            match provider.create(&request, &ctx) {
+                Ok(c) => {
+                    log::debug!(
+                        "{}: created {} in {:.1} ms",
+                        provider.name(),
+                        c.name,
+                        t.elapsed().as_secs_f64() * 1e3
+                    );
+                    return Ok((pi, c));
+                }
+                Err(ProviderError::Declined(reason)) => {
+                    // A filesystems.d script did not handle it: next provider that accepts.
+                    let fs = Filesystem {
+                        mount: request.mounts[0].clone(),
+                    };
+                    let next = self
+                        .providers
+                        .iter()
+                        .enumerate()
+                        .skip(pi + 1)
+                        .find_map(|(i, p)| match p.probe(&fs) {
+                            Probe::Accept {
+                                unit,
+                                data,
+                                consistent,
+                            } => Some((i, unit, data, consistent)),
+                            Probe::Decline(_) => None,
+                        });
+                    let Some((i, key, data, consistent)) = next else {
+                        return Err(format!(
+                            "{:?}: {} declined ({reason}) and no provider is left",
+                            fs.mount.mount_point,
+                            provider.name()
+                        ));
+                    };
+                    if !consistent && self.request.require_snapshot {
+                        return Err(format!(
+                            "{:?}: {} declined ({reason}); only {} is left (--require-snapshot)",
+                            fs.mount.mount_point,
+                            provider.name(),
+                            self.providers[i].name()
+                        ));
+                    }
+                    log::warn!(
+                        "{:?}: {} declined ({reason}); using {}",
+                        fs.mount.mount_point,
+                        provider.name(),
+                        self.providers[i].name()
+                    );
+                    pi = i;
+                    request.unit = key;
+                    request.data = data;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{:?}: {} snapshot failed: {e}",
+                        request.mounts[0].mount_point,
+                        provider.name()
+                    ))
+                }
+            }
+        }
+    }
+
+    fn build_view(&mut self) -> Result<(), SessionError> {
+        let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
+        self.view = Some(View::new(&self.target, &self.id).map_err(|e| failed(e.to_string()))?);
+        let view = self.view.as_mut().expect("just set");
+        for pm in &self.plan.mounts {
+            let (pi, created) = self.created[pm.unit]
+                .as_ref()
+                .expect("every unit was created");
+            let at = view
+                .prepare(&pm.mount.mount_point)
+                .map_err(|e| failed(e.to_string()))?;
+            self.providers[*pi]
+                .mount(created, &pm.mount, &at)
+                .map_err(|e| failed(format!("mounting {} at {at:?}: {e}", created.name)))?;
+            view.mounted(at);
+        }
+        view.seal().map_err(|e| failed(e.to_string()))
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        let view = self.view.as_ref();
+        let mounts: Vec<ManifestMount> = self
+            .plan
+            .mounts
+            .iter()
+            .filter_map(|pm| {
+                let (pi, c) = self.created[pm.unit].as_ref()?;
+                Some(ManifestMount {
+                    path: view
+                        .map(|v| v.path_for(&pm.mount.mount_point))
+                        .unwrap_or_default(),
+                    mount_point: pm.mount.mount_point.clone(),
+                    dirs: pm.dirs.clone(),
+                    fstype: pm.mount.fstype.clone(),
+                    source: pm.mount.source.clone(),
+                    provider: self.providers[*pi].name().to_owned(),
+                    snapshot: c.name.clone(),
+                    consistent: c.consistent,
+                })
+            })
+            .collect();
+        Manifest {
+            session: self.id.clone(),
+            target: self.target.clone(),
+            consistent: mounts.iter().all(|m| m.consistent),
+            mounts,
+        }
+    }
+
+    /// Unmounts the view, checks and removes every snapshot, and verifies nothing is left.
+    pub fn teardown(mut self) -> TeardownReport {
+        let mut report = TeardownReport::default();
+        if let Some(view) = self.view.as_mut() {
+            report.problems.extend(view.teardown());
+        }
+        for slot in self.created.iter_mut().rev() {
+            let Some((pi, c)) = slot.take() else { continue };
+            let provider = &self.providers[pi];
+            if let Validity::Invalid(reason) = provider.verify(&c) {
+                log::error!(
+                    "{}: the snapshot became invalid during the backup: {reason}",
+                    c.name
+                );
+                report.invalid.push(format!("{}: {reason}", c.name));
+            }
+            match provider.remove(&c) {
+                Ok(()) => log::debug!("{}: removed {}", provider.name(), c.name),
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("removing {} ({}): {e}", c.name, provider.name()))
+                }
+            }
+        }
+        match std::fs::remove_dir(&self.runtime) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => report
+                .problems
+                .push(format!("removing {:?}: {e}", self.runtime)),
+        }
+        match MountTable::read() {
+            Ok(table) => {
+                for m in table.at_or_below(&self.target) {
+                    report
+                        .problems
+                        .push(format!("still mounted: {:?}", m.mount_point));
+                }
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+        if report.problems.is_empty() {
+            if let Err(e) = check_target_empty(&self.target) {
+                report.problems.push(e.to_string());
+            }
+        }
+        for p in &report.problems {
+            log::error!("teardown: {p}");
+        }
+        report
+    }
+}
+
+/// `mkdir -m 0700 -p`.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}

@@ -1,0 +1,119 @@
+//! Options shared by the session commands.
+
+use clap::Args;
+use snapshot_core::session::SessionRequest;
+use snapshot_core::writers::{WriterConfig, DEFAULT_DIRS};
+use snapshot_providers::ProviderConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Directories to back up: absolute paths to existing directories.
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+
+    /// Empty directory under which the view is built (TARGET/DIR shows DIR as snapshotted).
+    #[arg(short, long, value_name = "TARGET", default_value = "/mnt")]
+    pub target: PathBuf,
+
+    /// More detail on stderr (-v: steps and timings, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print a JSON manifest of what is mounted where instead of `done`.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Fail (before freezing anything) when a filesystem can only be bind-mounted.
+    #[arg(long)]
+    pub require_snapshot: bool,
+
+    /// Writer hook directory; repeatable; replaces the defaults
+    /// (/usr/lib/snapshot/writers.d, /etc/qemu/fsfreeze-hook.d).
+    #[arg(long = "writers-dir", value_name = "DIR")]
+    pub writers_dirs: Vec<PathBuf>,
+
+    /// Run no writer hooks.
+    #[arg(long, conflicts_with = "writers_dirs")]
+    pub no_writers: bool,
+
+    /// A writer hook that fails `freeze` is an error (default: a warning).
+    #[arg(long)]
+    pub strict_writers: bool,
+
+    /// Time each writer hook gets for freeze or thaw before its process group is killed
+    /// (seconds, or with a unit: 500ms, 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub freeze_timeout: Duration,
+
+    /// Directory of filesystems.d provider scripts (`SCRIPT snapshot|remove SOURCE TARGET`).
+    #[arg(long, value_name = "DIR")]
+    pub scripts_dir: Option<PathBuf>,
+
+    /// Directory for locks and scratch mounts.
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
+    pub runtime_dir: PathBuf,
+}
+
+impl SessionArgs {
+    pub fn request(&self) -> SessionRequest {
+        let dirs = if self.writers_dirs.is_empty() {
+            DEFAULT_DIRS.iter().map(PathBuf::from).collect()
+        } else {
+            self.writers_dirs.clone()
+        };
+        SessionRequest {
+            dirs: self.dirs.clone(),
+            target: self.target.clone(),
+            require_snapshot: self.require_snapshot,
+            writers: (!self.no_writers).then(|| WriterConfig {
+                dirs,
+                timeout: self.freeze_timeout,
+                strict: self.strict_writers,
+            }),
+            runtime_dir: self.runtime_dir.clone(),
+        }
+    }
+
+    pub fn provider_config(&self) -> ProviderConfig {
+        ProviderConfig {
+            scripts_dir: self.scripts_dir.clone(),
+        }
+    }
+}
+
+/// `30`, `1.5`, `500ms`, `30s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30, 30s, 500ms, 2m)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s:?}: the duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

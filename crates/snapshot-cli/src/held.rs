@@ -1,0 +1,200 @@
+//! `start-snapshot` / `stop-snapshot`: a detached `snapshot --holder` process keeps the view;
+//! its state lives in `RUNTIME/held/<target>.{json,log,status,offset}`.
+
+use crate::args::SessionArgs;
+use crate::exit;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeldState {
+    pub pid: u32,
+    pub target: PathBuf,
+    pub session: String,
+}
+
+#[derive(Debug)]
+pub struct HeldPaths {
+    pub state: PathBuf,
+    pub log: PathBuf,
+    pub status: PathBuf,
+    pub offset: PathBuf,
+}
+
+impl HeldPaths {
+    pub fn new(runtime: &Path, target: &Path) -> Self {
+        let target = target.canonicalize().unwrap_or_else(|_| target.to_owned());
+        let base = runtime
+            .join("held")
+            .join(snapshot_core::lock::escape_path(&target));
+        let with = |ext: &str| {
+            let mut p = base.clone().into_os_string();
+            p.push(ext);
+            PathBuf::from(p)
+        };
+        Self {
+            state: with(".json"),
+            log: with(".log"),
+            status: with(".status"),
+            offset: with(".offset"),
+        }
+    }
+}
+
+/// Write, fsync, rename: readers never see a half-written file.
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.to_owned().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Holder side: records who holds the target (before the ready line goes out).
+pub fn holder_ready(runtime: &Path, target: &Path, session: &str) -> anyhow::Result<()> {
+    let paths = HeldPaths::new(runtime, target);
+    let state = HeldState {
+        pid: std::process::id(),
+        target: target.to_owned(),
+        session: session.to_owned(),
+    };
+    write_atomic(&paths.state, &serde_json::to_vec(&state)?)
+        .with_context(|| format!("writing {:?}", paths.state))
+}
+
+/// Holder side: leaves the exit status for `stop-snapshot`, and withdraws the state.
+pub fn holder_finished(runtime: &Path, target: &Path, status: u8) {
+    let paths = HeldPaths::new(runtime, target);
+    if let Err(e) = write_atomic(&paths.status, status.to_string().as_bytes()) {
+        log::error!("writing {:?}: {e}", paths.status);
+    }
+    let _ = std::fs::remove_file(&paths.state);
+}
+
+fn read_state(paths: &HeldPaths) -> Option<HeldState> {
+    serde_json::from_slice(&std::fs::read(&paths.state).ok()?).ok()
+}
+
+/// Whether `pid` is a live `snapshot --holder` (not a recycled pid).
+fn is_holder(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|&b| b == 0).any(|a| a == b"--holder"))
+        .unwrap_or(false)
+}
+
+fn print_log_from(log: &Path, offset: u64) {
+    if let Ok(mut f) = std::fs::File::open(log) {
+        let mut s = String::new();
+        if f.seek(SeekFrom::Start(offset)).is_ok() && f.read_to_string(&mut s).is_ok() {
+            eprint!("{s}");
+        }
+    }
+}
+
+/// `start-snapshot`: returns once the view is ready (0) or failed (the holder's status).
+pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::Result<u8> {
+    let paths = HeldPaths::new(&args.runtime_dir, &args.target);
+    if let Some(state) = read_state(&paths) {
+        if is_holder(state.pid) {
+            eprintln!(
+                "start-snapshot: error: target {:?} is already held by session {} (pid {}); run stop-snapshot -t {:?} first",
+                state.target, state.session, state.pid, state.target
+            );
+            return Ok(exit::BUSY);
+        }
+    }
+    let dir = paths.state.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {dir:?}"))?;
+    for stale in [&paths.status, &paths.offset] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let log = std::fs::File::create(&paths.log).with_context(|| format!("creating {:?}", paths.log))?;
+    let exe = std::env::current_exe()
+        .context("finding this program")?
+        .with_file_name("snapshot");
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(&exe)
+            .args(forwarded)
+            .arg("--holder")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            // Its own process group: a Ctrl-C meant for the caller's job does not end the view.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {exe:?}"))?
+    };
+    let mut ready = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut ready)
+        .context("reading the holder's ready line")?;
+    if !ready.is_empty() {
+        print_log_from(&paths.log, 0);
+        let offset = std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0);
+        write_atomic(&paths.offset, offset.to_string().as_bytes())
+            .with_context(|| format!("writing {:?}", paths.offset))?;
+        print!("{ready}");
+        std::io::stdout().flush()?;
+        return Ok(exit::OK);
+    }
+    let status = child.wait().context("waiting for the holder")?;
+    print_log_from(&paths.log, 0);
+    let _ = std::fs::remove_file(&paths.status);
+    let code = match status.code() {
+        Some(0) | None => exit::FAILURE,
+        Some(c) => c as u8,
+    };
+    Ok(code)
+}
+
+/// `stop-snapshot`: tears down what `start-snapshot` made, waits, reports its status.
+pub fn stop(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    let paths = HeldPaths::new(runtime, target);
+    let Some(state) = read_state(&paths) else {
+        eprintln!("stop-snapshot: error: no start-snapshot session holds {target:?}");
+        return Ok(exit::UNAVAILABLE);
+    };
+    let pid = Pid::from_raw(state.pid as i32).context("bad pid in the state file")?;
+    // A pidfd pins the process: the check below and the signal reach the same one.
+    let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) if is_holder(state.pid) => fd,
+        _ => {
+            let _ = std::fs::remove_file(&paths.state);
+            eprintln!(
+                "stop-snapshot: error: the holder of {target:?} (session {}, pid {}) is gone without tearing down; run `snapshot cleanup`",
+                state.session, state.pid
+            );
+            return Ok(exit::TEARDOWN_INCOMPLETE);
+        }
+    };
+    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::USR1)
+        .with_context(|| format!("signalling the holder (pid {})", state.pid))?;
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    while poll(&mut fds, None).is_err() {}
+    let offset = std::fs::read_to_string(&paths.offset)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    print_log_from(&paths.log, offset);
+    let status = std::fs::read_to_string(&paths.status)
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok());
+    for f in [&paths.status, &paths.offset, &paths.log, &paths.state] {
+        let _ = std::fs::remove_file(f);
+    }
+    Ok(status.unwrap_or_else(|| {
+        eprintln!("stop-snapshot: error: the holder ended without reporting its teardown; run `snapshot cleanup`");
+        exit::TEARDOWN_INCOMPLETE
+    }))
+}

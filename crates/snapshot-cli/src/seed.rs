@@ -1,0 +1,166 @@
+//! `snapshot [OPTIONS] DIR...`: the seed protocol — ready line on stdout, close stdout, hold
+//! until stdin reaches EOF (or a signal), tear down.
+
+use crate::args::SessionArgs;
+use crate::exit;
+use snapshot_core::session::{FailureKind, Interrupt, Manifest, Session, SessionError, TeardownReport};
+use snapshot_core::Provider;
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// What ends the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldUntil {
+    /// stdin reaches EOF (the seed protocol); a signal ends it too, with status 128+N.
+    StdinEof,
+    /// SIGUSR1 (sent by `stop-snapshot`); stdin is ignored.
+    Usr1,
+}
+
+/// Signals that end a session: INT, TERM, HUP always; USR1 for a start-snapshot holder.
+#[derive(Debug)]
+pub struct Signals {
+    pub interrupt: Arc<Interrupt>,
+    events: mpsc::Receiver<Event>,
+    tx: mpsc::Sender<Event>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Signal(i32),
+    Eof,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Self> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        let interrupt = Arc::new(Interrupt::new(0));
+        let (tx, events) = mpsc::channel();
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+        let (flag, sender) = (interrupt.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if sig != SIGUSR1 {
+                    flag.store(sig, Ordering::SeqCst);
+                }
+                let _ = sender.send(Event::Signal(sig));
+            }
+        });
+        Ok(Self {
+            interrupt,
+            events,
+            tx,
+        })
+    }
+
+    /// Blocks until the hold ends; returns the signal that ended it, if one did.
+    pub fn hold(&self, until: HoldUntil) -> Option<i32> {
+        if until == HoldUntil::StdinEof {
+            let tx = self.tx.clone();
+            std::thread::spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                let mut buf = [0u8; 4096];
+                // Whatever the caller writes is ignored; only EOF (or an error) counts.
+                while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+                let _ = tx.send(Event::Eof);
+            });
+        }
+        loop {
+            match self.events.recv() {
+                Ok(Event::Eof) | Err(_) => return None,
+                Ok(Event::Signal(sig)) if sig == signal_hook::consts::SIGUSR1 => {
+                    if until == HoldUntil::Usr1 {
+                        return None;
+                    }
+                }
+                Ok(Event::Signal(sig)) => return Some(sig),
+            }
+        }
+    }
+}
+
+/// Writes the ready line (or manifest) and closes stdout: EOF on it means "ready" to the
+/// caller only after that line.
+pub fn announce_ready(manifest: &Manifest, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, manifest)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "done")?;
+    }
+    out.flush()?;
+    drop(out);
+    // Point fd 1 at /dev/null: the caller sees EOF, and a stray write cannot reach it.
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    rustix::stdio::dup2_stdout(&null)?;
+    Ok(())
+}
+
+/// The exit status for a finished teardown.
+pub fn teardown_status(report: &TeardownReport, signal: Option<i32>) -> u8 {
+    if !report.problems.is_empty() {
+        eprintln!("snapshot: error: teardown incomplete; run `snapshot cleanup`, or remove by hand: {}", report.problems.join("; "));
+        return exit::TEARDOWN_INCOMPLETE;
+    }
+    if !report.invalid.is_empty() {
+        eprintln!(
+            "snapshot: error: a snapshot became invalid during the backup; the backup read from a broken snapshot: {}",
+            report.invalid.join("; ")
+        );
+        return exit::INVALID;
+    }
+    match signal {
+        Some(sig) => exit::SIGNAL_BASE.saturating_add(sig as u8),
+        None => exit::OK,
+    }
+}
+
+/// Starts a session, announces it, holds, tears down; returns the exit status. `on_ready`
+/// runs after the view is ready and before the ready line (the holder records its state).
+pub fn run_session(
+    args: &SessionArgs,
+    providers: &[Box<dyn Provider>],
+    signals: &Signals,
+    until: HoldUntil,
+    on_ready: impl FnOnce(&Session) -> anyhow::Result<()>,
+) -> u8 {
+    let session = match Session::start(args.request(), providers, &signals.interrupt) {
+        Ok(s) => s,
+        Err(SessionError { kind, message }) => {
+            eprintln!("snapshot: error: {message}");
+            return exit::for_failure(kind);
+        }
+    };
+    let manifest = session.manifest();
+    log::info!("view ready under {:?} (session {})", manifest.target, manifest.session);
+    let ready = on_ready(&session).and_then(|()| Ok(announce_ready(&manifest, args.json)?));
+    let signal = match ready {
+        Err(e) => {
+            eprintln!("snapshot: error: announcing readiness: {e:#}");
+            None
+        }
+        Ok(()) => match signals.interrupt.load(Ordering::SeqCst) {
+            0 => signals.hold(until),
+            sig => Some(sig),
+        },
+    };
+    if let Some(sig) = signal {
+        log::warn!("signal {sig}: tearing down");
+    } else {
+        log::info!("tearing down");
+    }
+    let report = session.teardown();
+    let status = teardown_status(&report, signal);
+    if status == exit::OK {
+        log::info!("teardown complete: nothing left under {:?}", manifest.target);
+    }
+    status
+}
+
+/// Status for a failure kind, re-exported for the binaries.
+pub fn status_for_kind(kind: FailureKind) -> u8 {
+    exit::for_failure(kind)
+}

@@ -1,0 +1,44 @@
+//! The fallback: a read-only, non-recursive bind of the mount. Not a snapshot — the backup
+//! reads live files — and the manifest says so (`consistent: false`).
+
+use snapshot_core::provider::{Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest};
+use snapshot_core::{sys, Mount};
+use std::path::Path;
+
+#[derive(Debug, Default)]
+pub struct BindProvider;
+
+impl Provider for BindProvider {
+    fn name(&self) -> &str {
+        "bind"
+    }
+
+    fn probe(&self, fs: &Filesystem) -> Probe {
+        // Every mount is its own unit: there is nothing to share between two binds.
+        Probe::Accept {
+            unit: fs.mount.id.to_string(),
+            data: serde_json::Value::Null,
+            consistent: false,
+        }
+    }
+
+    fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
+        Ok(Created {
+            provider: self.name().into(),
+            unit: unit.unit.clone(),
+            name: ctx.object_name(),
+            consistent: false,
+            data: serde_json::json!({ "mount_point": unit.mounts[0].mount_point }),
+        })
+    }
+
+    fn mount(&self, _created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError> {
+        sys::bind_readonly(&mount.mount_point, at)
+            .map_err(|e| ProviderError::io(format!("bind-mounting {:?} read-only at {at:?}", mount.mount_point), e))
+    }
+
+    fn remove(&self, _created: &Created) -> Result<(), ProviderError> {
+        // Nothing was created beyond the view mounts, which the session unmounts.
+        Ok(())
+    }
+}
