@@ -113,7 +113,8 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
     for stale in [&paths.status, &paths.offset] {
         let _ = std::fs::remove_file(stale);
     }
-    let log = std::fs::File::create(&paths.log).with_context(|| format!("creating {:?}", paths.log))?;
+    let log =
+        std::fs::File::create(&paths.log).with_context(|| format!("creating {:?}", paths.log))?;
     let exe = std::env::current_exe()
         .context("finding this program")?
         .with_file_name("snapshot");

@@ -16,7 +16,11 @@ pub fn parse_or_exit<T: Parser>() -> T {
     match T::try_parse() {
         Ok(v) => v,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             std::process::exit(code.into());
         }

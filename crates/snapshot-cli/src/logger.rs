@@ -22,7 +22,12 @@ impl Log for StderrLogger {
             Level::Info => "",
             Level::Debug | Level::Trace => "debug: ",
         };
-        let _ = writeln!(std::io::stderr().lock(), "{}: {level}{}", self.program, record.args());
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}: {level}{}",
+            self.program,
+            record.args()
+        );
     }
 
     fn flush(&self) {}

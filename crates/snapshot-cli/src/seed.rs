@@ -3,7 +3,9 @@
 
 use crate::args::SessionArgs;
 use crate::exit;
-use snapshot_core::session::{FailureKind, Interrupt, Manifest, Session, SessionError, TeardownReport};
+use snapshot_core::session::{
+    FailureKind, Interrupt, Manifest, Session, SessionError, TeardownReport,
+};
 use snapshot_core::Provider;
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
@@ -102,7 +104,10 @@ pub fn announce_ready(manifest: &Manifest, json: bool) -> std::io::Result<()> {
 /// The exit status for a finished teardown.
 pub fn teardown_status(report: &TeardownReport, signal: Option<i32>) -> u8 {
     if !report.problems.is_empty() {
-        eprintln!("snapshot: error: teardown incomplete; run `snapshot cleanup`, or remove by hand: {}", report.problems.join("; "));
+        eprintln!(
+            "snapshot: error: teardown incomplete; run `snapshot cleanup`, or remove by hand: {}",
+            report.problems.join("; ")
+        );
         return exit::TEARDOWN_INCOMPLETE;
     }
     if !report.invalid.is_empty() {
@@ -135,7 +140,11 @@ pub fn run_session(
         }
     };
     let manifest = session.manifest();
-    log::info!("view ready under {:?} (session {})", manifest.target, manifest.session);
+    log::info!(
+        "view ready under {:?} (session {})",
+        manifest.target,
+        manifest.session
+    );
     let ready = on_ready(&session).and_then(|()| Ok(announce_ready(&manifest, args.json)?));
     let signal = match ready {
         Err(e) => {
@@ -155,7 +164,10 @@ pub fn run_session(
     let report = session.teardown();
     let status = teardown_status(&report, signal);
     if status == exit::OK {
-        log::info!("teardown complete: nothing left under {:?}", manifest.target);
+        log::info!(
+            "teardown complete: nothing left under {:?}",
+            manifest.target
+        );
     }
     status
 }

@@ -66,10 +66,20 @@ fn session(args: &SessionArgs, holder: bool) -> ExitCode {
     logger::init("snapshot", args.verbose);
     let signals = match Signals::install() {
         Ok(s) => s,
-        Err(e) => return fail("snapshot", &e.context("installing signal handlers"), exit::FAILURE),
+        Err(e) => {
+            return fail(
+                "snapshot",
+                &e.context("installing signal handlers"),
+                exit::FAILURE,
+            )
+        }
     };
     let providers = snapshot_providers::providers(&args.provider_config());
-    let until = if holder { HoldUntil::Usr1 } else { HoldUntil::StdinEof };
+    let until = if holder {
+        HoldUntil::Usr1
+    } else {
+        HoldUntil::StdinEof
+    };
     let status = run_session(args, &providers, &signals, until, |s| {
         if holder {
             held::holder_ready(&args.runtime_dir, s.target(), &s.id)?;
@@ -105,7 +115,11 @@ fn plan(args: &SessionArgs) -> ExitCode {
             pm.mount.fstype,
             pm.mount.source,
             unit.provider,
-            if unit.consistent { "" } else { "  (NOT consistent: live read-only bind)" }
+            if unit.consistent {
+                ""
+            } else {
+                "  (NOT consistent: live read-only bind)"
+            }
         );
         for d in &pm.dirs {
             println!("    DIR {}", d.display());
@@ -116,7 +130,11 @@ fn plan(args: &SessionArgs) -> ExitCode {
     }
     println!(
         "{}",
-        if plan.consistent() { "consistent: yes" } else { "consistent: NO (some filesystems are only bind-mounted)" }
+        if plan.consistent() {
+            "consistent: yes"
+        } else {
+            "consistent: NO (some filesystems are only bind-mounted)"
+        }
     );
     ExitCode::SUCCESS
 }

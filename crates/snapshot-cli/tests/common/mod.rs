@@ -1,0 +1,156 @@
+//! Shared by the integration tests: run the real binaries over pipes.
+#![allow(dead_code, unused_imports)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use snapshot_testkit::{mounts_under, require_privileges, FsKind, LoopFs, Scratch};
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "snapshot" => PathBuf::from(env!("CARGO_BIN_EXE_snapshot")),
+        "start-snapshot" => PathBuf::from(env!("CARGO_BIN_EXE_start-snapshot")),
+        "stop-snapshot" => PathBuf::from(env!("CARGO_BIN_EXE_stop-snapshot")),
+        _ => panic!("no binary {name}"),
+    }
+}
+
+/// A `snapshot` session driven like a backup script would: stdin and stdout are pipes.
+pub struct Running {
+    pub child: Child,
+    stdout: Option<ChildStdout>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Running {
+    pub fn start(args: &[&str], runtime: &Path) -> Self {
+        let mut child = Command::new(bin("snapshot"))
+            .args(args)
+            .arg("--runtime-dir")
+            .arg(runtime)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn snapshot");
+        let stdout = child.stdout.take();
+        let mut err = child.stderr.take().unwrap();
+        let (tx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            eprint!("{s}");
+            let _ = tx.send(s);
+        });
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Reads stdout to EOF: the ready line (or nothing on failure). Must arrive within `limit`.
+    pub fn ready_within(&mut self, limit: Duration) -> String {
+        let stdout = self.stdout.take().expect("ready read once");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = BufReader::new(stdout).read_to_string(&mut s);
+            let _ = tx.send(s);
+        });
+        rx.recv_timeout(limit).unwrap_or_else(|_| {
+            let _ = self.child.kill();
+            panic!("no EOF on stdout within {limit:?}")
+        })
+    }
+
+    pub fn ready(&mut self) -> String {
+        self.ready_within(Duration::from_secs(60))
+    }
+
+    /// Closes stdin (the end of the backup) and waits; returns the status and stderr.
+    pub fn finish(mut self) -> (ExitStatus, String) {
+        drop(self.child.stdin.take());
+        self.wait()
+    }
+
+    pub fn wait(mut self) -> (ExitStatus, String) {
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        let err = self
+            .stderr
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
+        (status, err)
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// TARGET + path.
+pub fn in_view(target: &Path, path: &Path) -> PathBuf {
+    target.join(path.strip_prefix("/").unwrap())
+}
+
+/// Asserts that creating a file in `dir` fails with EROFS.
+pub fn assert_read_only(dir: &Path) {
+    let err = std::fs::write(dir.join(".snaptest-write-probe"), "x")
+        .expect_err(&format!("{dir:?} is writable"));
+    assert_eq!(
+        err.raw_os_error(),
+        Some(30),
+        "{dir:?}: expected EROFS, got {err}"
+    );
+}
+
+/// Nothing mounted under `target`, and `target` empty.
+pub fn assert_clean(target: &Path) {
+    assert_eq!(
+        mounts_under(target),
+        Vec::<PathBuf>::new(),
+        "mounts left under {target:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(target)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "{target:?} not empty: {left:?}");
+}
+
+/// Path as a &str (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Lines of a file, or none.
+pub fn lines(p: &Path) -> Vec<String> {
+    std::fs::File::open(p)
+        .map(|f| BufReader::new(f).lines().map(Result::unwrap).collect())
+        .unwrap_or_default()
+}
+
+/// Writes an executable shell script.
+pub fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

@@ -1,0 +1,371 @@
+//! The seed protocol end to end on real loop-device filesystems (loop tier: root).
+
+mod common;
+use common::*;
+use rstest::rstest;
+use std::time::{Duration, Instant};
+
+/// `/srv/a`, `/srv/b` and `/srv/a/nested` are three filesystems and `/srv` is not a mount point:
+/// every one shows under TARGET, nothing there is writable, and teardown leaves nothing.
+#[rstest]
+#[case::ext4(FsKind::Ext4)]
+#[case::xfs(FsKind::Xfs)]
+#[case::btrfs(FsKind::Btrfs)]
+fn nested_and_sibling_filesystems(#[case] kind: FsKind) {
+    if !require_privileges("nested_and_sibling_filesystems") {
+        return;
+    }
+    let scratch = Scratch::new(&format!("nest-{}", kind.name())).unwrap();
+    let (a, b) = (scratch.join("srv/a"), scratch.join("srv/b"));
+    let size = kind.min_size_mb();
+    let fa = LoopFs::new("nest-a", kind, size, &a).unwrap();
+    let fb = LoopFs::new("nest-b", kind, size, &b).unwrap();
+    let nested = a.join("nested");
+    let fn_ = LoopFs::new("nest-n", kind, size, &nested).unwrap();
+    fa.write("in-a", "A").unwrap();
+    fb.write("in-b", "B").unwrap();
+    fn_.write("in-nested", "N").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+
+    let mut run = Running::start(
+        &[
+            "--no-writers",
+            "-v",
+            "-t",
+            s(&target),
+            s(&a),
+            s(&b),
+            s(&nested),
+        ],
+        &rt,
+    );
+    assert_eq!(run.ready(), "done\n");
+    assert_eq!(
+        std::fs::read_to_string(in_view(&target, &a).join("in-a")).unwrap(),
+        "A"
+    );
+    assert_eq!(
+        std::fs::read_to_string(in_view(&target, &b).join("in-b")).unwrap(),
+        "B"
+    );
+    assert_eq!(
+        std::fs::read_to_string(in_view(&target, &nested).join("in-nested")).unwrap(),
+        "N"
+    );
+    for dir in [
+        target.clone(),
+        in_view(&target, &scratch.join("srv")),
+        in_view(&target, &a),
+        in_view(&target, &b),
+        in_view(&target, &nested),
+    ] {
+        assert_read_only(&dir);
+    }
+    let (status, _) = run.finish();
+    assert_eq!(status.code(), Some(0));
+    assert_clean(&target);
+    drop((fn_, fa, fb));
+}
+
+/// Several DIRs on one filesystem, one of them the mount point itself, the other a subdirectory:
+/// one mount in the view; the JSON manifest says what is where and that bind is not consistent.
+#[test]
+fn json_manifest_and_several_dirs_on_one_filesystem() {
+    if !require_privileges("json_manifest_and_several_dirs_on_one_filesystem") {
+        return;
+    }
+    let scratch = Scratch::new("json").unwrap();
+    let m = scratch.join("data");
+    let fs = LoopFs::new("json", FsKind::Ext4, 32, &m).unwrap();
+    fs.write("sub/file", "x").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let mut run = Running::start(
+        &[
+            "--no-writers",
+            "--json",
+            "-t",
+            s(&target),
+            s(&m),
+            s(&m.join("sub")),
+        ],
+        &scratch.join("run"),
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&run.ready()).unwrap();
+    assert_eq!(manifest["consistent"], false);
+    let mounts = manifest["mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 1, "{manifest}");
+    assert_eq!(mounts[0]["provider"], "bind");
+    assert_eq!(mounts[0]["consistent"], false);
+    assert_eq!(mounts[0]["mount_point"], s(&m));
+    assert_eq!(mounts[0]["path"], s(&in_view(&target, &m)));
+    assert_eq!(mounts[0]["dirs"].as_array().unwrap().len(), 2);
+    assert!(manifest["session"]
+        .as_str()
+        .unwrap()
+        .starts_with("snapshot-"));
+    assert_eq!(
+        std::fs::read_to_string(in_view(&target, &m).join("sub/file")).unwrap(),
+        "x"
+    );
+    let (status, stderr) = run.finish();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        stderr.contains("NOT consistent"),
+        "the bind fallback warns: {stderr}"
+    );
+    assert_clean(&target);
+}
+
+/// A child mount that is not a DIR shows as the empty directory it covers (non-recursive).
+#[test]
+fn child_mount_not_a_dir_is_not_in_the_view() {
+    if !require_privileges("child_mount_not_a_dir_is_not_in_the_view") {
+        return;
+    }
+    let scratch = Scratch::new("child").unwrap();
+    let a = scratch.join("a");
+    let fa = LoopFs::new("child-a", FsKind::Ext4, 32, &a).unwrap();
+    let fc = LoopFs::new("child-c", FsKind::Ext4, 32, &a.join("c")).unwrap();
+    fc.write("hidden", "h").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let mut run = Running::start(
+        &["--no-writers", "-t", s(&target), s(&a)],
+        &scratch.join("run"),
+    );
+    assert_eq!(run.ready(), "done\n");
+    let c = in_view(&target, &a.join("c"));
+    assert!(c.is_dir());
+    assert_eq!(
+        std::fs::read_dir(&c).unwrap().count(),
+        0,
+        "a non-DIR child mount must not show"
+    );
+    assert_eq!(run.finish().0.code(), Some(0));
+    assert_clean(&target);
+    drop((fc, fa));
+}
+
+/// A DIR below a mount that is not a DIR, below a DIR's mount: the view keeps the path.
+#[test]
+fn dir_below_an_intermediate_mount_that_is_not_a_dir() {
+    if !require_privileges("dir_below_an_intermediate_mount_that_is_not_a_dir") {
+        return;
+    }
+    let scratch = Scratch::new("between").unwrap();
+    let a = scratch.join("a");
+    let fa = LoopFs::new("between-a", FsKind::Ext4, 32, &a).unwrap();
+    let fx = LoopFs::new("between-x", FsKind::Ext4, 32, &a.join("x")).unwrap();
+    let deep = a.join("x/y/deep");
+    let fd = LoopFs::new("between-d", FsKind::Ext4, 32, &deep).unwrap();
+    fd.write("f", "deep").unwrap();
+    fa.write("f", "top").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let mut run = Running::start(
+        &["--no-writers", "-t", s(&target), s(&a), s(&deep)],
+        &scratch.join("run"),
+    );
+    assert_eq!(run.ready(), "done\n");
+    assert_eq!(
+        std::fs::read_to_string(in_view(&target, &a).join("f")).unwrap(),
+        "top"
+    );
+    assert_eq!(
+        std::fs::read_to_string(in_view(&target, &deep).join("f")).unwrap(),
+        "deep"
+    );
+    assert_eq!(run.finish().0.code(), Some(0));
+    assert_clean(&target);
+    drop((fd, fx, fa));
+}
+
+/// SIGTERM during the hold: orderly teardown, 128+15, nothing left.
+#[test]
+fn sigterm_during_hold_tears_down() {
+    if !require_privileges("sigterm_during_hold_tears_down") {
+        return;
+    }
+    let scratch = Scratch::new("term").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("term", FsKind::Ext4, 32, &m).unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let mut run = Running::start(
+        &["--no-writers", "-t", s(&target), s(&m)],
+        &scratch.join("run"),
+    );
+    assert_eq!(run.ready(), "done\n");
+    run.signal(rustix::process::Signal::TERM);
+    let (status, _) = run.wait();
+    assert_eq!(status.code(), Some(128 + 15));
+    assert_clean(&target);
+}
+
+/// A second session on the same target is refused as busy (75) and disturbs nothing.
+#[test]
+fn second_session_on_one_target_is_busy() {
+    if !require_privileges("second_session_on_one_target_is_busy") {
+        return;
+    }
+    let scratch = Scratch::new("busy").unwrap();
+    let m = scratch.join("m");
+    let fs = LoopFs::new("busy", FsKind::Ext4, 32, &m).unwrap();
+    fs.write("f", "1").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+    let mut first = Running::start(&["--no-writers", "-t", s(&target), s(&m)], &rt);
+    assert_eq!(first.ready(), "done\n");
+    let mut second = Running::start(&["--no-writers", "-t", s(&target), s(&m)], &rt);
+    assert_eq!(second.ready(), "");
+    let (status, stderr) = second.finish();
+    assert_eq!(status.code(), Some(75), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(in_view(&target, &m).join("f")).unwrap(),
+        "1"
+    );
+    assert_eq!(first.finish().0.code(), Some(0));
+    assert_clean(&target);
+}
+
+/// `--require-snapshot` with only the bind fallback available: 69 before anything is made.
+#[test]
+fn require_snapshot_refuses_bind_only() {
+    if !require_privileges("require_snapshot_refuses_bind_only") {
+        return;
+    }
+    let scratch = Scratch::new("req").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("req", FsKind::Ext4, 32, &m).unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let log = scratch.join("writer.log");
+    let wd = scratch.join("writers");
+    std::fs::create_dir(&wd).unwrap();
+    script(&wd.join("w"), &format!("echo \"$1\" >> {}", log.display()));
+    let mut run = Running::start(
+        &[
+            "--require-snapshot",
+            "--writers-dir",
+            s(&wd),
+            "-t",
+            s(&target),
+            s(&m),
+        ],
+        &scratch.join("run"),
+    );
+    assert_eq!(run.ready(), "");
+    let (status, stderr) = run.finish();
+    assert_eq!(status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains(s(&m)), "names the filesystem: {stderr}");
+    assert!(lines(&log).is_empty(), "nothing may be frozen");
+    assert_clean(&target);
+}
+
+/// `start-snapshot` returns with the view ready and a holder detached; `stop-snapshot` removes
+/// everything, waits for the holder, and reports success.
+#[test]
+fn start_and_stop_snapshot() {
+    if !require_privileges("start_and_stop_snapshot") {
+        return;
+    }
+    let scratch = Scratch::new("startstop").unwrap();
+    let m = scratch.join("m");
+    let fs = LoopFs::new("startstop", FsKind::Ext4, 32, &m).unwrap();
+    fs.write("f", "held").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+    let out = std::process::Command::new(bin("start-snapshot"))
+        .args([
+            "--no-writers",
+            "--runtime-dir",
+            s(&rt),
+            "-t",
+            s(&target),
+            s(&m),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    assert_eq!(
+        std::fs::read_to_string(in_view(&target, &m).join("f")).unwrap(),
+        "held"
+    );
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read_dir(rt.join("held"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| std::fs::read(p).unwrap())
+            .expect("holder state"),
+    )
+    .unwrap();
+    let pid = state["pid"].as_u64().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    let out = std::process::Command::new(bin("stop-snapshot"))
+        .args(["--runtime-dir", s(&rt), "-t", s(&target)])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean(&target);
+    let t = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "holder {pid} still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Nothing to stop any more.
+    let out = std::process::Command::new(bin("stop-snapshot"))
+        .args(["--runtime-dir", s(&rt), "-t", s(&target)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+}
+
+/// start-snapshot reports a failure with the session's status and leaves nothing running.
+#[test]
+fn start_snapshot_failure_reports_the_reason() {
+    if !require_privileges("start_snapshot_failure_reports_the_reason") {
+        return;
+    }
+    let scratch = Scratch::new("startfail").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("startfail", FsKind::Ext4, 32, &m).unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let out = std::process::Command::new(bin("start-snapshot"))
+        .args([
+            "--no-writers",
+            "--require-snapshot",
+            "--runtime-dir",
+            s(&scratch.join("run")),
+            "-t",
+            s(&target),
+            s(&m),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--require-snapshot"));
+    assert_clean(&target);
+}
