@@ -107,7 +107,10 @@ mod tests {
         let t = Path::new("/some/target");
         let first = TargetLock::acquire(rt.path(), t).unwrap();
         assert!(TargetLock::is_held(rt.path(), t));
-        assert!(matches!(TargetLock::acquire(rt.path(), t), Err(LockError::Busy { .. })));
+        assert!(matches!(
+            TargetLock::acquire(rt.path(), t),
+            Err(LockError::Busy { .. })
+        ));
         drop(first);
         assert!(!TargetLock::is_held(rt.path(), t));
         TargetLock::acquire(rt.path(), t).unwrap();

@@ -118,7 +118,10 @@ mod tests {
         std::fs::create_dir(&target).unwrap();
         std::fs::write(&file, "x").unwrap();
         let v = |dirs: &[&Path], target: &Path| {
-            validate(&dirs.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>(), target)
+            validate(
+                &dirs.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>(),
+                target,
+            )
         };
         assert_eq!(v(&[], &target), Err(ValidationError::NoDirs));
         assert_eq!(
@@ -128,16 +131,33 @@ mod tests {
         let dd = d.join("..").join("d");
         assert_eq!(v(&[&dd], &target), Err(ValidationError::DotDot(dd.clone())));
         let missing = t.path().join("missing");
-        assert!(matches!(v(&[&missing], &target), Err(ValidationError::Inaccessible(p, _)) if p == missing));
-        assert_eq!(v(&[&file], &target), Err(ValidationError::NotADirectory(file.clone())));
-        assert!(matches!(v(&[&d], &missing), Err(ValidationError::TargetInaccessible(..))));
-        assert_eq!(v(&[&d], &file), Err(ValidationError::TargetNotADirectory(file.clone())));
+        assert!(
+            matches!(v(&[&missing], &target), Err(ValidationError::Inaccessible(p, _)) if p == missing)
+        );
+        assert_eq!(
+            v(&[&file], &target),
+            Err(ValidationError::NotADirectory(file.clone()))
+        );
+        assert!(matches!(
+            v(&[&d], &missing),
+            Err(ValidationError::TargetInaccessible(..))
+        ));
+        assert_eq!(
+            v(&[&d], &file),
+            Err(ValidationError::TargetNotADirectory(file.clone()))
+        );
         let inner = d.join("t");
         std::fs::create_dir(&inner).unwrap();
-        assert!(matches!(v(&[&d], &inner), Err(ValidationError::TargetInsideDir { .. })));
+        assert!(matches!(
+            v(&[&d], &inner),
+            Err(ValidationError::TargetInsideDir { .. })
+        ));
         let ok = v(&[&d, &d], &target).unwrap();
         assert_eq!(ok.dirs.len(), 1, "duplicates collapse");
         assert!(check_target_empty(&target).is_ok());
-        assert_eq!(check_target_empty(&d), Err(ValidationError::TargetNotEmpty(d.clone())));
+        assert_eq!(
+            check_target_empty(&d),
+            Err(ValidationError::TargetNotEmpty(d.clone()))
+        );
     }
 }

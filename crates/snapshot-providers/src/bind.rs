@@ -1,7 +1,9 @@
 //! The fallback: a read-only, non-recursive bind of the mount. Not a snapshot — the backup
 //! reads live files — and the manifest says so (`consistent: false`).
 
-use snapshot_core::provider::{Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest};
+use snapshot_core::provider::{
+    Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest,
+};
 use snapshot_core::{sys, Mount};
 use std::path::Path;
 
@@ -33,8 +35,12 @@ impl Provider for BindProvider {
     }
 
     fn mount(&self, _created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError> {
-        sys::bind_readonly(&mount.mount_point, at)
-            .map_err(|e| ProviderError::io(format!("bind-mounting {:?} read-only at {at:?}", mount.mount_point), e))
+        sys::bind_readonly(&mount.mount_point, at).map_err(|e| {
+            ProviderError::io(
+                format!("bind-mounting {:?} read-only at {at:?}", mount.mount_point),
+                e,
+            )
+        })
     }
 
     fn remove(&self, _created: &Created) -> Result<(), ProviderError> {
