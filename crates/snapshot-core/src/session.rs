@@ -332,14 +332,12 @@ impl<'p> Session<'p> {
                 r
             }
         };
-        let thaw_failures = writers
+        // Writers log their own failures; thaw failures never stop the session.
+        let _thaw_failures = writers
             .as_ref()
             .map(|w| w.thaw(&outcome.sent, &self.dirs))
             .unwrap_or_default();
         self.timings.frozen = t0.elapsed();
-        for w in outcome.warnings.iter().chain(&thaw_failures) {
-            log::warn!("{w}");
-        }
         log::info!(
             "frozen window {:.1} ms (snapshot creation {:.1} ms)",
             self.timings.frozen.as_secs_f64() * 1e3,
