@@ -109,6 +109,21 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Cheap and without side effects.
     fn probe(&self, fs: &Filesystem) -> Probe;
 
+    /// What [`create`](Self::create) will make, named and described well enough for
+    /// [`remove`](Self::remove) to undo it from another process: the session journals it
+    /// *before* calling `create`, so a crash in between leaves a record. `create` must return
+    /// the same or a superset. The default suits providers whose probe data plus the object
+    /// name identify the snapshot.
+    fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
+        Created {
+            provider: self.name().to_owned(),
+            unit: unit.unit.clone(),
+            name: ctx.object_name(),
+            consistent: true,
+            data: unit.data.clone(),
+        }
+    }
+
     /// Creates the snapshot. The only call inside the frozen window: keep it short.
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError>;
 

@@ -564,3 +564,29 @@ mod tests {
         );
     }
 }
+
+/// A mounted test filesystem, whatever made it (loop device here, an LV or a ZFS dataset in
+/// the VM tier): the shared provider test bodies take these.
+pub trait MountedFs {
+    fn mount_point(&self) -> &Path;
+    /// Filesystem type as mountinfo shows it (`ext4`, `xfs`, `btrfs`, `zfs`).
+    fn fstype(&self) -> &str;
+    /// Writes `mount_point/rel`, creating parent directories.
+    fn write_file(&self, rel: &str, content: &str) -> Result<()> {
+        let p = self.mount_point().join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&p, content)?;
+        Ok(())
+    }
+}
+
+impl MountedFs for LoopFs {
+    fn mount_point(&self) -> &Path {
+        &self.mount_point
+    }
+    fn fstype(&self) -> &str {
+        self.kind.name()
+    }
+}
