@@ -72,7 +72,10 @@ impl Plan {
 }
 
 /// Plans with the live mount table and statx mount ids.
-pub fn plan_live(dirs: &[PathBuf], providers: &[Box<dyn Provider>]) -> Result<Plan, PlanErrorOrTable> {
+pub fn plan_live(
+    dirs: &[PathBuf],
+    providers: &[Box<dyn Provider>],
+) -> Result<Plan, PlanErrorOrTable> {
     let table = MountTable::read().map_err(PlanErrorOrTable::Table)?;
     plan(dirs, &table, crate::sys::mount_id, providers).map_err(PlanErrorOrTable::Plan)
 }
@@ -179,4 +182,376 @@ pub fn plan(
         };
     }
     Ok(Plan { mounts, units })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mountinfo::MountTable;
+    use crate::provider::{Created, ProviderError, SessionContext, UnitRequest};
+    use std::collections::HashMap;
+
+    /// Root on ext4; btrfs subvolumes (one of them mounted twice, one nested); an XFS /var with
+    /// a tmpfs below it; two sibling mounts under the plain directory /srv.
+    const TABLE: &str = "\
+21 1 254:1 / / rw,relatime shared:1 - ext4 /dev/mapper/vg0-root rw,errors=remount-ro
+40 21 0:31 /@home /home rw,noatime shared:30 - btrfs /dev/sdb rw,subvolid=256,subvol=/@home
+41 21 0:31 /@home /mnt/home2 rw,noatime shared:30 - btrfs /dev/sdb rw,subvolid=256,subvol=/@home
+42 21 0:31 /@data /data rw,noatime shared:31 - btrfs /dev/sdb rw,subvolid=257,subvol=/@data
+43 42 0:31 /@data/sub /data/sub rw,noatime shared:32 - btrfs /dev/sdb rw,subvolid=258,subvol=/@data/sub
+50 21 254:3 / /var rw,relatime shared:35 - xfs /dev/mapper/vg0-var rw,attr2,inode64
+51 50 0:40 / /var/lib/docker rw,relatime shared:36 - tmpfs tmpfs rw,size=1024k
+60 21 254:4 / /srv/a rw,relatime shared:37 - ext4 /dev/mapper/vg0-a rw
+61 21 254:5 / /srv/b rw,relatime shared:38 - ext4 /dev/mapper/vg0-b rw
+";
+
+    /// Which mount holds each path, as statx would say.
+    fn ids() -> HashMap<PathBuf, u64> {
+        [
+            ("/", 21),
+            ("/etc", 21),
+            ("/srv", 21),
+            ("/home", 40),
+            ("/home/alice", 40),
+            ("/home/bob", 40),
+            ("/mnt/home2", 41),
+            ("/mnt/home2/bob", 41),
+            ("/data", 42),
+            ("/data/sub", 43),
+            ("/data/sub/deep", 43),
+            ("/var", 50),
+            ("/var/lib", 50),
+            ("/var/lib/docker", 51),
+            ("/srv/a", 60),
+            ("/srv/b", 61),
+            ("/srv/b/x", 61),
+            ("/ghost", 999),
+        ]
+        .into_iter()
+        .map(|(p, id)| (PathBuf::from(p), id))
+        .collect()
+    }
+
+    /// Snapshots btrfs only; one unit per subvolume of one filesystem.
+    #[derive(Debug)]
+    struct FakeSnap;
+
+    /// Takes everything, one unit per mount, not consistent (like the bind fallback).
+    #[derive(Debug)]
+    struct FakeBind;
+
+    /// Declines everything.
+    #[derive(Debug)]
+    struct FakeNever;
+
+    fn no_side_effects() -> ProviderError {
+        ProviderError::Other("fake provider: planning only".into())
+    }
+
+    macro_rules! planning_only {
+        () => {
+            fn create(
+                &self,
+                _: &UnitRequest,
+                _: &SessionContext,
+            ) -> Result<Created, ProviderError> {
+                Err(no_side_effects())
+            }
+            fn mount(&self, _: &Created, _: &Mount, _: &Path) -> Result<(), ProviderError> {
+                Err(no_side_effects())
+            }
+            fn remove(&self, _: &Created) -> Result<(), ProviderError> {
+                Err(no_side_effects())
+            }
+        };
+    }
+
+    impl Provider for FakeSnap {
+        fn name(&self) -> &str {
+            "snap"
+        }
+        fn probe(&self, fs: &Filesystem) -> Probe {
+            let m = &fs.mount;
+            if m.fstype != "btrfs" {
+                return Probe::Decline(format!("not btrfs ({})", m.fstype));
+            }
+            Probe::Accept {
+                unit: format!("{}:{}:{}", m.major, m.minor, m.root.display()),
+                data: serde_json::json!({ "subvol": m.super_option("subvol") }),
+                consistent: true,
+            }
+        }
+        planning_only!();
+    }
+
+    impl Provider for FakeBind {
+        fn name(&self) -> &str {
+            "bind"
+        }
+        fn probe(&self, fs: &Filesystem) -> Probe {
+            Probe::Accept {
+                unit: fs.mount.id.to_string(),
+                data: serde_json::Value::Null,
+                consistent: false,
+            }
+        }
+        planning_only!();
+    }
+
+    impl Provider for FakeNever {
+        fn name(&self) -> &str {
+            "never"
+        }
+        fn probe(&self, _: &Filesystem) -> Probe {
+            Probe::Decline("takes nothing".into())
+        }
+        planning_only!();
+    }
+
+    fn snap_then_bind() -> Vec<Box<dyn Provider>> {
+        vec![Box::new(FakeSnap), Box::new(FakeBind)]
+    }
+
+    fn run(dirs: &[&str], providers: &[Box<dyn Provider>]) -> Result<Plan, PlanError> {
+        let table = MountTable::parse(TABLE).unwrap();
+        let ids = ids();
+        let dirs: Vec<PathBuf> = dirs.iter().map(PathBuf::from).collect();
+        plan(
+            &dirs,
+            &table,
+            |p| {
+                ids.get(p).copied().ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "not in the test map")
+                })
+            },
+            providers,
+        )
+    }
+
+    fn mount_points(plan: &Plan) -> Vec<&Path> {
+        plan.mounts
+            .iter()
+            .map(|m| m.mount.mount_point.as_path())
+            .collect()
+    }
+
+    /// Every mount points at a unit that lists it, and every unit lists its mounts in plan
+    /// order (parents first).
+    fn assert_indexes_consistent(plan: &Plan) {
+        for (mi, m) in plan.mounts.iter().enumerate() {
+            assert!(plan.units[m.unit].mounts.contains(&mi), "mount {mi}");
+        }
+        for (ui, u) in plan.units.iter().enumerate() {
+            assert!(!u.mounts.is_empty());
+            assert!(u.mounts.windows(2).all(|w| w[0] < w[1]), "unit {ui}");
+            assert!(u.mounts.iter().all(|&mi| plan.mounts[mi].unit == ui));
+        }
+    }
+
+    #[test]
+    fn several_dirs_on_one_filesystem_make_one_mount_and_one_unit() {
+        let plan = run(&["/home/alice", "/home/bob", "/home"], &snap_then_bind()).unwrap();
+        assert_eq!(mount_points(&plan), [Path::new("/home")]);
+        assert_eq!(
+            plan.mounts[0].dirs,
+            ["/home/alice", "/home/bob", "/home"].map(PathBuf::from)
+        );
+        assert_eq!(plan.units.len(), 1);
+        let u = &plan.units[0];
+        assert_eq!((u.provider.as_str(), u.provider_index), ("snap", 0));
+        assert_eq!(u.unit, "0:31:/@home");
+        assert_eq!(u.data, serde_json::json!({ "subvol": "/@home" }));
+        assert_eq!(u.mounts, [0]);
+        assert!(plan.mounts[0].declined.is_empty());
+        assert!(plan.consistent());
+        assert_indexes_consistent(&plan);
+    }
+
+    #[test]
+    fn one_filesystem_at_two_places_shares_a_snapshot_unit() {
+        let plan = run(&["/mnt/home2/bob", "/home/alice"], &snap_then_bind()).unwrap();
+        assert_eq!(
+            mount_points(&plan),
+            [Path::new("/home"), Path::new("/mnt/home2")]
+        );
+        assert_eq!(plan.units.len(), 1);
+        assert_eq!(plan.units[0].mounts, [0, 1]);
+        assert_eq!(plan.mounts[1].dirs, [PathBuf::from("/mnt/home2/bob")]);
+        assert_indexes_consistent(&plan);
+    }
+
+    #[test]
+    fn one_filesystem_at_two_places_makes_two_bind_units() {
+        let bind: Vec<Box<dyn Provider>> = vec![Box::new(FakeBind)];
+        let plan = run(&["/mnt/home2/bob", "/home/alice"], &bind).unwrap();
+        assert_eq!(plan.mounts.len(), 2);
+        assert_eq!(plan.units.len(), 2);
+        let keys: Vec<_> = plan.units.iter().map(|u| u.unit.as_str()).collect();
+        assert_eq!(keys, ["40", "41"]);
+        assert!(!plan.consistent());
+        assert_indexes_consistent(&plan);
+    }
+
+    #[test]
+    fn dir_that_is_a_mount_point() {
+        let plan = run(&["/var"], &snap_then_bind()).unwrap();
+        assert_eq!(plan.mounts.len(), 1);
+        let m = &plan.mounts[0];
+        assert_eq!(m.mount.id, 50);
+        assert_eq!(m.mount.mount_point, Path::new("/var"));
+        assert_eq!(m.dirs, [PathBuf::from("/var")]);
+        assert_eq!(plan.units[0].provider, "bind");
+    }
+
+    #[test]
+    fn nested_mounts_are_ordered_parent_first() {
+        // Children given first, to see the planner reorder them.
+        let plan = run(
+            &[
+                "/var/lib/docker",
+                "/data/sub/deep",
+                "/var/lib",
+                "/data",
+                "/etc",
+            ],
+            &snap_then_bind(),
+        )
+        .unwrap();
+        assert_eq!(
+            mount_points(&plan),
+            ["/", "/data", "/var", "/data/sub", "/var/lib/docker"].map(Path::new)
+        );
+        // Every mount comes after its parent mount, when the parent is in the plan.
+        for (i, m) in plan.mounts.iter().enumerate() {
+            if let Some(p) = plan
+                .mounts
+                .iter()
+                .position(|p| p.mount.id == m.mount.parent_id)
+            {
+                assert!(p < i, "{:?} before its parent", m.mount.mount_point);
+            }
+        }
+        // Nested btrfs subvolumes are separate snapshot units.
+        let data = &plan.units[plan.mounts[1].unit];
+        let sub = &plan.units[plan.mounts[3].unit];
+        assert_eq!(data.unit, "0:31:/@data");
+        assert_eq!(sub.unit, "0:31:/@data/sub");
+        assert_eq!(plan.units.len(), 5);
+        assert_indexes_consistent(&plan);
+    }
+
+    #[test]
+    fn sibling_mounts_under_a_plain_directory() {
+        let plan = run(&["/srv/b/x", "/srv", "/srv/a"], &snap_then_bind()).unwrap();
+        assert_eq!(
+            mount_points(&plan),
+            ["/", "/srv/a", "/srv/b"].map(Path::new)
+        );
+        // /srv is no mount: it is planned through the root filesystem.
+        assert_eq!(plan.mounts[0].dirs, [PathBuf::from("/srv")]);
+        assert_eq!(plan.mounts[1].dirs, [PathBuf::from("/srv/a")]);
+        assert_eq!(plan.mounts[2].dirs, [PathBuf::from("/srv/b/x")]);
+        assert!(plan.mounts.iter().all(|m| m.mount.fstype == "ext4"));
+        assert_eq!(plan.units.len(), 3);
+        assert_indexes_consistent(&plan);
+    }
+
+    #[test]
+    fn declines_are_recorded_with_provider_and_reason() {
+        let providers: Vec<Box<dyn Provider>> =
+            vec![Box::new(FakeNever), Box::new(FakeSnap), Box::new(FakeBind)];
+        let plan = run(&["/etc", "/home"], &providers).unwrap();
+        let root = &plan.mounts[0];
+        let got: Vec<_> = root
+            .declined
+            .iter()
+            .map(|d| (d.provider.as_str(), d.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("never", "takes nothing"), ("snap", "not btrfs (ext4)")]
+        );
+        assert_eq!(plan.units[root.unit].provider, "bind");
+        assert_eq!(plan.units[root.unit].provider_index, 2);
+        // Providers after the accepting one are not asked.
+        let home = &plan.mounts[1];
+        assert_eq!(home.declined.len(), 1);
+        assert_eq!(home.declined[0].provider, "never");
+        assert_eq!(plan.units[home.unit].provider, "snap");
+        // `snapshot plan --json` shows them.
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["mounts"][0]["declined"][1]["provider"], "snap");
+        assert_eq!(
+            json["mounts"][0]["declined"][1]["reason"],
+            "not btrfs (ext4)"
+        );
+    }
+
+    #[test]
+    fn no_accepting_provider_names_the_mount_point() {
+        let providers: Vec<Box<dyn Provider>> = vec![Box::new(FakeNever), Box::new(FakeSnap)];
+        let err = run(&["/home/alice", "/var/lib"], &providers).unwrap_err();
+        match &err {
+            PlanError::NoProvider {
+                mount_point,
+                fstype,
+                reasons,
+            } => {
+                assert_eq!(mount_point, Path::new("/var"));
+                assert_eq!(fstype, "xfs");
+                assert_eq!(reasons, "never: takes nothing; snap: not btrfs (xfs)");
+            }
+            other => panic!("expected NoProvider, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("\"/var\"") && msg.contains("xfs"), "{msg}");
+        // No provider at all.
+        assert!(matches!(
+            run(&["/home"], &[]),
+            Err(PlanError::NoProvider { reasons, .. }) if reasons.is_empty()
+        ));
+    }
+
+    #[test]
+    fn mount_id_missing_from_the_table() {
+        let err = run(&["/home", "/ghost"], &snap_then_bind()).unwrap_err();
+        match &err {
+            PlanError::UnknownMount { dir, id } => {
+                assert_eq!(dir, Path::new("/ghost"));
+                assert_eq!(*id, 999);
+            }
+            other => panic!("expected UnknownMount, got {other:?}"),
+        }
+        assert!(err.to_string().contains("/ghost"));
+    }
+
+    #[test]
+    fn mount_id_lookup_failure_names_the_dir() {
+        let err = run(&["/nowhere"], &snap_then_bind()).unwrap_err();
+        assert!(
+            matches!(&err, PlanError::MountId { dir, .. } if dir == Path::new("/nowhere")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("/nowhere"));
+    }
+
+    #[test]
+    fn consistency_of_the_whole_plan() {
+        let all_snap = run(&["/home", "/data", "/mnt/home2"], &snap_then_bind()).unwrap();
+        assert!(all_snap.units.iter().all(|u| u.consistent));
+        assert!(all_snap.consistent());
+
+        let mixed = run(&["/home", "/etc"], &snap_then_bind()).unwrap();
+        let by_provider: Vec<_> = mixed
+            .units
+            .iter()
+            .map(|u| (u.provider.as_str(), u.consistent))
+            .collect();
+        assert_eq!(by_provider, [("bind", false), ("snap", true)]);
+        assert!(!mixed.consistent());
+
+        let empty = run(&[], &snap_then_bind()).unwrap();
+        assert!(empty.mounts.is_empty() && empty.units.is_empty());
+        assert!(empty.consistent());
+    }
 }

@@ -284,8 +284,9 @@ const MAX_LINE: u64 = 16 * 1024;
 const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// Names the QEMU guest agent's fsfreeze-hook dispatcher ignores: `*~ *.bak *.orig *.rpmnew
-/// *.rpmorig *.rpmsave *.sample *.dpkg-*`; dot files too.
-fn is_ignored_name(name: &[u8]) -> bool {
+/// *.rpmorig *.rpmsave *.sample *.dpkg-*`; dot files too. The `filesystems.d` scripts use
+/// the same list.
+pub fn is_ignored_name(name: &[u8]) -> bool {
     const SUFFIXES: [&[u8]; 7] = [
         b"~",
         b".bak",

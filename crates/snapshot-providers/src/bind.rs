@@ -30,7 +30,8 @@ impl Provider for BindProvider {
             unit: unit.unit.clone(),
             name: ctx.object_name(),
             consistent: false,
-            data: serde_json::json!({ "mount_point": unit.mounts[0].mount_point }),
+            // Nothing to record: the session unmounts the view, and a bind leaves nothing else.
+            data: serde_json::Value::Null,
         })
     }
 

@@ -2,6 +2,7 @@
 //! umount2(2), statx(2) and the ioctls. This is the one module allowed to hold `unsafe` code
 //! (ioctls whose argument structures rustix does not know); everything else calls these.
 
+
 use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
 use rustix::mount::{
     mount, mount_bind, mount_change, mount_remount, unmount, MountFlags, MountPropagationFlags,

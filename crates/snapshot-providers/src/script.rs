@@ -1,0 +1,974 @@
+//! Compatibility with the original tool's provider scripts in `/usr/lib/snapshot/filesystems.d`
+//! (DESIGN.md §2.3): `SCRIPT snapshot SOURCE TARGET` snapshots the filesystem mounted at SOURCE
+//! and mounts the snapshot at TARGET, exit 0 meaning "handled"; `SCRIPT remove SOURCE TARGET`
+//! undoes it. Scripts are tried in lexical order; the first that handles a filesystem wins.
+//!
+//! TARGET is a private staging directory under the session's runtime directory; the view then
+//! gets a read-only bind of it.
+
+use snapshot_core::exec::{self, CommandError};
+use snapshot_core::provider::{
+    Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest,
+};
+use snapshot_core::writers::is_ignored_name;
+use snapshot_core::{sys, Mount, MountTable};
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the original tool installed its provider scripts.
+pub const DEFAULT_DIR: &str = "/usr/lib/snapshot/filesystems.d";
+
+const NAME: &str = "script";
+
+/// Bound on stacked mounts unmounted at one staging directory, so that a mount that keeps
+/// reappearing cannot loop forever.
+const MAX_STACKED_UNMOUNTS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct ScriptProvider {
+    dir: PathBuf,
+}
+
+impl Default for ScriptProvider {
+    fn default() -> Self {
+        Self::new(DEFAULT_DIR)
+    }
+}
+
+impl ScriptProvider {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The scripts to try, in lexical (byte) order of their names: executable regular files
+    /// (symlinks to one count), minus the names writer directories ignore too. A missing
+    /// directory holds none.
+    pub fn scripts(&self) -> std::io::Result<Vec<PathBuf>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found: Vec<(OsString, PathBuf)> = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let path = entry.path();
+            if is_ignored_name(name.as_bytes()) {
+                log::debug!("provider script {path:?}: ignored by name");
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                    found.push((name, path));
+                }
+                Ok(_) => log::debug!("provider script {path:?}: not an executable file, ignored"),
+                Err(e) => log::debug!("provider script {path:?}: {e}, ignored"),
+            }
+        }
+        found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        Ok(found.into_iter().map(|(_, path)| path).collect())
+    }
+
+    fn no_scripts(&self) -> String {
+        format!("no scripts in {}", self.dir.display())
+    }
+}
+
+impl Provider for ScriptProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn probe(&self, fs: &Filesystem) -> Probe {
+        // Whether a script handles this filesystem is only known by running it, which is not
+        // side-effect free: accept every mount while there is a script, and let `create`
+        // decline when none takes it.
+        match self.scripts() {
+            Ok(scripts) if scripts.is_empty() => Probe::Decline(self.no_scripts()),
+            Ok(scripts) => Probe::Accept {
+                unit: fs.mount.id.to_string(),
+                data: serde_json::json!({
+                    "scripts": scripts.iter().map(|s| path_json(s)).collect::<Vec<_>>(),
+                }),
+                consistent: true,
+            },
+            Err(e) => Probe::Decline(format!("cannot read {}: {e}", self.dir.display())),
+        }
+    }
+
+    fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
+        // Which script will handle it is not known yet; without one, `remove` can still clear
+        // the staging directory.
+        Created {
+            provider: NAME.into(),
+            unit: unit.unit.clone(),
+            name: ctx.object_name(),
+            consistent: true,
+            data: ScriptData {
+                script: None,
+                source: source_of(unit).unwrap_or_default(),
+                staging: staging_dir(ctx),
+            }
+            .to_json(),
+        }
+    }
+
+    fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
+        let source = source_of(unit)
+            .ok_or_else(|| ProviderError::Other(format!("unit {}: no mount", unit.unit)))?;
+        // The directory is read again rather than trusting the plan's list: it is what will
+        // actually run, and file names need not survive JSON.
+        let scripts = self
+            .scripts()
+            .map_err(|e| ProviderError::io(format!("reading {:?}", self.dir), e))?;
+        if scripts.is_empty() {
+            return Err(ProviderError::Declined(self.no_scripts()));
+        }
+
+        let staging = staging_dir(ctx);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| ProviderError::io(format!("creating staging directory {staging:?}"), e))?;
+
+        let mut failures = Vec::new();
+        for script in &scripts {
+            match run_script(script, "snapshot", &source, &staging) {
+                Ok(out) => {
+                    if !out.stderr.is_empty() {
+                        log::debug!("{script:?} snapshot {source:?}: {}", out.stderr);
+                    }
+                    let data = ScriptData {
+                        script: Some(script.clone()),
+                        source: source.clone(),
+                        staging: staging.clone(),
+                    };
+                    match is_mounted(&staging) {
+                        Ok(true) => {
+                            log::info!("{script:?} snapshotted {source:?} at {staging:?}");
+                            return Ok(Created {
+                                provider: NAME.into(),
+                                unit: unit.unit.clone(),
+                                name: ctx.object_name(),
+                                consistent: true,
+                                data: data.to_json(),
+                            });
+                        }
+                        Ok(false) => {
+                            // The script claims success: let it undo whatever it did make.
+                            let undo = undo_failed_create(&data);
+                            return Err(ProviderError::Other(format!(
+                                "filesystems.d script {script:?} exited 0 for {source:?} but \
+                                 mounted nothing at {staging:?}{undo}"
+                            )));
+                        }
+                        Err(e) => {
+                            let undo = undo_failed_create(&data);
+                            return Err(ProviderError::Other(format!(
+                                "after {script:?} snapshot {source:?}: {e}{undo}"
+                            )));
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::debug!("{script:?} did not take {source:?}: {e}");
+                    failures.push(describe_failure(script, &e));
+                    // A script that failed must not leave a mount for the next one to find.
+                    unmount_all(&staging).map_err(|e| {
+                        ProviderError::Other(format!(
+                            "{script:?} failed for {source:?} but left a mount at {staging:?} \
+                             that cannot be removed: {e}"
+                        ))
+                    })?;
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&staging) {
+            log::warn!("removing staging directory {staging:?}: {e}");
+        }
+        Err(ProviderError::Declined(format!(
+            "no filesystems.d script took {source:?}: {}",
+            failures.join("; ")
+        )))
+    }
+
+    fn mount(&self, created: &Created, _mount: &Mount, at: &Path) -> Result<(), ProviderError> {
+        let data = ScriptData::from_json(&created.data)?;
+        sys::bind_readonly(&data.staging, at).map_err(|e| {
+            ProviderError::io(
+                format!(
+                    "bind-mounting {:?} (snapshot of {:?}) read-only at {at:?}",
+                    data.staging, data.source
+                ),
+                e,
+            )
+        })
+    }
+
+    fn remove(&self, created: &Created) -> Result<(), ProviderError> {
+        let data = ScriptData::from_json(&created.data)?;
+        let staging = &data.staging;
+        // The staging directory goes last: when it is gone, everything is.
+        match std::fs::symlink_metadata(staging) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                log::debug!("{}: {staging:?} already gone", created.name);
+                return Ok(());
+            }
+            Err(e) => return Err(ProviderError::io(format!("checking {staging:?}"), e)),
+            Ok(_) => {}
+        }
+        let script_result = match &data.script {
+            Some(script) => run_script(script, "remove", &data.source, staging).map(drop),
+            None => {
+                // Journaled before `create` and never completed: no script is known to have
+                // taken it, and running another's `remove` could undo what is not ours.
+                log::warn!(
+                    "{}: no record of which filesystems.d script handled {:?}; only clearing \
+                     {staging:?}",
+                    created.name,
+                    data.source
+                );
+                Ok(())
+            }
+        };
+        if let Err(e) = &script_result {
+            log::warn!("{:?} remove {:?}: {e}", data.script, data.source);
+        }
+        // Whatever the script did, the session is over: nothing may stay mounted at staging.
+        unmount_all(staging)
+            .map_err(|e| ProviderError::io(format!("unmounting {staging:?}"), e))?;
+        // The script failing keeps the staging directory, so that a later `cleanup` runs its
+        // `remove` again.
+        script_result?;
+        // Never remove_dir_all: a mount could still sit below.
+        match std::fs::remove_dir(staging) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(ProviderError::io(
+                format!("removing staging directory {staging:?}"),
+                e,
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn run_script(
+    script: &Path,
+    action: &str,
+    source: &Path,
+    staging: &Path,
+) -> Result<exec::Output, CommandError> {
+    exec::run(Command::new(script).arg(action).arg(source).arg(staging))
+}
+
+fn describe_failure(script: &Path, e: &CommandError) -> String {
+    let name = script.file_name().map_or_else(
+        || script.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    match e {
+        CommandError::Failed { status, stderr, .. } if stderr.is_empty() => {
+            format!("{name}: {status}")
+        }
+        CommandError::Failed { status, stderr, .. } => format!("{name}: {status}: {stderr}"),
+        CommandError::Spawn { source, .. } => format!("{name}: cannot run it: {source}"),
+    }
+}
+
+/// After a script claimed success but left no usable snapshot: run its `remove`, clear the
+/// staging directory. Returns what went wrong, as a suffix for the error message.
+fn undo_failed_create(data: &ScriptData) -> String {
+    let mut problems = Vec::new();
+    if let Some(script) = &data.script {
+        if let Err(e) = run_script(script, "remove", &data.source, &data.staging) {
+            problems.push(format!("its remove failed too: {e}"));
+        }
+    }
+    if let Err(e) = unmount_all(&data.staging) {
+        problems.push(format!("unmounting {:?}: {e}", data.staging));
+    }
+    if let Err(e) = std::fs::remove_dir(&data.staging) {
+        problems.push(format!("removing {:?}: {e}", data.staging));
+    }
+    problems.iter().map(|p| format!("; {p}")).collect()
+}
+
+/// SOURCE: where the unit's (first) mount is mounted.
+fn source_of(unit: &UnitRequest) -> Option<PathBuf> {
+    unit.mounts.first().map(|m| m.mount_point.clone())
+}
+
+/// TARGET for the scripts: `RUNTIME/script-INDEX`, with the runtime directory resolved,
+/// because mountinfo shows resolved paths and `remove` looks the staging mount up there.
+fn staging_dir(ctx: &SessionContext) -> PathBuf {
+    std::fs::canonicalize(&ctx.runtime_dir)
+        .unwrap_or_else(|_| ctx.runtime_dir.clone())
+        .join(format!("script-{}", ctx.index))
+}
+
+fn is_mounted(path: &Path) -> std::io::Result<bool> {
+    let table = MountTable::read().map_err(std::io::Error::other)?;
+    Ok(table.mounted_at(path).is_some())
+}
+
+/// Unmounts whatever is mounted at exactly `path`, top to bottom when mounts are stacked.
+fn unmount_all(path: &Path) -> std::io::Result<()> {
+    for _ in 0..MAX_STACKED_UNMOUNTS {
+        if !is_mounted(path)? {
+            return Ok(());
+        }
+        log::debug!("unmounting {path:?}");
+        sys::unmount_path(path)?;
+    }
+    if is_mounted(path)? {
+        return Err(std::io::Error::other(format!(
+            "still mounted after {MAX_STACKED_UNMOUNTS} unmounts"
+        )));
+    }
+    Ok(())
+}
+
+/// What the journal keeps of a script snapshot, to remove it from another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ScriptData {
+    /// The script that handled it; `None` in the record journaled before `create`.
+    script: Option<PathBuf>,
+    source: PathBuf,
+    staging: PathBuf,
+}
+
+impl ScriptData {
+    fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "source": path_json(&self.source),
+            "staging": path_json(&self.staging),
+        });
+        if let Some(script) = &self.script {
+            v["script"] = path_json(script);
+        }
+        v
+    }
+
+    fn from_json(v: &serde_json::Value) -> Result<Self, ProviderError> {
+        let field = |key: &str| {
+            json_path(&v[key]).ok_or_else(|| {
+                ProviderError::Other(format!(
+                    "script snapshot record: bad or missing {key:?}: {v}"
+                ))
+            })
+        };
+        Ok(Self {
+            script: match v.get("script") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(_) => Some(field("script")?),
+            },
+            source: field("source")?,
+            staging: field("staging")?,
+        })
+    }
+}
+
+/// A path as JSON without loss: a string when it is UTF-8 (nearly always), else its bytes.
+fn path_json(p: &Path) -> serde_json::Value {
+    match p.to_str() {
+        Some(s) => s.into(),
+        None => p.as_os_str().as_bytes().into(),
+    }
+}
+
+fn json_path(v: &serde_json::Value) -> Option<PathBuf> {
+    match v {
+        serde_json::Value::String(s) => Some(PathBuf::from(s)),
+        serde_json::Value::Array(bytes) => bytes
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .map(|b| PathBuf::from(OsString::from_vec(b))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::Stdio;
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("snaptest-script-")
+            .tempdir()
+            .expect("temporary directory")
+    }
+
+    /// Writes a file through a child process, so that this test process never holds it open
+    /// for writing: a descriptor inherited by a process another test thread forks at that
+    /// moment would make executing the script fail with ETXTBSY.
+    fn write_file(path: &Path, body: &str, mode: u32) {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(r#"cat > "$1" && chmod "$2" "$1""#)
+            .arg("sh")
+            .arg(path)
+            .arg(format!("{mode:o}"))
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawning sh");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "writing {path:?}");
+    }
+
+    /// A script that appends "NAME ARGS" to `log`, then runs `body`.
+    fn script(dir: &Path, name: &str, log: &Path, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        let text = format!(
+            "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> '{}'\n{body}\n",
+            log.display()
+        );
+        write_file(&path, &text, 0o755);
+        path
+    }
+
+    fn read_log(log: &Path) -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn fake_mount(id: u64, mount_point: &Path) -> Mount {
+        Mount {
+            id,
+            parent_id: 1,
+            major: 0,
+            minor: 99,
+            root: "/".into(),
+            mount_point: mount_point.into(),
+            options: "rw,relatime".into(),
+            optional: Vec::new(),
+            fstype: "ext4".into(),
+            source: "/dev/snaptest".into(),
+            super_options: "rw".into(),
+        }
+    }
+
+    fn probe(provider: &ScriptProvider) -> Probe {
+        provider.probe(&Filesystem {
+            mount: fake_mount(7, Path::new("/srv")),
+        })
+    }
+
+    /// Unmounts whatever a test left mounted under its own temporary directory (exact mount
+    /// points read from the mount table, deepest first), and only then lets the directory be
+    /// deleted; if a mount cannot be removed, the directory is leaked rather than deleted
+    /// through the mount.
+    struct MountGuard(Option<tempfile::TempDir>);
+
+    impl MountGuard {
+        fn new() -> Self {
+            Self(Some(tempdir()))
+        }
+
+        fn path(&self) -> PathBuf {
+            std::fs::canonicalize(self.0.as_ref().unwrap().path()).unwrap()
+        }
+    }
+
+    impl Drop for MountGuard {
+        fn drop(&mut self) {
+            // No unwrap here: a panic while unwinding would abort the test binary.
+            let raw = self.0.as_ref().unwrap().path();
+            let base = std::fs::canonicalize(raw).unwrap_or_else(|_| raw.to_owned());
+            for _ in 0..MAX_STACKED_UNMOUNTS {
+                let Ok(table) = MountTable::read() else { break };
+                let Some(m) = table.at_or_below(&base).last() else {
+                    return; // TempDir's own drop removes the files
+                };
+                if let Err(e) = sys::unmount_path(&m.mount_point) {
+                    eprintln!("cleanup: unmounting {:?}: {e}", m.mount_point);
+                    let _ = sys::detach_path(&m.mount_point);
+                }
+            }
+            let dir = self.0.take().unwrap().keep();
+            eprintln!("cleanup: mounts left under {dir:?}; not deleting it");
+        }
+    }
+
+    /// A session-like setup: scripts in `root/filesystems.d`, runtime dir `root/run`, the
+    /// mount to snapshot at `root/src`, a view directory `root/view`.
+    struct Setup {
+        root: MountGuard,
+        view: PathBuf,
+        scripts: PathBuf,
+        log: PathBuf,
+        ctx: SessionContext,
+        request: UnitRequest,
+    }
+
+    impl Setup {
+        fn new() -> Self {
+            let root = MountGuard::new();
+            let base = root.path();
+            let scripts = base.join("filesystems.d");
+            let run = base.join("run");
+            let src = base.join("src");
+            let view = base.join("view");
+            for d in [&scripts, &run, &src, &view] {
+                std::fs::create_dir(d).unwrap();
+            }
+            Self {
+                log: base.join("calls.log"),
+                ctx: SessionContext {
+                    id: "snapshot-0123abcd".into(),
+                    index: 3,
+                    runtime_dir: run,
+                },
+                request: UnitRequest {
+                    unit: "42".into(),
+                    data: serde_json::Value::Null,
+                    mounts: vec![fake_mount(42, &src)],
+                },
+                scripts,
+                view,
+                root,
+            }
+        }
+
+        fn provider(&self) -> ScriptProvider {
+            ScriptProvider::new(&self.scripts)
+        }
+
+        fn src(&self) -> &Path {
+            &self.request.mounts[0].mount_point
+        }
+
+        fn staging(&self) -> PathBuf {
+            self.ctx.runtime_dir.join("script-3")
+        }
+
+        fn script(&self, name: &str, body: &str) -> PathBuf {
+            script(&self.scripts, name, &self.log, body)
+        }
+
+        fn calls(&self) -> Vec<String> {
+            read_log(&self.log)
+        }
+    }
+
+    #[test]
+    fn probe_declines_when_the_directory_is_missing() {
+        let root = tempdir();
+        let dir = root.path().join("filesystems.d");
+        match probe(&ScriptProvider::new(&dir)) {
+            Probe::Decline(reason) => {
+                assert_eq!(reason, format!("no scripts in {}", dir.display()))
+            }
+            other => panic!("expected a decline, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn probe_declines_for_an_empty_directory() {
+        let root = tempdir();
+        assert!(matches!(
+            probe(&ScriptProvider::new(root.path())),
+            Probe::Decline(r) if r.starts_with("no scripts in ")
+        ));
+    }
+
+    #[test]
+    fn probe_ignores_backups_samples_dot_files_and_non_executables() {
+        let root = tempdir();
+        let dir = root.path();
+        for name in [
+            ".hidden",
+            "lvm~",
+            "lvm.bak",
+            "lvm.orig",
+            "lvm.rpmnew",
+            "lvm.rpmorig",
+            "lvm.rpmsave",
+            "lvm.sample",
+            "lvm.dpkg-old",
+            "lvm.dpkg-dist",
+        ] {
+            write_file(&dir.join(name), "#!/bin/sh\nexit 0\n", 0o755);
+        }
+        write_file(&dir.join("not-executable"), "#!/bin/sh\nexit 0\n", 0o644);
+        std::fs::create_dir(dir.join("a-directory")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/snaptest", dir.join("dangling")).unwrap();
+        let provider = ScriptProvider::new(dir);
+        assert_eq!(provider.scripts().unwrap(), Vec::<PathBuf>::new());
+        assert!(matches!(probe(&provider), Probe::Decline(_)));
+    }
+
+    #[test]
+    fn probe_accepts_with_scripts_in_lexical_order() {
+        let root = tempdir();
+        let dir = root.path();
+        for name in ["20-lvm", "3-zfs", "10-custom", "B-upper", "20-lvm.sample"] {
+            write_file(&dir.join(name), "#!/bin/sh\nexit 1\n", 0o755);
+        }
+        // A symlink to an executable is a script, like in the writer directories.
+        std::os::unix::fs::symlink(dir.join("3-zfs"), dir.join("50-link")).unwrap();
+        let provider = ScriptProvider::new(dir);
+        let expected: Vec<PathBuf> = ["10-custom", "20-lvm", "3-zfs", "50-link", "B-upper"]
+            .iter()
+            .map(|n| dir.join(n))
+            .collect();
+        assert_eq!(provider.scripts().unwrap(), expected);
+        match probe(&provider) {
+            Probe::Accept {
+                unit,
+                data,
+                consistent,
+            } => {
+                assert_eq!(unit, "7");
+                assert!(consistent);
+                let listed: Vec<PathBuf> = data["scripts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| json_path(v).unwrap())
+                    .collect();
+                assert_eq!(listed, expected);
+            }
+            other => panic!("expected an accept, got {other:?}"),
+        }
+        assert_eq!(provider.name(), "script");
+    }
+
+    #[test]
+    fn ignored_names() {
+        for name in [
+            ".x",
+            "a~",
+            "a.bak",
+            "a.dpkg-new",
+            "a.dpkg-tmp.x",
+            "a.sample",
+        ] {
+            assert!(is_ignored_name(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "lvm",
+            "a.sh",
+            "bak",
+            "sample",
+            "a.samples",
+            "a-dpkg-old",
+            "a.bak.x",
+        ] {
+            assert!(!is_ignored_name(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn default_directory() {
+        assert_eq!(
+            ScriptProvider::default().dir(),
+            Path::new("/usr/lib/snapshot/filesystems.d")
+        );
+    }
+
+    #[test]
+    fn create_without_scripts_declines_and_creates_nothing() {
+        let s = Setup::new();
+        let err = s.provider().create(&s.request, &s.ctx).unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Declined(r) if r.starts_with("no scripts in")),
+            "{err}"
+        );
+        assert!(!s.staging().exists());
+    }
+
+    #[test]
+    fn create_declines_and_cleans_up_when_no_script_takes_it() {
+        let s = Setup::new();
+        let mode_log = s.root.path().join("mode");
+        s.script(
+            "10-first",
+            &format!(
+                "stat -c %a \"$3\" > '{}'; echo 'not mine' >&2; exit 1",
+                mode_log.display()
+            ),
+        );
+        s.script("20-second", "exit 3");
+        let err = s.provider().create(&s.request, &s.ctx).unwrap_err();
+        let ProviderError::Declined(reason) = &err else {
+            panic!("expected a decline, got {err:?}");
+        };
+        assert!(reason.contains(&format!("{:?}", s.src())), "{reason}");
+        let first = reason
+            .find("10-first: exit status: 1: not mine")
+            .expect(reason);
+        let second = reason.find("20-second: exit status: 3").expect(reason);
+        assert!(first < second, "{reason}");
+        let staging = s.staging();
+        assert_eq!(
+            s.calls(),
+            [
+                format!(
+                    "10-first snapshot {} {}",
+                    s.src().display(),
+                    staging.display()
+                ),
+                format!(
+                    "20-second snapshot {} {}",
+                    s.src().display(),
+                    staging.display()
+                ),
+            ]
+        );
+        assert!(!staging.exists(), "staging directory left behind");
+        // Private to root while it existed.
+        assert_eq!(std::fs::read_to_string(mode_log).unwrap().trim(), "700");
+    }
+
+    #[test]
+    fn create_fails_when_a_script_exits_0_but_mounts_nothing() {
+        let s = Setup::new();
+        s.script("10-liar", "exit 0");
+        s.script("20-never", "exit 0");
+        let err = s.provider().create(&s.request, &s.ctx).unwrap_err();
+        assert!(matches!(err, ProviderError::Other(_)), "{err:?}");
+        assert!(err.to_string().contains("mounted nothing"), "{err}");
+        let staging = s.staging();
+        // Its `remove` ran so that it can undo whatever it made; the next script did not run.
+        assert_eq!(
+            s.calls(),
+            [
+                format!(
+                    "10-liar snapshot {} {}",
+                    s.src().display(),
+                    staging.display()
+                ),
+                format!("10-liar remove {} {}", s.src().display(), staging.display()),
+            ]
+        );
+        assert!(!staging.exists(), "staging directory left behind");
+    }
+
+    #[test]
+    fn create_refuses_an_existing_staging_directory() {
+        let s = Setup::new();
+        s.script("10-any", "exit 1");
+        std::fs::create_dir(s.staging()).unwrap();
+        let err = s.provider().create(&s.request, &s.ctx).unwrap_err();
+        assert!(matches!(err, ProviderError::Io { .. }), "{err:?}");
+        assert!(s.calls().is_empty());
+    }
+
+    fn created_for(s: &Setup, script: &Path) -> Created {
+        Created {
+            provider: "script".into(),
+            unit: "42".into(),
+            name: s.ctx.object_name(),
+            consistent: true,
+            data: ScriptData {
+                script: Some(script.into()),
+                source: s.src().into(),
+                staging: s.staging(),
+            }
+            .to_json(),
+        }
+    }
+
+    #[test]
+    fn expected_record_lets_remove_clear_an_unfinished_create() {
+        let s = Setup::new();
+        s.script("10-any", "exit 0");
+        let provider = s.provider();
+        let expected = provider.expected(&s.request, &s.ctx);
+        assert_eq!(
+            (expected.provider.as_str(), expected.unit.as_str()),
+            ("script", "42")
+        );
+        assert_eq!(expected.name, "snapshot-0123abcd-3");
+        assert!(expected.consistent);
+        let data = ScriptData::from_json(&expected.data).unwrap();
+        assert_eq!(data.script, None);
+        assert_eq!(data.source, s.src());
+        assert_eq!(data.staging, s.staging());
+
+        // A crash after the staging directory was made, before any script ran: `remove`
+        // clears it without running any script's `remove`.
+        std::fs::create_dir(s.staging()).unwrap();
+        provider.remove(&expected).unwrap();
+        assert!(!s.staging().exists());
+        assert!(s.calls().is_empty());
+    }
+
+    #[test]
+    fn remove_is_idempotent_when_staging_is_gone() {
+        let s = Setup::new();
+        let script = s.script("10-remover", "exit 1");
+        let created = created_for(&s, &script);
+        ScriptProvider::new(&s.scripts).remove(&created).unwrap();
+        // Nothing left to undo: the script is not even asked.
+        assert!(s.calls().is_empty());
+    }
+
+    #[test]
+    fn remove_keeps_staging_for_a_retry_when_the_script_fails() {
+        let s = Setup::new();
+        let script = s.script("10-remover", "echo 'lv busy' >&2; exit 5");
+        std::fs::create_dir(s.staging()).unwrap();
+        let created = created_for(&s, &script);
+        let provider = s.provider();
+        let err = provider.remove(&created).unwrap_err();
+        assert!(err.to_string().contains("lv busy"), "{err}");
+        assert!(s.staging().is_dir());
+
+        s.script("10-remover", "exit 0");
+        provider.remove(&created).unwrap();
+        assert!(!s.staging().exists());
+        let expected = format!(
+            "10-remover remove {} {}",
+            s.src().display(),
+            s.staging().display()
+        );
+        assert_eq!(s.calls(), [expected.clone(), expected]);
+        provider.remove(&created).unwrap();
+        assert_eq!(s.calls().len(), 2);
+    }
+
+    #[test]
+    fn remove_rejects_a_bad_record() {
+        let created = Created {
+            provider: "script".into(),
+            unit: "1".into(),
+            name: "snapshot-0-0".into(),
+            consistent: true,
+            data: serde_json::json!({ "script": "/x", "staging": "/nonexistent" }),
+        };
+        let err = ScriptProvider::default().remove(&created).unwrap_err();
+        assert!(err.to_string().contains("\"source\""), "{err}");
+        let created = Created {
+            data: serde_json::json!({ "script": 3, "source": "/", "staging": "/nonexistent" }),
+            ..created
+        };
+        let err = ScriptProvider::default().remove(&created).unwrap_err();
+        assert!(err.to_string().contains("\"script\""), "{err}");
+    }
+
+    #[test]
+    fn record_keeps_non_utf8_paths() {
+        let data = ScriptData {
+            script: Some("/usr/lib/snapshot/filesystems.d/10-lvm".into()),
+            source: PathBuf::from(OsString::from_vec(b"/srv/caf\xe9".to_vec())),
+            staging: "/run/snapshot/snapshot-1/script-0".into(),
+        };
+        let json = data.to_json();
+        assert_eq!(json["script"], "/usr/lib/snapshot/filesystems.d/10-lvm");
+        // Through text, as the journal stores it.
+        let text = serde_json::to_string(&json).unwrap();
+        let back = ScriptData::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back, data);
+    }
+
+    /// Whether a test that needs root can run: in CI it must (a skipped privileged test would
+    /// hide a regression), elsewhere it is skipped with a note.
+    fn privileged(test: &str) -> bool {
+        if sys::is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test} needs root, and CI is set: it must not be skipped"
+        );
+        eprintln!("skipping {test}: needs root");
+        false
+    }
+
+    #[test]
+    fn create_mount_remove_with_a_tmpfs_script() {
+        if !privileged("create_mount_remove_with_a_tmpfs_script") {
+            return;
+        }
+        let s = Setup::new();
+        let view = s.view.clone();
+        s.script("10-not-mine", "echo 'not my filesystem' >&2; exit 1");
+        s.script(
+            "20-tmpfs",
+            r#"case "$1" in
+  snapshot) mount -t tmpfs -o size=1m snaptest-script "$3" && echo "snapshot of $2" > "$3/marker" ;;
+  remove) umount "$3" ;;
+  *) exit 2 ;;
+esac"#,
+        );
+        s.script("30-never", "exit 0");
+        let provider = s.provider();
+
+        let created = provider.create(&s.request, &s.ctx).expect("create");
+        let staging = s.staging();
+        assert_eq!(created.provider, "script");
+        assert_eq!(created.unit, "42");
+        assert_eq!(created.name, "snapshot-0123abcd-3");
+        assert!(created.consistent);
+        let data = ScriptData::from_json(&created.data).unwrap();
+        assert_eq!(data.script, Some(s.scripts.join("20-tmpfs")));
+        assert_eq!(data.source, s.src());
+        assert_eq!(data.staging, staging);
+        let table = MountTable::read().unwrap();
+        let m = table
+            .mounted_at(&staging)
+            .expect("snapshot mounted at staging");
+        assert_eq!(
+            (m.fstype.as_str(), m.source.as_str()),
+            ("tmpfs", "snaptest-script")
+        );
+
+        provider
+            .mount(&created, &s.request.mounts[0], &view)
+            .expect("mount");
+        assert_eq!(
+            std::fs::read_to_string(view.join("marker")).unwrap(),
+            format!("snapshot of {}\n", s.src().display())
+        );
+        let write = std::fs::write(view.join("new"), "x").unwrap_err();
+        assert_eq!(
+            write.raw_os_error(),
+            Some(rustix::io::Errno::ROFS.raw_os_error())
+        );
+        assert!(MountTable::read()
+            .unwrap()
+            .mounted_at(&view)
+            .unwrap()
+            .is_read_only());
+        // The session unmounts view mounts before `remove`.
+        sys::unmount_path(&view).unwrap();
+
+        provider.remove(&created).expect("remove");
+        assert!(!staging.exists());
+        let table = MountTable::read().unwrap();
+        assert!(table.mounted_at(&staging).is_none());
+        assert!(table.at_or_below(&s.root.path()).next().is_none());
+        provider.remove(&created).expect("second remove");
+
+        let src = s.src().display();
+        let stg = staging.display();
+        assert_eq!(
+            s.calls(),
+            [
+                format!("10-not-mine snapshot {src} {stg}"),
+                format!("20-tmpfs snapshot {src} {stg}"),
+                format!("20-tmpfs remove {src} {stg}"),
+            ]
+        );
+    }
+}
