@@ -1,7 +1,7 @@
 //! Options shared by the session commands.
 
 use clap::Args;
-use snapshot_core::session::SessionRequest;
+use snapshot_core::session::{Fault, SessionRequest};
 use snapshot_core::writers::{WriterConfig, DEFAULT_DIRS};
 use snapshot_providers::ProviderConfig;
 use std::path::PathBuf;
@@ -54,6 +54,15 @@ pub struct SessionArgs {
     /// Directory for locks and scratch mounts.
     #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
     pub runtime_dir: PathBuf,
+
+    /// Directory for session journals (persistent: snapshots survive a reboot).
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::journal::STATE_DIR, hide = true)]
+    pub state_dir: PathBuf,
+
+    /// Testing aid: honour SNAPSHOT_FAULT=STEP[:kill|:stop] (crash-safety tests). Without this
+    /// flag the variable is ignored, so it cannot strike by accident.
+    #[arg(long, hide = true)]
+    pub fault_injection: bool,
 }
 
 impl SessionArgs {
@@ -67,12 +76,32 @@ impl SessionArgs {
             dirs: self.dirs.clone(),
             target: self.target.clone(),
             require_snapshot: self.require_snapshot,
-            writers: (!self.no_writers).then(|| WriterConfig {
+            writers: (!self.no_writers).then_some(WriterConfig {
                 dirs,
                 timeout: self.freeze_timeout,
                 strict: self.strict_writers,
             }),
             runtime_dir: self.runtime_dir.clone(),
+            state_dir: self.state_dir.clone(),
+            watchdog_exe: std::env::current_exe()
+                .ok()
+                .map(|p| p.with_file_name("snapshot")),
+            fault: self.fault(),
+        }
+    }
+
+    /// The fault to inject: only with `--fault-injection` *and* `SNAPSHOT_FAULT` set.
+    fn fault(&self) -> Option<Fault> {
+        if !self.fault_injection {
+            return None;
+        }
+        let spec = std::env::var("SNAPSHOT_FAULT").ok()?;
+        match Fault::parse(&spec) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                log::error!("SNAPSHOT_FAULT: {e}; no fault injected");
+                None
+            }
         }
     }
 

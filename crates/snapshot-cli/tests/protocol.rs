@@ -66,6 +66,7 @@ fn nested_and_sibling_filesystems(#[case] kind: FsKind) {
     let (status, _) = run.finish();
     assert_eq!(status.code(), Some(0));
     assert_clean(&target);
+    assert_no_journal(&rt);
     drop((fn_, fa, fb));
 }
 
@@ -285,6 +286,8 @@ fn start_and_stop_snapshot() {
             "--no-writers",
             "--runtime-dir",
             s(&rt),
+            "--state-dir",
+            s(&rt.join("state")),
             "-t",
             s(&target),
             s(&m),
@@ -359,6 +362,8 @@ fn start_snapshot_failure_reports_the_reason() {
             "--require-snapshot",
             "--runtime-dir",
             s(&scratch.join("run")),
+            "--state-dir",
+            s(&scratch.join("run/state")),
             "-t",
             s(&target),
             s(&m),

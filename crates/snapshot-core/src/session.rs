@@ -1,6 +1,7 @@
 //! The session engine: validate → plan → writers freeze → create (in parallel) → writers thaw
 //! → build the view → (the caller holds) → teardown → verify nothing is left.
 
+use crate::journal::{FrozenWriters, Journal, ObjectState, Record, SnapshotEntry};
 use crate::lock::{LockError, TargetLock};
 use crate::mountinfo::MountTable;
 use crate::plan::{plan_live, Plan};
@@ -9,6 +10,7 @@ use crate::provider::{
 };
 use crate::validate::{check_target_empty, validate, ValidationError};
 use crate::view::View;
+use crate::watchdog::{Message, Watchdog};
 use crate::writers::{WriterConfig, WriterEnv, Writers};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,69 @@ pub struct SessionRequest {
     pub writers: Option<WriterConfig>,
     /// Locks and per-session scratch space (`/run/snapshot`).
     pub runtime_dir: PathBuf,
+    /// Journals (`/var/lib/snapshot`).
+    pub state_dir: PathBuf,
+    /// The executable to start as the freeze watchdog (with [`WATCHDOG_FLAG`]); `None`: none.
+    pub watchdog_exe: Option<PathBuf>,
+    /// Testing aid: die or stop at a named step (see [`Fault`]).
+    pub fault: Option<Fault>,
+}
+
+/// The hidden flag that makes the tool's executable run [`crate::watchdog::run`].
+pub const WATCHDOG_FLAG: &str = "--watchdog";
+
+/// The steps where a [`Fault`] can strike.
+pub const FAULT_STEPS: [&str; 5] = [
+    "after-writers-freeze",
+    "after-create",
+    "during-mount",
+    "after-ready",
+    "mid-teardown",
+];
+
+/// Testing aid (crash-safety tests): SIGKILL (or SIGSTOP) the process itself at a step. The
+/// command line honours it only with a hidden flag *and* an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub step: String,
+    /// SIGSTOP instead of SIGKILL.
+    pub stop: bool,
+}
+
+impl Fault {
+    /// `STEP`, `STEP:kill` or `STEP:stop`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (step, action) = s.split_once(':').unwrap_or((s, "kill"));
+        if !FAULT_STEPS.contains(&step) {
+            return Err(format!(
+                "unknown fault step {step:?} (one of {})",
+                FAULT_STEPS.join(", ")
+            ));
+        }
+        let stop = match action {
+            "kill" => false,
+            "stop" => true,
+            _ => return Err(format!("unknown fault action {action:?} (kill or stop)")),
+        };
+        Ok(Self {
+            step: step.to_owned(),
+            stop,
+        })
+    }
+
+    /// Strikes when `fault` names `step`.
+    pub fn strike(fault: Option<&Fault>, step: &str) {
+        let Some(f) = fault.filter(|f| f.step == step) else {
+            return;
+        };
+        let sig = if f.stop {
+            rustix::process::Signal::STOP
+        } else {
+            rustix::process::Signal::KILL
+        };
+        log::warn!("fault injection: {sig:?} at {step}");
+        let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
+    }
 }
 
 /// Failure classes; the command line maps each to a distinct exit status.
@@ -133,6 +198,10 @@ pub struct Session<'p> {
     created: Vec<Option<(usize, Created)>>,
     view: Option<View>,
     runtime: PathBuf,
+    /// Per unit: what `expected` said would be made (journaled before creation), so a failed
+    /// or half-done creation is still removed.
+    intents: Vec<Option<(usize, Created)>>,
+    journal: Option<Journal>,
     pub timings: Timings,
     _lock: TargetLock,
 }
@@ -200,6 +269,19 @@ impl<'p> Session<'p> {
         // Re-checked under the lock: a session may have filled it since.
         check_target_empty(&v.target).map_err(usage)?;
 
+        // What dead sessions left behind goes first (DESIGN.md §3.3).
+        let report = crate::cleanup::cleanup(&request.state_dir, providers, false, None);
+        for sc in report.sessions.iter().filter(|s| !s.live) {
+            log::warn!(
+                "cleaned up after dead session {}: {}",
+                sc.session,
+                sc.actions.join("; ")
+            );
+            for p in &sc.problems {
+                log::warn!("cleaning up after {}: {p}", sc.session);
+            }
+        }
+
         let t = Instant::now();
         let plan = plan_live(&v.dirs, providers)
             .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
@@ -250,9 +332,15 @@ impl<'p> Session<'p> {
 
         let id = new_session_id();
         let runtime = request.runtime_dir.join(&id);
-        create_private_dir(&runtime).map_err(|e| {
-            SessionError::new(FailureKind::Internal, format!("creating {runtime:?}: {e}"))
-        })?;
+        let journal = Journal::create(&request.state_dir, Record::new(&id, &v.target, &runtime))
+            .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
+        if let Err(e) = create_private_dir(&runtime) {
+            let _ = journal.remove();
+            return Err(SessionError::new(
+                FailureKind::Internal,
+                format!("creating {runtime:?}: {e}"),
+            ));
+        }
         log::debug!("session {id}");
         let units = plan.units.len();
         let mut session = Session {
@@ -265,6 +353,8 @@ impl<'p> Session<'p> {
             created: vec![None; units],
             view: None,
             runtime,
+            intents: vec![None; units],
+            journal: Some(journal),
             timings: Timings {
                 plan: plan_time,
                 ..Timings::default()
@@ -317,12 +407,73 @@ impl<'p> Session<'p> {
             None => None,
         };
 
+        // Journal every snapshot before it is made, and the writers before they are frozen:
+        // a crash from here on leaves a record that cleanup can undo.
+        let ctx_dir = self.runtime.clone();
+        for (i, unit) in self.plan.units.iter().enumerate() {
+            let provider = &self.providers[unit.provider_index];
+            let request = self.unit_request(i);
+            let ctx = SessionContext {
+                id: self.id.clone(),
+                index: i,
+                runtime_dir: ctx_dir.clone(),
+            };
+            self.intents[i] = Some((unit.provider_index, provider.expected(&request, &ctx)));
+        }
+        let intents: Vec<SnapshotEntry> = self
+            .intents
+            .iter()
+            .flatten()
+            .map(|(_, c)| SnapshotEntry {
+                state: ObjectState::Intent,
+                created: c.clone(),
+            })
+            .collect();
+        let frozen = writers
+            .as_ref()
+            .filter(|w| !w.writers.is_empty())
+            .map(|w| FrozenWriters {
+                writers: w.writers.iter().map(|w| w.path.clone()).collect(),
+                dirs: self.dirs.clone(),
+            });
+        self.journal_update(|r| {
+            r.snapshots = intents;
+            r.frozen_writers = frozen.clone();
+        })?;
+        // The watchdog thaws the writers if this process dies before it does.
+        let mut watchdog = match (&frozen, &self.request.watchdog_exe) {
+            (Some(fw), Some(exe)) => match Watchdog::spawn(exe, &[WATCHDOG_FLAG]) {
+                Ok(mut w) => {
+                    w.send(&Message::WritersFreezing {
+                        writers: fw.writers.clone(),
+                        dirs: fw.dirs.clone(),
+                        session: self.id.clone(),
+                        target: self.target.clone(),
+                        timeout_ms: self
+                            .request
+                            .writers
+                            .as_ref()
+                            .map_or(30_000, |c| c.timeout.as_millis() as u64),
+                    });
+                    Some(w)
+                }
+                Err(e) => {
+                    return Err(SessionError::new(
+                        FailureKind::Internal,
+                        format!("starting the freeze watchdog {exe:?}: {e}"),
+                    ))
+                }
+            },
+            _ => None,
+        };
+
         // The frozen window: writers freeze → snapshots → writers thaw, nothing else.
         let t0 = Instant::now();
         let outcome = writers
             .as_ref()
             .map(|w| w.freeze(&self.dirs))
             .unwrap_or_default();
+        Fault::strike(self.request.fault.as_ref(), "after-writers-freeze");
         let created = match outcome.error {
             Some(e) => Err(SessionError::new(FailureKind::WriterFailed, e.to_string())),
             None => {
@@ -338,6 +489,31 @@ impl<'p> Session<'p> {
             .map(|w| w.thaw(&outcome.sent, &self.dirs))
             .unwrap_or_default();
         self.timings.frozen = t0.elapsed();
+        if let Some(mut w) = watchdog.take() {
+            w.send(&Message::WritersThawed);
+            w.finish();
+        }
+        // Outside the frozen window: record what was made.
+        let done: Vec<SnapshotEntry> = self
+            .created
+            .iter()
+            .zip(&self.intents)
+            .filter_map(|(c, i)| match (c, i) {
+                (Some((_, c)), _) => Some(SnapshotEntry {
+                    state: ObjectState::Done,
+                    created: c.clone(),
+                }),
+                (None, Some((_, i))) => Some(SnapshotEntry {
+                    state: ObjectState::Intent,
+                    created: i.clone(),
+                }),
+                (None, None) => None,
+            })
+            .collect();
+        self.journal_update(|r| {
+            r.snapshots = done;
+            r.frozen_writers = None;
+        })?;
         log::info!(
             "frozen window {:.1} ms (snapshot creation {:.1} ms)",
             self.timings.frozen.as_secs_f64() * 1e3,
@@ -388,6 +564,32 @@ impl<'p> Session<'p> {
         }
     }
 
+    fn unit_request(&self, index: usize) -> UnitRequest {
+        let unit = &self.plan.units[index];
+        UnitRequest {
+            unit: unit.unit.clone(),
+            data: unit.data.clone(),
+            mounts: unit
+                .mounts
+                .iter()
+                .map(|&m| self.plan.mounts[m].mount.clone())
+                .collect(),
+        }
+    }
+
+    /// Updates the journal durably; failing to is failing the session (no record, no undo).
+    fn journal_update(
+        &mut self,
+        f: impl FnOnce(&mut crate::journal::Record),
+    ) -> Result<(), SessionError> {
+        match self.journal.as_mut() {
+            Some(j) => j
+                .update(f)
+                .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string())),
+            None => Ok(()),
+        }
+    }
+
     fn create_unit(&self, index: usize) -> Result<(usize, Created), String> {
         let unit = &self.plan.units[index];
         let mounts: Vec<_> = unit
@@ -411,6 +613,7 @@ impl<'p> Session<'p> {
             let t = Instant::now();
             match provider.create(&request, &ctx) {
                 Ok(c) => {
+                    Fault::strike(self.request.fault.as_ref(), "after-create");
                     log::debug!(
                         "{}: created {} in {:.1} ms",
                         provider.name(),
@@ -475,6 +678,7 @@ impl<'p> Session<'p> {
 
     fn build_view(&mut self) -> Result<(), SessionError> {
         let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
+        self.journal_update(|r| r.view = Some(ObjectState::Intent))?;
         self.view = Some(View::new(&self.target, &self.id).map_err(|e| failed(e.to_string()))?);
         let view = self.view.as_mut().expect("just set");
         for pm in &self.plan.mounts {
@@ -488,8 +692,15 @@ impl<'p> Session<'p> {
                 .mount(created, &pm.mount, &at)
                 .map_err(|e| failed(format!("mounting {} at {at:?}: {e}", created.name)))?;
             view.mounted(at);
+            Fault::strike(self.request.fault.as_ref(), "during-mount");
         }
-        view.seal().map_err(|e| failed(e.to_string()))
+        view.seal().map_err(|e| failed(e.to_string()))?;
+        self.journal_update(|r| r.view = Some(ObjectState::Done))
+    }
+
+    /// Testing aid: strikes the request's fault at `step` (for steps the caller owns).
+    pub fn fault_point(&self, step: &str) {
+        Fault::strike(self.request.fault.as_ref(), step);
     }
 
     pub fn target(&self) -> &Path {
@@ -530,11 +741,44 @@ impl<'p> Session<'p> {
     pub fn teardown(mut self) -> TeardownReport {
         let mut report = TeardownReport::default();
         if let Some(view) = self.view.as_mut() {
-            report.problems.extend(view.teardown());
+            let problems = view.teardown();
+            if problems.is_empty() {
+                let _ = self.journal_update(|r| r.view = None);
+            }
+            report.problems.extend(problems);
         }
-        for slot in self.created.iter_mut().rev() {
-            let Some((pi, c)) = slot.take() else { continue };
+        Fault::strike(self.request.fault.as_ref(), "mid-teardown");
+        let units: Vec<_> = self
+            .created
+            .iter_mut()
+            .zip(self.intents.iter_mut())
+            .map(|(c, i)| (c.take(), i.take()))
+            .rev()
+            .collect();
+        for (created, intent) in units {
+            // A unit never created is still removed from its intent: creation may have
+            // got halfway. Removal is idempotent.
+            let (pi, c, made) = match (created, intent) {
+                (Some((pi, c)), _) => (pi, c, true),
+                (None, Some((pi, c))) => (pi, c, false),
+                (None, None) => continue,
+            };
             let provider = &self.providers[pi];
+            if !made {
+                match provider.remove(&c) {
+                    Ok(()) => {
+                        let name = c.name.clone();
+                        let _ =
+                            self.journal_update(|r| r.snapshots.retain(|s| s.created.name != name));
+                    }
+                    Err(e) => report.problems.push(format!(
+                        "removing the unfinished {} ({}): {e}",
+                        c.name,
+                        provider.name()
+                    )),
+                }
+                continue;
+            }
             if let Validity::Invalid(reason) = provider.verify(&c) {
                 log::error!(
                     "{}: the snapshot became invalid during the backup: {reason}",
@@ -543,7 +787,11 @@ impl<'p> Session<'p> {
                 report.invalid.push(format!("{}: {reason}", c.name));
             }
             match provider.remove(&c) {
-                Ok(()) => log::debug!("{}: removed {}", provider.name(), c.name),
+                Ok(()) => {
+                    log::debug!("{}: removed {}", provider.name(), c.name);
+                    let name = c.name.clone();
+                    let _ = self.journal_update(|r| r.snapshots.retain(|s| s.created.name != name));
+                }
                 Err(e) => {
                     report
                         .problems
@@ -571,6 +819,14 @@ impl<'p> Session<'p> {
         if report.problems.is_empty() {
             if let Err(e) = check_target_empty(&self.target) {
                 report.problems.push(e.to_string());
+            }
+        }
+        // Nothing left: the record has served its purpose. Otherwise it stays for cleanup.
+        if report.problems.is_empty() {
+            if let Some(j) = self.journal.take() {
+                if let Err(e) = j.remove() {
+                    report.problems.push(e.to_string());
+                }
             }
         }
         for p in &report.problems {

@@ -2,9 +2,11 @@
 //! in [`providers`] order; the bind fallback is last and takes everything.
 
 pub mod bind;
+pub mod btrfs;
 pub mod script;
 
 pub use bind::BindProvider;
+pub use btrfs::BtrfsProvider;
 pub use script::ScriptProvider;
 
 use snapshot_core::Provider;

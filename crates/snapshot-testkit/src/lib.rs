@@ -379,6 +379,75 @@ impl Drop for LoopFs {
     }
 }
 
+/// A mount made by a test with the `mount` program (`mount ARGS... TARGET`, TARGET created),
+/// unmounted on drop (retrying while busy, lazily as a last resort) if it is still the top
+/// mount at TARGET. Declare it after the fixtures it depends on, so that it drops first.
+#[derive(Debug)]
+pub struct TestMount {
+    pub target: PathBuf,
+    /// The mount id (from mountinfo) this guard owns.
+    id: u64,
+}
+
+impl TestMount {
+    pub fn new(args: &[&str], target: &Path) -> Result<Self> {
+        std::fs::create_dir_all(target)
+            .with_context(|| format!("creating {}", target.display()))?;
+        let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        argv.push(target.as_os_str());
+        run_tool("mount", &argv)?;
+        let id = read_mountinfo()
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == target)
+            .map(|m| m.id)
+            .with_context(|| format!("mount {args:?} {}: not in mountinfo", target.display()))?;
+        Ok(Self {
+            target: target.to_owned(),
+            id,
+        })
+    }
+
+    fn on_top(&self) -> bool {
+        read_mountinfo()
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == self.target)
+            .is_some_and(|m| m.id == self.id)
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            if !self.on_top() {
+                return;
+            }
+            match unmount(&self.target, UnmountFlags::NOFOLLOW) {
+                Ok(()) => return,
+                Err(Errno::BUSY) => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => {
+                    eprintln!("testkit: unmounting {}: {e}", self.target.display());
+                    return;
+                }
+            }
+        }
+        eprintln!(
+            "testkit: {} still busy after 2 s; detaching lazily",
+            self.target.display()
+        );
+        if let Err(e) = unmount(&self.target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH) {
+            eprintln!("testkit: lazy unmount of {}: {e}", self.target.display());
+        }
+    }
+}
+
+/// Runs a tool (found like [`find_tool`]) with stdin from /dev/null; returns its stdout.
+pub fn run(tool: &str, args: &[&str]) -> Result<String> {
+    let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    run_tool(tool, &argv)
+}
+
 /// Runs a tool with stdin from /dev/null; returns its stdout, or an error with its stderr.
 fn run_tool(tool: &str, args: &[&std::ffi::OsStr]) -> Result<String> {
     let path = find_tool(tool).with_context(|| format!("{tool} not found"))?;
@@ -399,6 +468,7 @@ fn run_tool(tool: &str, args: &[&std::ffi::OsStr]) -> Result<String> {
 }
 
 struct MountLine {
+    id: u64,
     mount_point: PathBuf,
     source: String,
 }
@@ -416,9 +486,11 @@ fn read_mountinfo() -> Vec<MountLine> {
         .lines()
         .filter_map(|line| {
             let (head, tail) = line.split_once(" - ")?;
+            let id = head.split(' ').next()?.parse().ok()?;
             let mount_point = head.split(' ').nth(4)?;
             let source = tail.split(' ').nth(1)?;
             Some(MountLine {
+                id,
                 mount_point: PathBuf::from(unescape(mount_point)),
                 source: unescape(source).to_string_lossy().into_owned(),
             })
@@ -482,6 +554,32 @@ pub fn loops_backed_by(prefix: &Path) -> Vec<PathBuf> {
         .collect();
     found.sort();
     found
+}
+
+/// A mounted test filesystem, whatever made it (loop device here, an LV or a ZFS dataset in
+/// the VM tier): the shared provider test bodies take these.
+pub trait MountedFs {
+    fn mount_point(&self) -> &Path;
+    /// Filesystem type as mountinfo shows it (`ext4`, `xfs`, `btrfs`, `zfs`).
+    fn fstype(&self) -> &str;
+    /// Writes `mount_point/rel`, creating parent directories.
+    fn write_file(&self, rel: &str, content: &str) -> Result<()> {
+        let p = self.mount_point().join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&p, content)?;
+        Ok(())
+    }
+}
+
+impl MountedFs for LoopFs {
+    fn mount_point(&self) -> &Path {
+        &self.mount_point
+    }
+    fn fstype(&self) -> &str {
+        self.kind.name()
+    }
 }
 
 #[cfg(test)]
@@ -562,31 +660,5 @@ mod tests {
             loops_backed_by(Path::new("/var/tmp/snaptest-failing-")),
             before
         );
-    }
-}
-
-/// A mounted test filesystem, whatever made it (loop device here, an LV or a ZFS dataset in
-/// the VM tier): the shared provider test bodies take these.
-pub trait MountedFs {
-    fn mount_point(&self) -> &Path;
-    /// Filesystem type as mountinfo shows it (`ext4`, `xfs`, `btrfs`, `zfs`).
-    fn fstype(&self) -> &str;
-    /// Writes `mount_point/rel`, creating parent directories.
-    fn write_file(&self, rel: &str, content: &str) -> Result<()> {
-        let p = self.mount_point().join(rel);
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(&p, content)?;
-        Ok(())
-    }
-}
-
-impl MountedFs for LoopFs {
-    fn mount_point(&self) -> &Path {
-        &self.mount_point
-    }
-    fn fstype(&self) -> &str {
-        self.kind.name()
     }
 }

@@ -45,6 +45,10 @@ struct Cli {
     /// Internal: hold for start-snapshot until SIGUSR1.
     #[arg(long, hide = true)]
     holder: bool,
+
+    /// Internal: be the freeze watchdog of a session (reads its messages on stdin).
+    #[arg(long, hide = true)]
+    watchdog: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,12 +56,45 @@ enum Cmd {
     /// Show, without side effects, the mount, filesystem and provider of each DIR, why other
     /// providers declined, and whether the result will be consistent.
     Plan(SessionArgs),
+    /// Remove what dead sessions left behind (from their journals, and view mounts named with a
+    /// session id): unmount, remove snapshots, delete journals. Never touches a live session's
+    /// objects, nor anything the tool did not create.
+    Cleanup(CleanupArgs),
+    /// Show the sessions recorded in the journals: live or dead, target, snapshots.
+    Status(CleanupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CleanupArgs {
+    /// Show what would be done, do nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+
+    /// More detail on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Directory of filesystems.d provider scripts (for removing their snapshots).
+    #[arg(long, value_name = "DIR")]
+    scripts_dir: Option<std::path::PathBuf>,
+
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::journal::STATE_DIR, hide = true)]
+    state_dir: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
+    if cli.watchdog {
+        return watchdog();
+    }
     match cli.command {
         Some(Cmd::Plan(args)) => plan(&args),
+        Some(Cmd::Cleanup(args)) => cleanup(&args),
+        Some(Cmd::Status(args)) => status(&args),
         None => session(&cli.session, cli.holder),
     }
 }
@@ -90,6 +127,114 @@ fn session(args: &SessionArgs, holder: bool) -> ExitCode {
         held::holder_finished(&args.runtime_dir, &args.target, status);
     }
     ExitCode::from(status)
+}
+
+fn cleanup(args: &CleanupArgs) -> ExitCode {
+    logger::init("snapshot", args.verbose);
+    if !args.dry_run && !snapshot_core::sys::is_root() {
+        eprintln!("snapshot: error: cleanup must run as root (use --dry-run to look)");
+        return ExitCode::from(exit::NO_PERMISSION);
+    }
+    let providers = snapshot_providers::providers(&snapshot_providers::ProviderConfig {
+        scripts_dir: args.scripts_dir.clone(),
+    });
+    let report = snapshot_core::cleanup::cleanup(&args.state_dir, &providers, args.dry_run, None);
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        let dead: Vec<_> = report.sessions.iter().filter(|s| !s.live).collect();
+        if dead.is_empty() && report.unreadable.is_empty() {
+            println!("nothing to clean up");
+        }
+        for s in dead {
+            println!(
+                "session {} (pid {}, target {}){}",
+                s.session,
+                s.pid,
+                s.target.display(),
+                if args.dry_run { ": would" } else { ":" }
+            );
+            for a in &s.actions {
+                println!("  {a}");
+            }
+            for p in &s.problems {
+                println!("  FAILED: {p}");
+            }
+        }
+        for u in &report.unreadable {
+            println!("unreadable journal: {u}");
+        }
+    }
+    if report.problems() > 0 {
+        ExitCode::from(exit::TEARDOWN_INCOMPLETE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn status(args: &CleanupArgs) -> ExitCode {
+    logger::init("snapshot", args.verbose);
+    let journals = snapshot_core::journal::Journal::list(&args.state_dir);
+    let mut sessions = Vec::new();
+    for j in &journals {
+        match j {
+            Ok(j) => sessions.push(serde_json::json!({
+                "session": j.record.session,
+                "live": j.record.is_live(),
+                "pid": j.record.pid,
+                "target": j.record.target,
+                "started": j.record.started,
+                "view": j.record.view,
+                "snapshots": j.record.snapshots,
+                "journal": j.path(),
+            })),
+            Err(e) => eprintln!("snapshot: warning: {e}"),
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "sessions": sessions }));
+        return ExitCode::SUCCESS;
+    }
+    if sessions.is_empty() {
+        println!("no sessions");
+    }
+    for s in &sessions {
+        println!(
+            "{}  {}  pid {}  target {}",
+            s["session"].as_str().unwrap_or_default(),
+            if s["live"] == true {
+                "live"
+            } else {
+                "DEAD (run snapshot cleanup)"
+            },
+            s["pid"],
+            s["target"].as_str().unwrap_or_default()
+        );
+        for snap in s["snapshots"].as_array().into_iter().flatten() {
+            println!(
+                "    {} {} ({})",
+                snap["created"]["provider"].as_str().unwrap_or_default(),
+                snap["created"]["name"].as_str().unwrap_or_default(),
+                snap["state"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The watchdog outlives a dying session on purpose: it ignores the signals that end one.
+fn watchdog() -> ExitCode {
+    logger::init("snapshot watchdog", 0);
+    let ignored = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        let _ = signal_hook::flag::register(sig, ignored.clone());
+    }
+    let code = snapshot_core::watchdog::run(std::io::stdin());
+    ExitCode::from(code as u8)
 }
 
 fn plan(args: &SessionArgs) -> ExitCode {

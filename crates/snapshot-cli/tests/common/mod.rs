@@ -31,6 +31,8 @@ impl Running {
             .args(args)
             .arg("--runtime-dir")
             .arg(runtime)
+            .arg("--state-dir")
+            .arg(runtime.join("state"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -120,6 +122,15 @@ pub fn assert_read_only(dir: &Path) {
         Some(30),
         "{dir:?}: expected EROFS, got {err}"
     );
+}
+
+/// No journal left in the runtime directory's state dir (as `Running::start` sets it).
+pub fn assert_no_journal(runtime: &Path) {
+    let dir = runtime.join("state/sessions");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "journals left: {left:?}");
 }
 
 /// Nothing mounted under `target`, and `target` empty.

@@ -2,6 +2,10 @@
 //! umount2(2), statx(2) and the ioctls. This is the one module allowed to hold `unsafe` code
 //! (ioctls whose argument structures rustix does not know); everything else calls these.
 
+mod fsfreeze;
+pub use fsfreeze::{clone_file, freeze_filesystem, thaw_filesystem};
+
+pub mod ioctl;
 
 use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
 use rustix::mount::{

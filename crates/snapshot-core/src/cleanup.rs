@@ -1,0 +1,300 @@
+//! `snapshot cleanup`, also run by every new session: replays the journals of dead sessions
+//! backwards (thaw writers, unmount, remove snapshots, delete the journal). It only ever
+//! touches objects named in a journal and carrying that session's id, plus view mounts whose
+//! tmpfs carries a session id no live session owns — never anything else.
+
+use crate::journal::{Journal, Record};
+use crate::mountinfo::MountTable;
+use crate::provider::Provider;
+use crate::view::unmount_patiently;
+use crate::writers::{Writer, WriterConfig, WriterEnv, Writers};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionCleanup {
+    pub session: String,
+    pub target: PathBuf,
+    pub pid: u32,
+    pub live: bool,
+    /// What was done (or, with `dry_run`, would be done).
+    pub actions: Vec<String>,
+    /// What could not be done; the journal is kept for another try.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    pub sessions: Vec<SessionCleanup>,
+    /// Journals that could not be read.
+    pub unreadable: Vec<String>,
+}
+
+impl CleanupReport {
+    pub fn problems(&self) -> usize {
+        self.sessions
+            .iter()
+            .map(|s| s.problems.len())
+            .sum::<usize>()
+            + self.unreadable.len()
+    }
+}
+
+/// `snapshot-` followed by 8 lowercase hex digits: a session id.
+pub fn is_session_id(s: &str) -> bool {
+    s.strip_prefix("snapshot-").is_some_and(|h| {
+        h.len() == 8
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Mounts at or below `path`, deepest (latest) first: the order to unmount them.
+fn mounts_below(table: &MountTable, path: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = table
+        .at_or_below(path)
+        .map(|m| m.mount_point.clone())
+        .collect();
+    v.reverse();
+    v
+}
+
+/// Cleans up every dead session found in `state_dir`; `skip` is the calling session's own id.
+pub fn cleanup(
+    state_dir: &Path,
+    providers: &[Box<dyn Provider>],
+    dry_run: bool,
+    skip: Option<&str>,
+) -> CleanupReport {
+    let mut report = CleanupReport::default();
+    // Read before listing journals: a session writes its journal before mounting its view, so
+    // any view in this table has a journal in the listing below — a session starting right now
+    // cannot be mistaken for an orphan.
+    let table_before = MountTable::read();
+    // Sessions with a journal: the orphan sweep below leaves their mounts to the replay.
+    let mut known_ids = Vec::new();
+    for j in Journal::list(state_dir) {
+        if let Ok(j) = &j {
+            known_ids.push(j.record.session.clone());
+        }
+        match j {
+            Err(e) => report.unreadable.push(e.to_string()),
+            Ok(j) if Some(j.record.session.as_str()) == skip => {}
+            Ok(j) if j.record.is_live() => {
+                report.sessions.push(SessionCleanup {
+                    session: j.record.session.clone(),
+                    target: j.record.target.clone(),
+                    pid: j.record.pid,
+                    live: true,
+                    actions: Vec::new(),
+                    problems: Vec::new(),
+                });
+            }
+            Ok(j) => report.sessions.push(replay(j, providers, dry_run)),
+        }
+    }
+    if let Some(id) = skip {
+        known_ids.push(id.to_owned());
+    }
+    if let Ok(table) = table_before {
+        report
+            .sessions
+            .extend(orphan_views(&table, &known_ids, dry_run));
+    }
+    report
+}
+
+/// Undoes one dead session's journal, backwards.
+fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) -> SessionCleanup {
+    let r: Record = journal.record.clone();
+    let mut out = SessionCleanup {
+        session: r.session.clone(),
+        target: r.target.clone(),
+        pid: r.pid,
+        live: false,
+        actions: Vec::new(),
+        problems: Vec::new(),
+    };
+    if !is_session_id(&r.session) {
+        out.problems.push(format!(
+            "journal {:?} has a malformed session id; left alone",
+            journal.path()
+        ));
+        return out;
+    }
+    // 1. Writers frozen by a session that died in this boot (a reboot thawed everything).
+    if let Some(fw) = r.frozen_writers.as_ref().filter(|_| r.same_boot()) {
+        out.actions
+            .push(format!("send thaw to {} writer(s)", fw.writers.len()));
+        if !dry_run {
+            let writers = Writers {
+                config: WriterConfig {
+                    dirs: Vec::new(),
+                    timeout: Duration::from_secs(30),
+                    strict: false,
+                },
+                env: WriterEnv {
+                    session: r.session.clone(),
+                    target: r.target.clone(),
+                },
+                writers: fw
+                    .writers
+                    .iter()
+                    .map(|p| Writer {
+                        path: p.clone(),
+                        name: p
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            };
+            let sent = writers.writers.clone();
+            for e in writers.thaw(&sent, &fw.dirs) {
+                out.problems.push(e.to_string());
+            }
+            let _ = journal.update(|r| r.frozen_writers = None);
+        }
+    }
+    // 2. The view: only when the tmpfs at the target is this session's.
+    match MountTable::read() {
+        Err(e) => out.problems.push(e.to_string()),
+        Ok(table) => {
+            if r.view.is_some() {
+                match table.mounted_at(&r.target) {
+                    Some(m) if m.source == r.session => {
+                        for p in mounts_below(&table, &r.target) {
+                            out.actions.push(format!("unmount {p:?}"));
+                            if !dry_run {
+                                if let Err(e) = unmount_patiently(&p) {
+                                    out.problems.push(e);
+                                }
+                            }
+                        }
+                    }
+                    Some(m) => out.actions.push(format!(
+                        "leave {:?} alone: mounted by {:?}, not by this session",
+                        r.target, m.source
+                    )),
+                    None => {}
+                }
+            }
+            // 3. Scratch mounts in the session's own runtime directory.
+            if r.runtime_dir.file_name().and_then(|n| n.to_str()) == Some(r.session.as_str()) {
+                for p in mounts_below(&table, &r.runtime_dir) {
+                    out.actions.push(format!("unmount {p:?}"));
+                    if !dry_run {
+                        if let Err(e) = unmount_patiently(&p) {
+                            out.problems.push(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !dry_run && out.problems.is_empty() {
+        let _ = journal.update(|r| r.view = None);
+    }
+    // 4. Snapshots, last made first.
+    for entry in r.snapshots.iter().rev() {
+        let c = &entry.created;
+        if !c.name.starts_with(&r.session) {
+            out.problems.push(format!(
+                "{}: not named after session {}; left alone",
+                c.name, r.session
+            ));
+            continue;
+        }
+        let Some(provider) = providers.iter().find(|p| p.name() == c.provider) else {
+            out.problems.push(format!(
+                "{}: provider {:?} is not available here",
+                c.name, c.provider
+            ));
+            continue;
+        };
+        out.actions
+            .push(format!("remove {} snapshot {}", c.provider, c.name));
+        if dry_run {
+            continue;
+        }
+        match provider.remove(c) {
+            Ok(()) => {
+                let name = c.name.clone();
+                let _ = journal.update(|r| r.snapshots.retain(|s| s.created.name != name));
+            }
+            Err(e) => out.problems.push(format!("removing {}: {e}", c.name)),
+        }
+    }
+    // 5. The runtime directory and the journal itself.
+    if !dry_run && out.problems.is_empty() {
+        match std::fs::remove_dir(&r.runtime_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => out
+                .problems
+                .push(format!("removing {:?}: {e}", r.runtime_dir)),
+        }
+    }
+    out.actions
+        .push(format!("delete journal {:?}", journal.path()));
+    if !dry_run && out.problems.is_empty() {
+        if let Err(e) = journal.remove() {
+            out.problems.push(e.to_string());
+        }
+    }
+    out
+}
+
+/// View tmpfs mounts named after a session that has no journal (lost, or a crash before it was
+/// written): unmount them and what is under them.
+fn orphan_views(table: &MountTable, known_ids: &[String], dry_run: bool) -> Vec<SessionCleanup> {
+    let mut out = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for m in &table.mounts {
+        if m.fstype != "tmpfs" || !is_session_id(&m.source) || known_ids.contains(&m.source) {
+            continue;
+        }
+        // Only the outermost one: the nested skeletons go with it.
+        if seen.iter().any(|s| m.mount_point.starts_with(s)) {
+            continue;
+        }
+        seen.push(m.mount_point.clone());
+        let mut sc = SessionCleanup {
+            session: m.source.clone(),
+            target: m.mount_point.clone(),
+            pid: 0,
+            live: false,
+            actions: Vec::new(),
+            problems: Vec::new(),
+        };
+        for p in mounts_below(table, &m.mount_point) {
+            sc.actions.push(format!(
+                "unmount {p:?} (view of session {} without a journal)",
+                m.source
+            ));
+            if !dry_run {
+                if let Err(e) = unmount_patiently(&p) {
+                    sc.problems.push(e);
+                }
+            }
+        }
+        out.push(sc);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids() {
+        assert!(is_session_id("snapshot-0a1b2c3d"));
+        assert!(!is_session_id("snapshot-0a1b2c3"));
+        assert!(!is_session_id("snapshot-0A1B2C3D"));
+        assert!(!is_session_id("snapshot-0a1b2c3d-0"));
+        assert!(!is_session_id("snapshots-0a1b2c3d"));
+        assert!(!is_session_id("tmpfs"));
+    }
+}
