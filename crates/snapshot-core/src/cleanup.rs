@@ -81,7 +81,10 @@ pub fn cleanup(
         match j {
             Err(e) => report.unreadable.push(e.to_string()),
             Ok(j) if Some(j.record.session.as_str()) == skip => {}
-            Ok(j) if j.record.is_live() => {
+            Ok(j)
+                if j.record.is_live()
+                    || crate::journal::LivenessToken::is_held(&j.record.session) =>
+            {
                 report.sessions.push(SessionCleanup {
                     session: j.record.session.clone(),
                     target: j.record.target.clone(),
@@ -253,6 +256,10 @@ fn orphan_views(table: &MountTable, known_ids: &[String], dry_run: bool) -> Vec<
     let mut seen: Vec<PathBuf> = Vec::new();
     for m in &table.mounts {
         if m.fstype != "tmpfs" || !is_session_id(&m.source) || known_ids.contains(&m.source) {
+            continue;
+        }
+        // A live session keeps its views, whatever state directory it journals in.
+        if crate::journal::LivenessToken::is_held(&m.source) {
             continue;
         }
         // Only the outermost one: the nested skeletons go with it.

@@ -73,6 +73,36 @@ pub enum JournalError {
     },
 }
 
+/// A live session's token: an abstract-namespace unix socket named after the session id.
+/// It needs no file, is visible whatever state or runtime directory a session uses, and
+/// vanishes with the process — so "is session X alive?" has one answer machine-wide.
+#[derive(Debug)]
+pub struct LivenessToken {
+    _listener: std::os::unix::net::UnixListener,
+}
+
+fn token_addr(session: &str) -> io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(format!("snapshot-session/{session}"))
+}
+
+impl LivenessToken {
+    pub fn acquire(session: &str) -> io::Result<Self> {
+        let listener = std::os::unix::net::UnixListener::bind_addr(&token_addr(session)?)?;
+        Ok(Self {
+            _listener: listener,
+        })
+    }
+
+    /// True when a live process holds the token of `session`.
+    pub fn is_held(session: &str) -> bool {
+        match token_addr(session).and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a)) {
+            Ok(_probe) => false,
+            Err(e) => e.kind() == io::ErrorKind::AddrInUse,
+        }
+    }
+}
+
 /// This process's liveness identity.
 pub fn self_identity() -> (u32, u64, String) {
     let pid = std::process::id();
@@ -268,6 +298,17 @@ mod tests {
         assert!(!rec.is_live() && !rec.same_boot());
         j.remove().unwrap();
         assert!(Journal::list(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn liveness_token_is_machine_wide_and_dies_with_its_holder() {
+        let id = format!("snapshot-{:08x}", std::process::id());
+        assert!(!LivenessToken::is_held(&id));
+        let token = LivenessToken::acquire(&id).unwrap();
+        assert!(LivenessToken::is_held(&id));
+        assert!(LivenessToken::acquire(&id).is_err(), "one holder per session");
+        drop(token);
+        assert!(!LivenessToken::is_held(&id));
     }
 
     #[test]

@@ -103,11 +103,26 @@ pub fn plan(
             dir: dir.clone(),
             source,
         })?;
-        let mount = table.by_id(id).ok_or(PlanError::UnknownMount {
+        let mut mount = table.by_id(id).ok_or(PlanError::UnknownMount {
             dir: dir.clone(),
             id,
         })?;
-        match mounts.iter_mut().find(|m| m.mount.id == id) {
+        // A DIR inside a unit nested in the mount (a btrfs subvolume) belongs to that unit.
+        let fs = Filesystem {
+            mount: mount.clone(),
+        };
+        let nested = providers
+            .iter()
+            .find(|p| matches!(p.probe(&fs), Probe::Accept { .. }))
+            .map(|p| p.nested(mount, dir))
+            .unwrap_or_default();
+        if let Some(inner) = nested.last() {
+            mount = inner;
+        }
+        // Synthetic nested entries share their mount's id: tell mounts apart by mount point too.
+        let same =
+            |m: &PlannedMount| m.mount.id == mount.id && m.mount.mount_point == mount.mount_point;
+        match mounts.iter_mut().find(|m| same(m)) {
             Some(m) => m.dirs.push(dir.clone()),
             None => mounts.push(PlannedMount {
                 mount: mount.clone(),

@@ -109,6 +109,15 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Cheap and without side effects.
     fn probe(&self, fs: &Filesystem) -> Probe;
 
+    /// Snapshot units that lie between `mount`'s root and `dir` without being mounts of their
+    /// own (btrfs subvolumes nested in the mounted one, which a snapshot of the outer one shows
+    /// as empty directories): synthetic mount entries, outermost first, whose `mount_point` is
+    /// where each unit's root appears. The planner gives `dir` to the innermost. Only asked of
+    /// the provider that accepts `mount`. Cheap, no side effects.
+    fn nested(&self, _mount: &Mount, _dir: &Path) -> Vec<Mount> {
+        Vec::new()
+    }
+
     /// What [`create`](Self::create) will make, named and described well enough for
     /// [`remove`](Self::remove) to undo it from another process: the session journals it
     /// *before* calling `create`, so a crash in between leaves a record. `create` must return

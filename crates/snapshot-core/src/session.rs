@@ -202,6 +202,9 @@ pub struct Session<'p> {
     /// or half-done creation is still removed.
     intents: Vec<Option<(usize, Created)>>,
     journal: Option<Journal>,
+    /// Held for the session's life: tells every cleanup, in any state directory, that this
+    /// session's objects are not orphans.
+    _token: crate::journal::LivenessToken,
     pub timings: Timings,
     _lock: TargetLock,
 }
@@ -260,7 +263,15 @@ impl<'p> Session<'p> {
                     ),
                 ));
             }
-            return Err(usage(e));
+            // A view left by a dead session (its tmpfs carries a session id) is removed by the
+            // cleanup below; anything else in the target is the caller's mistake.
+            let dead_view = MountTable::read().ok().is_some_and(|t| {
+                t.mounted_at(&v.target)
+                    .is_some_and(|m| crate::cleanup::is_session_id(&m.source))
+            });
+            if !dead_view {
+                return Err(usage(e));
+            }
         }
         let lock = TargetLock::acquire(&request.runtime_dir, &v.target).map_err(|e| match e {
             LockError::Busy { .. } => SessionError::new(FailureKind::Busy, e.to_string()),
@@ -332,6 +343,9 @@ impl<'p> Session<'p> {
 
         let id = new_session_id();
         let runtime = request.runtime_dir.join(&id);
+        let token = crate::journal::LivenessToken::acquire(&id).map_err(|e| {
+            SessionError::new(FailureKind::Internal, format!("session token {id}: {e}"))
+        })?;
         let journal = Journal::create(&request.state_dir, Record::new(&id, &v.target, &runtime))
             .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
         if let Err(e) = create_private_dir(&runtime) {
@@ -355,6 +369,7 @@ impl<'p> Session<'p> {
             runtime,
             intents: vec![None; units],
             journal: Some(journal),
+            _token: token,
             timings: Timings {
                 plan: plan_time,
                 ..Timings::default()

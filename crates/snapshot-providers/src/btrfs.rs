@@ -107,6 +107,16 @@ impl Provider for BtrfsProvider {
         "btrfs"
     }
 
+    fn nested(&self, mount: &Mount, dir: &Path) -> Vec<Mount> {
+        nested_subvolume_mounts(mount, dir).unwrap_or_else(|e| {
+            log::warn!(
+                "{dir:?}: cannot look for btrfs subvolumes below {:?}: {e}",
+                mount.mount_point
+            );
+            Vec::new()
+        })
+    }
+
     fn probe(&self, fs: &Filesystem) -> Probe {
         match plan_unit(&fs.mount) {
             Ok((unit, plan)) => Probe::Accept {

@@ -25,6 +25,7 @@ pub fn providers(config: &ProviderConfig) -> Vec<Box<dyn Provider>> {
         .clone()
         .unwrap_or_else(|| script::DEFAULT_DIR.into());
     vec![
+        Box::new(BtrfsProvider),
         Box::new(ScriptProvider::new(scripts)),
         Box::new(BindProvider),
     ]
