@@ -87,6 +87,7 @@ impl SessionArgs {
                 .ok()
                 .map(|p| p.with_file_name("snapshot")),
             fault: self.fault(),
+            freeze_timeout: self.freeze_timeout,
         }
     }
 

@@ -306,7 +306,10 @@ mod tests {
         assert!(!LivenessToken::is_held(&id));
         let token = LivenessToken::acquire(&id).unwrap();
         assert!(LivenessToken::is_held(&id));
-        assert!(LivenessToken::acquire(&id).is_err(), "one holder per session");
+        assert!(
+            LivenessToken::acquire(&id).is_err(),
+            "one holder per session"
+        );
         drop(token);
         assert!(!LivenessToken::is_held(&id));
     }

@@ -48,6 +48,8 @@ pub struct SessionContext {
     pub index: usize,
     /// A private, root-only directory for this session's scratch mounts (`/run/snapshot/<id>`).
     pub runtime_dir: PathBuf,
+    /// For providers that FIFREEZE: report freezes to the session's watchdog.
+    pub guard: crate::watchdog::FreezeGuard,
 }
 
 impl SessionContext {
@@ -105,6 +107,12 @@ impl ProviderError {
 
 pub trait Provider: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
+
+    /// True for a provider that freezes filesystems itself (FIFREEZE): the session then runs
+    /// the watchdog and hands it over in [`SessionContext::guard`].
+    fn freezes(&self) -> bool {
+        false
+    }
 
     /// Cheap and without side effects.
     fn probe(&self, fs: &Filesystem) -> Probe;

@@ -10,7 +10,7 @@ use crate::provider::{
 };
 use crate::validate::{check_target_empty, validate, ValidationError};
 use crate::view::View;
-use crate::watchdog::{Message, Watchdog};
+use crate::watchdog::{FreezeGuard, Message, Watchdog};
 use crate::writers::{WriterConfig, WriterEnv, Writers};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,9 @@ pub struct SessionRequest {
     pub watchdog_exe: Option<PathBuf>,
     /// Testing aid: die or stop at a named step (see [`Fault`]).
     pub fault: Option<Fault>,
+    /// The longest a filesystem may stay frozen by a provider's FIFREEZE (the watchdog thaws
+    /// it then).
+    pub freeze_timeout: Duration,
 }
 
 /// The hidden flag that makes the tool's executable run [`crate::watchdog::run`].
@@ -205,6 +208,8 @@ pub struct Session<'p> {
     /// Held for the session's life: tells every cleanup, in any state directory, that this
     /// session's objects are not orphans.
     _token: crate::journal::LivenessToken,
+    /// Handed to providers inside the frozen window.
+    guard: FreezeGuard,
     pub timings: Timings,
     _lock: TargetLock,
 }
@@ -370,6 +375,7 @@ impl<'p> Session<'p> {
             intents: vec![None; units],
             journal: Some(journal),
             _token: token,
+            guard: FreezeGuard::default(),
             timings: Timings {
                 plan: plan_time,
                 ..Timings::default()
@@ -432,6 +438,7 @@ impl<'p> Session<'p> {
                 id: self.id.clone(),
                 index: i,
                 runtime_dir: ctx_dir.clone(),
+                guard: FreezeGuard::default(),
             };
             self.intents[i] = Some((unit.provider_index, provider.expected(&request, &ctx)));
         }
@@ -456,9 +463,22 @@ impl<'p> Session<'p> {
             r.frozen_writers = frozen.clone();
         })?;
         // The watchdog thaws the writers if this process dies before it does.
-        let mut watchdog = match (&frozen, &self.request.watchdog_exe) {
-            (Some(fw), Some(exe)) => match Watchdog::spawn(exe, &[WATCHDOG_FLAG]) {
-                Ok(mut w) => {
+        let freeze_timeout = self.request.freeze_timeout;
+        let needs_watchdog = frozen.is_some()
+            || self
+                .plan
+                .units
+                .iter()
+                .any(|u| self.providers[u.provider_index].freezes());
+        let watchdog = match (needs_watchdog, &self.request.watchdog_exe) {
+            (true, Some(exe)) => {
+                let mut w = Watchdog::spawn(exe, &[WATCHDOG_FLAG]).map_err(|e| {
+                    SessionError::new(
+                        FailureKind::Internal,
+                        format!("starting the freeze watchdog {exe:?}: {e}"),
+                    )
+                })?;
+                if let Some(fw) = &frozen {
                     w.send(&Message::WritersFreezing {
                         writers: fw.writers.clone(),
                         dirs: fw.dirs.clone(),
@@ -468,19 +488,15 @@ impl<'p> Session<'p> {
                             .request
                             .writers
                             .as_ref()
-                            .map_or(30_000, |c| c.timeout.as_millis() as u64),
+                            .map_or(freeze_timeout, |c| c.timeout)
+                            .as_millis() as u64,
                     });
-                    Some(w)
                 }
-                Err(e) => {
-                    return Err(SessionError::new(
-                        FailureKind::Internal,
-                        format!("starting the freeze watchdog {exe:?}: {e}"),
-                    ))
-                }
-            },
+                Some(std::sync::Arc::new(std::sync::Mutex::new(w)))
+            }
             _ => None,
         };
+        self.guard = FreezeGuard::new(watchdog.clone(), freeze_timeout);
 
         // The frozen window: writers freeze → snapshots → writers thaw, nothing else.
         let t0 = Instant::now();
@@ -504,9 +520,12 @@ impl<'p> Session<'p> {
             .map(|w| w.thaw(&outcome.sent, &self.dirs))
             .unwrap_or_default();
         self.timings.frozen = t0.elapsed();
-        if let Some(mut w) = watchdog.take() {
-            w.send(&Message::WritersThawed);
-            w.finish();
+        self.guard = FreezeGuard::default();
+        if let Some(w) = watchdog {
+            if let Ok(mut w) = w.lock() {
+                w.send(&Message::WritersThawed);
+                w.finish();
+            }
         }
         // Outside the frozen window: record what was made.
         let done: Vec<SnapshotEntry> = self
@@ -616,6 +635,7 @@ impl<'p> Session<'p> {
             id: self.id.clone(),
             index,
             runtime_dir: self.runtime.clone(),
+            guard: self.guard.clone(),
         };
         let mut pi = unit.provider_index;
         let mut request = UnitRequest {

@@ -75,10 +75,65 @@ impl Watchdog {
     }
 
     /// Sends `Done` and reaps the watchdog.
-    pub fn finish(mut self) {
+    pub fn finish(&mut self) {
         self.send(&Message::Done);
         drop(self.stdin.take());
         let _ = self.child.wait();
+    }
+}
+
+/// A provider's handle on the session's watchdog: say what you freeze before FIFREEZE and
+/// what you thawed after FITHAW, and the watchdog thaws it if this process dies or the
+/// deadline passes. Cheap to clone; a no-op when the session runs no watchdog.
+#[derive(Clone, Default)]
+pub struct FreezeGuard {
+    watchdog: Option<std::sync::Arc<std::sync::Mutex<Watchdog>>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for FreezeGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreezeGuard")
+            .field("active", &self.watchdog.is_some())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl FreezeGuard {
+    pub fn new(
+        watchdog: Option<std::sync::Arc<std::sync::Mutex<Watchdog>>>,
+        timeout: Duration,
+    ) -> Self {
+        Self { watchdog, timeout }
+    }
+
+    /// The longest a filesystem may stay frozen (`--freeze-timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn send(&self, msg: &Message) {
+        if let Some(w) = &self.watchdog {
+            if let Ok(mut w) = w.lock() {
+                w.send(msg);
+            }
+        }
+    }
+
+    /// Call before FIFREEZE of the filesystem mounted at `path`.
+    pub fn freezing(&self, path: &Path) {
+        self.send(&Message::FsFreezing {
+            path: path.to_owned(),
+            deadline_ms: self.timeout.as_millis() as u64,
+        });
+    }
+
+    /// Call after FITHAW of `path`.
+    pub fn thawed(&self, path: &Path) {
+        self.send(&Message::FsThawed {
+            path: path.to_owned(),
+        });
     }
 }
 

@@ -536,6 +536,7 @@ mod tests {
                     id: "snapshot-0123abcd".into(),
                     index: 3,
                     runtime_dir: run,
+                    guard: Default::default(),
                 },
                 request: UnitRequest {
                     unit: "42".into(),

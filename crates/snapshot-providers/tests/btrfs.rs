@@ -42,6 +42,7 @@ fn ctx(scratch: &Scratch, index: usize) -> SessionContext {
         id: "snapshot-7e57".into(),
         index,
         runtime_dir,
+        guard: Default::default(),
     }
 }
 
