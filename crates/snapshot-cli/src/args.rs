@@ -51,6 +51,11 @@ pub struct SessionArgs {
     #[arg(long, value_name = "DIR")]
     pub scripts_dir: Option<PathBuf>,
 
+    /// Copy-on-write space of a classic LVM snapshot: SIZE (512M, 2G; a plain number is MiB)
+    /// or NN%ORIGIN, rounded up to whole extents.
+    #[arg(long, value_name = "SIZE|NN%ORIGIN", default_value = "10%ORIGIN")]
+    pub lvm_size: snapshot_providers::lvm::LvmSize,
+
     /// Directory for locks and scratch mounts.
     #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
     pub runtime_dir: PathBuf,
@@ -109,6 +114,7 @@ impl SessionArgs {
     pub fn provider_config(&self) -> ProviderConfig {
         ProviderConfig {
             scripts_dir: self.scripts_dir.clone(),
+            lvm_size: self.lvm_size,
         }
     }
 }

@@ -13,12 +13,23 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 /// What ends the hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldUntil {
     /// stdin reaches EOF (the seed protocol); a signal ends it too, with status 128+N.
     StdinEof,
     /// SIGUSR1 (sent by `stop-snapshot`); stdin is ignored.
     Usr1,
+    /// `snapshot run`: this command exits (a signal to us is passed on to it).
+    Command(Vec<std::ffi::OsString>),
+}
+
+/// How the hold ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HoldEnd {
+    /// The signal that ended it (or was passed on to the command).
+    pub signal: Option<i32>,
+    /// `snapshot run`: the command's status (128+N when a signal killed it).
+    pub command: Option<u8>,
 }
 
 /// Signals that end a session: INT, TERM, HUP always; USR1 for a start-snapshot holder.
@@ -33,6 +44,7 @@ pub struct Signals {
 enum Event {
     Signal(i32),
     Eof,
+    Child(u8),
 }
 
 impl Signals {
@@ -57,27 +69,81 @@ impl Signals {
         })
     }
 
-    /// Blocks until the hold ends; returns the signal that ended it, if one did.
-    pub fn hold(&self, until: HoldUntil) -> Option<i32> {
-        if until == HoldUntil::StdinEof {
-            let tx = self.tx.clone();
-            std::thread::spawn(move || {
-                let mut stdin = std::io::stdin().lock();
-                let mut buf = [0u8; 4096];
-                // Whatever the caller writes is ignored; only EOF (or an error) counts.
-                while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-                let _ = tx.send(Event::Eof);
-            });
+    /// Blocks until the hold ends.
+    pub fn hold(&self, until: &HoldUntil, env: &[(&str, String)]) -> HoldEnd {
+        use signal_hook::consts::SIGUSR1;
+        let mut child_pid = None;
+        match until {
+            HoldUntil::StdinEof => {
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let mut stdin = std::io::stdin().lock();
+                    let mut buf = [0u8; 4096];
+                    // Whatever the caller writes is ignored; only EOF (or an error) counts.
+                    while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+                    let _ = tx.send(Event::Eof);
+                });
+            }
+            HoldUntil::Usr1 => {}
+            HoldUntil::Command(argv) => {
+                let spawned = std::process::Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .spawn();
+                let mut child = match spawned {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("snapshot: error: cannot run {:?}: {e}", argv[0]);
+                        return HoldEnd {
+                            signal: None,
+                            command: Some(127),
+                        };
+                    }
+                };
+                child_pid = rustix::process::Pid::from_raw(child.id() as i32);
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    use std::os::unix::process::ExitStatusExt;
+                    let code = match child.wait() {
+                        Ok(st) => st
+                            .code()
+                            .map(|c| c as u8)
+                            .or_else(|| {
+                                st.signal()
+                                    .map(|s| exit::SIGNAL_BASE.saturating_add(s as u8))
+                            })
+                            .unwrap_or(exit::FAILURE),
+                        Err(_) => exit::FAILURE,
+                    };
+                    let _ = tx.send(Event::Child(code));
+                });
+            }
         }
+        let mut end = HoldEnd::default();
         loop {
             match self.events.recv() {
-                Ok(Event::Eof) | Err(_) => return None,
-                Ok(Event::Signal(sig)) if sig == signal_hook::consts::SIGUSR1 => {
-                    if until == HoldUntil::Usr1 {
-                        return None;
+                Ok(Event::Eof) | Err(_) => return end,
+                Ok(Event::Child(code)) => {
+                    end.command = Some(code);
+                    return end;
+                }
+                Ok(Event::Signal(sig)) if sig == SIGUSR1 => {
+                    if *until == HoldUntil::Usr1 {
+                        return end;
                     }
                 }
-                Ok(Event::Signal(sig)) => return Some(sig),
+                Ok(Event::Signal(sig)) => {
+                    end.signal = Some(sig);
+                    match child_pid {
+                        // The command ends first; the view stays until it has.
+                        Some(pid) => {
+                            if let Some(s) = rustix::process::Signal::from_named_raw(sig) {
+                                let _ = rustix::process::kill_process(pid, s);
+                            }
+                        }
+                        None => return end,
+                    }
+                }
             }
         }
     }
@@ -132,6 +198,7 @@ pub fn run_session(
     until: HoldUntil,
     on_ready: impl FnOnce(&Session) -> anyhow::Result<()>,
 ) -> u8 {
+    let run_mode = matches!(until, HoldUntil::Command(_));
     let session = match Session::start(args.request(), providers, &signals.interrupt) {
         Ok(s) => s,
         Err(SessionError { kind, message }) => {
@@ -145,24 +212,52 @@ pub fn run_session(
         manifest.target,
         manifest.session
     );
-    let ready = on_ready(&session).and_then(|()| Ok(announce_ready(&manifest, args.json)?));
-    let signal = match ready {
+    // `snapshot run` leaves stdout to the command: no ready line there.
+    let ready = on_ready(&session).and_then(|()| {
+        if !run_mode {
+            announce_ready(&manifest, args.json)?;
+        }
+        Ok(())
+    });
+    let env = [
+        (
+            "SNAPSHOT_TARGET",
+            manifest.target.to_string_lossy().into_owned(),
+        ),
+        ("SNAPSHOT_SESSION", manifest.session.clone()),
+        (
+            "SNAPSHOT_MANIFEST",
+            serde_json::to_string(&manifest).unwrap_or_default(),
+        ),
+    ];
+    let end = match ready {
         Err(e) => {
             eprintln!("snapshot: error: announcing readiness: {e:#}");
-            None
+            HoldEnd::default()
         }
-        Ok(()) => match signals.interrupt.load(Ordering::SeqCst) {
-            0 => signals.hold(until),
-            sig => Some(sig),
-        },
+        Ok(()) => {
+            session.fault_point("after-ready");
+            match signals.interrupt.load(Ordering::SeqCst) {
+                0 => signals.hold(&until, &env),
+                sig => HoldEnd {
+                    signal: Some(sig),
+                    command: None,
+                },
+            }
+        }
     };
+    let signal = end.signal;
     if let Some(sig) = signal {
         log::warn!("signal {sig}: tearing down");
     } else {
         log::info!("tearing down");
     }
     let report = session.teardown();
-    let status = teardown_status(&report, signal);
+    let status = match (teardown_status(&report, signal), end.command) {
+        // The command's status, unless the snapshot itself went wrong.
+        (s, Some(code)) if s == exit::OK || s >= exit::SIGNAL_BASE => code,
+        (s, _) => s,
+    };
     if status == exit::OK {
         log::info!(
             "teardown complete: nothing left under {:?}",

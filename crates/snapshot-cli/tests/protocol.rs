@@ -374,3 +374,63 @@ fn start_snapshot_failure_reports_the_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--require-snapshot"));
     assert_clean(&target);
 }
+
+/// `snapshot run DIR -- CMD`: CMD sees the view (and its environment), the status is CMD's,
+/// and the view is gone afterwards; a missing CMD is 127, still with a clean teardown.
+#[test]
+fn run_command_with_the_view() {
+    if !require_privileges("run_command_with_the_view") {
+        return;
+    }
+    let scratch = Scratch::new("run").unwrap();
+    let m = scratch.join("m");
+    let fs = LoopFs::new("run", FsKind::Btrfs, 128, &m).unwrap();
+    fs.write("f", "seen\n").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+    let out_file = scratch.join("out");
+    let cmd = format!(
+        "cat \"$SNAPSHOT_TARGET{}/f\" > {out}; echo \"$SNAPSHOT_SESSION\" >> {out}; exit 7",
+        s(&m),
+        out = s(&out_file)
+    );
+    let state = rt.join("state");
+    let base = [
+        "--runtime-dir",
+        s(&rt),
+        "--state-dir",
+        s(&state),
+        "--no-writers",
+        "-t",
+        s(&target),
+        s(&m),
+    ];
+    let out = std::process::Command::new(bin("snapshot"))
+        .arg("run")
+        .args(base)
+        .args(["--", "sh", "-c", &cmd])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "no ready line in run mode");
+    let got = lines(&out_file);
+    assert_eq!(got[0], "seen");
+    assert!(got[1].starts_with("snapshot-"));
+    assert_clean(&target);
+    assert_no_journal(&rt);
+
+    let out = std::process::Command::new(bin("snapshot"))
+        .arg("run")
+        .args(base)
+        .args(["--", "/nonexistent/snaptest-cmd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert_clean(&target);
+}

@@ -56,12 +56,30 @@ enum Cmd {
     /// Show, without side effects, the mount, filesystem and provider of each DIR, why other
     /// providers declined, and whether the result will be consistent.
     Plan(SessionArgs),
+    /// Build the view, run CMD, tear down; exit with CMD's status (or the snapshot's error
+    /// status when the snapshot failed or went wrong). CMD gets SNAPSHOT_TARGET,
+    /// SNAPSHOT_SESSION and SNAPSHOT_MANIFEST (JSON) in its environment; a SIGINT, SIGTERM or
+    /// SIGHUP to snapshot is passed on to CMD, and the view stays until CMD has exited.
+    #[command(
+        after_help = "Example:  snapshot run -t /mnt/view /srv -- restic backup /mnt/view/srv"
+    )]
+    Run(RunArgs),
     /// Remove what dead sessions left behind (from their journals, and view mounts named with a
     /// session id): unmount, remove snapshots, delete journals. Never touches a live session's
     /// objects, nor anything the tool did not create.
     Cleanup(CleanupArgs),
     /// Show the sessions recorded in the journals: live or dead, target, snapshots.
     Status(CleanupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    session: SessionArgs,
+
+    /// The command to run while the view is mounted (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,11 +113,24 @@ fn main() -> ExitCode {
         Some(Cmd::Plan(args)) => plan(&args),
         Some(Cmd::Cleanup(args)) => cleanup(&args),
         Some(Cmd::Status(args)) => status(&args),
-        None => session(&cli.session, cli.holder),
+        Some(Cmd::Run(args)) => session(&args.session, Mode::Run(args.command.clone())),
+        None if cli.holder => session(&cli.session, Mode::Holder),
+        None => session(&cli.session, Mode::Seed),
     }
 }
 
-fn session(args: &SessionArgs, holder: bool) -> ExitCode {
+#[derive(Debug)]
+enum Mode {
+    /// The seed protocol.
+    Seed,
+    /// start-snapshot's detached holder.
+    Holder,
+    /// `snapshot run ... -- CMD`.
+    Run(Vec<std::ffi::OsString>),
+}
+
+fn session(args: &SessionArgs, mode: Mode) -> ExitCode {
+    let holder = matches!(mode, Mode::Holder);
     logger::init("snapshot", args.verbose);
     let signals = match Signals::install() {
         Ok(s) => s,
@@ -112,10 +143,10 @@ fn session(args: &SessionArgs, holder: bool) -> ExitCode {
         }
     };
     let providers = snapshot_providers::providers(&args.provider_config());
-    let until = if holder {
-        HoldUntil::Usr1
-    } else {
-        HoldUntil::StdinEof
+    let until = match mode {
+        Mode::Seed => HoldUntil::StdinEof,
+        Mode::Holder => HoldUntil::Usr1,
+        Mode::Run(cmd) => HoldUntil::Command(cmd),
     };
     let status = run_session(args, &providers, &signals, until, |s| {
         if holder {
@@ -137,6 +168,7 @@ fn cleanup(args: &CleanupArgs) -> ExitCode {
     }
     let providers = snapshot_providers::providers(&snapshot_providers::ProviderConfig {
         scripts_dir: args.scripts_dir.clone(),
+        ..Default::default()
     });
     let report = snapshot_core::cleanup::cleanup(&args.state_dir, &providers, args.dry_run, None);
     if args.json {
