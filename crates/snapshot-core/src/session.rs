@@ -282,9 +282,6 @@ impl<'p> Session<'p> {
             LockError::Busy { .. } => SessionError::new(FailureKind::Busy, e.to_string()),
             LockError::Io { .. } => SessionError::new(FailureKind::Internal, e.to_string()),
         })?;
-        // Re-checked under the lock: a session may have filled it since.
-        check_target_empty(&v.target).map_err(usage)?;
-
         // What dead sessions left behind goes first (DESIGN.md §3.3).
         let report = crate::cleanup::cleanup(&request.state_dir, providers, false, None);
         for sc in report.sessions.iter().filter(|s| !s.live) {
@@ -297,6 +294,9 @@ impl<'p> Session<'p> {
                 log::warn!("cleaning up after {}: {p}", sc.session);
             }
         }
+        // Checked again under the lock and after the cleanup: a dead session's view is gone
+        // now, and a live session may have filled the target since the first look.
+        check_target_empty(&v.target).map_err(usage)?;
 
         let t = Instant::now();
         let plan = plan_live(&v.dirs, providers)
