@@ -56,6 +56,12 @@ pub struct SessionArgs {
     #[arg(long, value_name = "SIZE|NN%ORIGIN", default_value = "10%ORIGIN")]
     pub lvm_size: snapshot_providers::lvm::LvmSize,
 
+    /// Device-snapshot command for freezable filesystems (XFS, ext4) on devices the freeze
+    /// provider cannot clone itself: `CMD create DEVICE NAME` (inside the frozen window;
+    /// prints the copy's block device) and `CMD remove DEVICE NAME COPY_DEVICE`.
+    #[arg(long, value_name = "PATH")]
+    pub freeze_command: Option<PathBuf>,
+
     /// Directory for locks and scratch mounts.
     #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
     pub runtime_dir: PathBuf,
@@ -115,6 +121,7 @@ impl SessionArgs {
         ProviderConfig {
             scripts_dir: self.scripts_dir.clone(),
             lvm_size: self.lvm_size,
+            freeze_command: self.freeze_command.clone(),
         }
     }
 }

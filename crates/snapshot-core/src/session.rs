@@ -269,12 +269,14 @@ impl<'p> Session<'p> {
                 ));
             }
             // A view left by a dead session (its tmpfs carries a session id) is removed by the
-            // cleanup below; anything else in the target is the caller's mistake.
+            // cleanup below; anything else in the target is the caller's mistake — unless it
+            // is gone by now: another process's cleanup may have been half-way through
+            // removing such a view (its mounts unmounted, not yet its tmpfs) at the first look.
             let dead_view = MountTable::read().ok().is_some_and(|t| {
                 t.mounted_at(&v.target)
                     .is_some_and(|m| crate::cleanup::is_session_id(&m.source))
             });
-            if !dead_view {
+            if !dead_view && check_target_empty(&v.target).is_err() {
                 return Err(usage(e));
             }
         }

@@ -162,8 +162,12 @@ pub fn unmount_patiently(path: &Path) -> Result<(), String> {
                 last = Some(e);
                 std::thread::sleep(Duration::from_millis(50 * (attempt + 1).min(4)));
             }
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                // Not a mount point (any more): nothing to do.
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+                    || e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) =>
+            {
+                // Not a mount point (any more), or no such path any more (a concurrent cleanup
+                // unmounted the tmpfs it lay in): nothing is mounted there, nothing to do.
                 return Ok(());
             }
             Err(e) => return Err(format!("unmounting {path:?}: {e}")),

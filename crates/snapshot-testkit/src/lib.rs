@@ -6,6 +6,8 @@
 //! [`mounts_under`]). Nothing here ever touches an object it did not create: no `losetup -D`,
 //! no unmount by pattern, no killing by name.
 
+pub mod lvm;
+
 use anyhow::{bail, Context, Result};
 use rustix::io::Errno;
 use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};

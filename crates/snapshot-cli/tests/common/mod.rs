@@ -27,8 +27,14 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str], runtime: &Path) -> Self {
+        Self::start_env(args, runtime, &[])
+    }
+
+    /// [`Running::start`] with extra environment variables (e.g. `SNAPSHOT_FAULT`).
+    pub fn start_env(args: &[&str], runtime: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(bin("snapshot"))
             .args(args)
+            .envs(env.iter().copied())
             .arg("--runtime-dir")
             .arg(runtime)
             .arg("--state-dir")
@@ -88,9 +94,38 @@ impl Running {
         (status, err)
     }
 
+    pub fn pid(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_raw(self.child.id() as i32).unwrap()
+    }
+
     pub fn signal(&self, sig: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, sig).unwrap();
+    }
+}
+
+/// A test that fails with its session still running (perhaps stopped by fault injection)
+/// must not leave it holding mounts: end it in order (TERM, CONT), by its pid, then KILL.
+impl Drop for Running {
+    fn drop(&mut self) {
+        use rustix::process::{kill_process, Signal};
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let pid = self.pid();
+        eprintln!("test: session pid {pid:?} still running at drop; sending TERM");
+        let _ = kill_process(pid, Signal::TERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            let _ = kill_process(pid, Signal::CONT);
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("test: session pid {pid:?} ignored TERM for 30 s; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

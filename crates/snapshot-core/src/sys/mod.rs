@@ -4,6 +4,10 @@
 
 mod fsfreeze;
 pub use fsfreeze::{clone_file, freeze_filesystem, thaw_filesystem};
+mod loopdev;
+pub use loopdev::{
+    attach_read_only, detach_loop, loop_status, xfs_has_reflink, AttachedLoop, LoopStatus,
+};
 
 pub mod ioctl;
 
