@@ -93,12 +93,21 @@ pub struct SnapshotData {
 
 impl SnapshotData {
     fn from_created(created: &Created) -> Result<Self, ProviderError> {
-        serde_json::from_value(created.data.clone()).map_err(|e| {
+        let d: Self = serde_json::from_value(created.data.clone()).map_err(|e| {
             ProviderError::Other(format!(
                 "btrfs snapshot {}: unreadable record: {e}",
                 created.name
             ))
-        })
+        })?;
+        // The record's data must name the entry's own object: a journal is never trusted to
+        // point removal at a subvolume that does not carry the session's name.
+        if d.snapshot != format!(".{}", created.name) {
+            return Err(ProviderError::Other(format!(
+                "btrfs snapshot {}: the record names subvolume {:?}, not .{}; refusing to touch it",
+                created.name, d.snapshot, created.name
+            )));
+        }
+        Ok(d)
     }
 }
 
@@ -802,5 +811,12 @@ mod tests {
         };
         let back: Created = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(SnapshotData::from_created(&back).unwrap(), d);
+        // A record whose data points at another subvolume than the entry's name is refused:
+        // removal never follows a journal to an object without the session's name.
+        let mut other = c.clone();
+        other.name = "snapshot-ab12cd34-0".into();
+        let err = SnapshotData::from_created(&other).unwrap_err().to_string();
+        assert!(err.contains("refusing"), "{err}");
+        assert!(BtrfsProvider.remove(&other).is_err());
     }
 }

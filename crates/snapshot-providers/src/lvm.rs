@@ -456,9 +456,17 @@ impl SnapshotData {
     }
 
     fn from_created(c: &Created) -> Result<Self, ProviderError> {
-        serde_json::from_value(c.data.clone()).map_err(|e| {
+        let d: Self = serde_json::from_value(c.data.clone()).map_err(|e| {
             ProviderError::Other(format!("LVM snapshot {}: unreadable record: {e}", c.name))
-        })
+        })?;
+        // Removal may only ever target the entry's own, session-named LV.
+        if d.name != lv_name(&c.name) {
+            return Err(ProviderError::Other(format!(
+                "LVM snapshot {}: the record names LV {:?}; refusing to touch it",
+                c.name, d.name
+            )));
+        }
+        Ok(d)
     }
 
     fn is_thin(&self) -> bool {
@@ -1043,6 +1051,26 @@ mod tests {
             size_bytes: pool.is_none().then_some(8 << 20),
             pool: pool.map(Into::into),
             staging: "/run/snapshot/snapshot-0a1b2c3d/lvm-0".into(),
+        }
+    }
+
+    #[test]
+    fn a_record_pointing_at_another_lv_is_refused() {
+        let good = Created {
+            provider: "lvm".into(),
+            unit: "mvg/lv1".into(),
+            name: "snapshot-0a1b2c3d-0".into(),
+            consistent: true,
+            data: serde_json::to_value(data("lvm-snapshot-0a1b2c3d-0", "lv1", None)).unwrap(),
+        };
+        assert!(SnapshotData::from_created(&good).is_ok());
+        for lv in ["lv1", "lvm-snapshot-deadbeef-0"] {
+            let bad = Created {
+                data: serde_json::to_value(data(lv, "lv1", None)).unwrap(),
+                ..good.clone()
+            };
+            let err = SnapshotData::from_created(&bad).unwrap_err().to_string();
+            assert!(err.contains("refusing"), "{lv}: {err}");
         }
     }
 
