@@ -53,12 +53,13 @@ impl Signals {
         let interrupt = Arc::new(Interrupt::new(0));
         let (tx, events) = mpsc::channel();
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
-        let (flag, sender) = (interrupt.clone(), tx.clone());
+        // Set in the handler itself, so a step that follows the signal sees it at once.
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal_hook::flag::register_usize(sig, interrupt.clone(), sig as usize)?;
+        }
+        let sender = tx.clone();
         std::thread::spawn(move || {
             for sig in signals.forever() {
-                if sig != SIGUSR1 {
-                    flag.store(sig, Ordering::SeqCst);
-                }
                 let _ = sender.send(Event::Signal(sig));
             }
         });
@@ -237,7 +238,7 @@ pub fn run_session(
         }
         Ok(()) => {
             session.fault_point("after-ready");
-            match signals.interrupt.load(Ordering::SeqCst) {
+            match signals.interrupt.load(Ordering::SeqCst) as i32 {
                 0 => signals.hold(&until, &env),
                 sig => HoldEnd {
                     signal: Some(sig),

@@ -126,6 +126,29 @@ fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) 
         ));
         return out;
     }
+    // A watchdog still at work (thawing the writers of the dead session) goes first; its work
+    // is bounded by the writers' timeouts.
+    let t = std::time::Instant::now();
+    let watchdog = crate::watchdog::token_name(&r.session);
+    while crate::journal::LivenessToken::is_held(&watchdog) {
+        if dry_run {
+            out.actions
+                .push("wait for the session's watchdog to finish".into());
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            out.problems.push(format!(
+                "the watchdog of {} is still running; try again later",
+                r.session
+            ));
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(fresh) = Journal::open(journal.path()) {
+        journal = fresh;
+    }
+    let r: Record = journal.record.clone();
     // 1. Writers frozen by a session that died in this boot (a reboot thawed everything).
     if let Some(fw) = r.frozen_writers.as_ref().filter(|_| r.same_boot()) {
         out.actions

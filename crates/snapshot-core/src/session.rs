@@ -14,7 +14,7 @@ use crate::watchdog::{FreezeGuard, Message, Watchdog};
 use crate::writers::{WriterConfig, WriterEnv, Writers};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// What to snapshot and how.
@@ -137,7 +137,9 @@ impl SessionError {
 }
 
 /// Set by the caller's signal handler (to the signal number) to stop a session that is starting.
-pub type Interrupt = AtomicI32;
+/// An `AtomicUsize` so that a signal handler can set it directly (signal-hook's
+/// `register_usize`): the session sees a signal at its next step, with no thread in between.
+pub type Interrupt = std::sync::atomic::AtomicUsize;
 
 /// What is mounted where, printed with `--json` when the view is ready.
 #[derive(Debug, Clone, Serialize)]
@@ -405,7 +407,7 @@ impl<'p> Session<'p> {
     }
 
     fn check_interrupt(interrupt: &Interrupt) -> Result<(), SessionError> {
-        match interrupt.load(Ordering::SeqCst) {
+        match interrupt.load(Ordering::SeqCst) as i32 {
             0 => Ok(()),
             sig => Err(SessionError::new(
                 FailureKind::Interrupted(sig),
@@ -492,6 +494,7 @@ impl<'p> Session<'p> {
                             .as_ref()
                             .map_or(freeze_timeout, |c| c.timeout)
                             .as_millis() as u64,
+                        journal: self.journal.as_ref().map(|j| j.path().to_owned()),
                     });
                 }
                 Some(std::sync::Arc::new(std::sync::Mutex::new(w)))

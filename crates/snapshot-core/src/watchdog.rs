@@ -23,6 +23,10 @@ pub enum Message {
         session: String,
         target: PathBuf,
         timeout_ms: u64,
+        /// The session's journal: after thawing the writers of a dead session the watchdog
+        /// records it there, so that cleanup does not send `thaw` a second time.
+        #[serde(default)]
+        journal: Option<PathBuf>,
     },
     /// Every writer was sent `thaw`.
     WritersThawed,
@@ -137,10 +141,17 @@ impl FreezeGuard {
     }
 }
 
+/// The name of a session's watchdog liveness token: while it is held, cleanup leaves the
+/// (dead) session to its watchdog.
+pub fn token_name(session: &str) -> String {
+    format!("{session}/watchdog")
+}
+
 /// What the watchdog must undo if the session dies.
 #[derive(Debug, Default)]
 struct Pending {
     writers: Option<(Writers, Vec<PathBuf>)>,
+    journal: Option<PathBuf>,
     /// Mount path → deadline.
     filesystems: BTreeMap<PathBuf, Instant>,
 }
@@ -163,6 +174,13 @@ impl Pending {
             log::warn!("watchdog: sending thaw to the writers: {why}");
             let sent = writers.writers.clone();
             writers.thaw(&sent, &dirs);
+            if let Some(path) = self.journal.take() {
+                let recorded = crate::journal::Journal::open(&path)
+                    .and_then(|mut j| j.update(|r| r.frozen_writers = None));
+                if let Err(e) = recorded {
+                    log::warn!("watchdog: recording the thaw: {e}");
+                }
+            }
         }
     }
 }
@@ -178,6 +196,8 @@ pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
     };
     let mut reader = BufReader::new(input);
     let mut line = String::new();
+    // Held from the first message on, until this process exits.
+    let mut _token = None;
     loop {
         // Wait for a message, or for the nearest deadline.
         let now = Instant::now();
@@ -228,7 +248,10 @@ pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
                 session,
                 target,
                 timeout_ms,
+                journal,
             } => {
+                _token = crate::journal::LivenessToken::acquire(&token_name(&session)).ok();
+                pending.journal = journal;
                 let writers = writers
                     .into_iter()
                     .map(|path| Writer {
