@@ -62,6 +62,11 @@ pub struct SessionArgs {
     #[arg(long, value_name = "PATH")]
     pub freeze_command: Option<PathBuf>,
 
+    /// Configuration file with defaults for these options (a command-line value wins);
+    /// default /etc/snapshot/snapshot.toml when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Directory for locks and scratch mounts.
     #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
     pub runtime_dir: PathBuf,

@@ -15,6 +15,8 @@ pub const SNAPSHOT_FAILED: u8 = 73;
 pub const BUSY: u8 = 75;
 /// EX_NOPERM: not root.
 pub const NO_PERMISSION: u8 = 77;
+/// EX_CONFIG: the configuration file is unreadable or wrong.
+pub const CONFIG: u8 = 78;
 /// A writer hook failed `freeze` under `--strict-writers`.
 pub const WRITER_FAILED: u8 = 79;
 /// A snapshot became invalid during the backup: what was read may be broken.
@@ -47,6 +49,7 @@ Exit status:
   73   a snapshot or the view could not be created (everything made was removed)
   75   another session holds TARGET
   77   not root
+  78   the configuration file is unreadable or has a bad key or value
   79   a writer hook failed freeze under --strict-writers
   80   a snapshot became invalid during the backup: what was read may be broken
   81   teardown incomplete: something was left behind (see the log)

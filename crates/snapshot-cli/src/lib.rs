@@ -2,6 +2,7 @@
 //! `snapshot-core`. Shared here so the three binaries stay a few lines each.
 
 pub mod args;
+pub mod config;
 pub mod exit;
 pub mod held;
 pub mod logger;
@@ -11,19 +12,30 @@ use clap::Parser;
 use std::process::ExitCode;
 
 /// Parses arguments, mapping clap's usage errors to exit status 64 (`--help` and `--version`
-/// still exit 0).
-pub fn parse_or_exit<T: Parser>() -> T {
-    match T::try_parse() {
-        Ok(v) => v,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            let _ = e.print();
-            std::process::exit(code.into());
-        }
+/// still exit 0); also returns the matches, to tell command-line values from defaults when
+/// applying the configuration file.
+pub fn parse_with_matches<T: Parser>() -> (T, clap::ArgMatches) {
+    let exit_on = |e: clap::Error| -> ! {
+        let code = if e.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        };
+        let _ = e.print();
+        std::process::exit(code.into());
+    };
+    let matches = T::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| exit_on(e));
+    let parsed = T::from_arg_matches(&matches).unwrap_or_else(|e| exit_on(e));
+    (parsed, matches)
+}
+
+/// Applies the configuration file to `args`, or exits 78 (EX_CONFIG) naming the problem.
+pub fn configure_or_exit(program: &str, args: &mut args::SessionArgs, matches: &clap::ArgMatches) {
+    if let Err(e) = config::resolve(args, matches) {
+        eprintln!("{program}: error: {e}");
+        std::process::exit(exit::CONFIG.into());
     }
 }
 

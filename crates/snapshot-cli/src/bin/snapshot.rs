@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use snapshot_cli::args::SessionArgs;
 use snapshot_cli::seed::{run_session, HoldUntil, Signals};
-use snapshot_cli::{exit, fail, held, logger, parse_or_exit};
+use snapshot_cli::{configure_or_exit, exit, fail, held, logger, parse_with_matches};
 use snapshot_core::session::plan_request;
 use std::process::ExitCode;
 
@@ -105,17 +105,27 @@ struct CleanupArgs {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = parse_or_exit();
+    let (cli, matches): (Cli, _) = parse_with_matches();
     if cli.watchdog {
         return watchdog();
     }
+    let sub = |name: &str| matches.subcommand_matches(name).unwrap_or(&matches).clone();
     match cli.command {
-        Some(Cmd::Plan(args)) => plan(&args),
+        Some(Cmd::Plan(mut args)) => {
+            configure_or_exit("snapshot", &mut args, &sub("plan"));
+            plan(&args)
+        }
         Some(Cmd::Cleanup(args)) => cleanup(&args),
         Some(Cmd::Status(args)) => status(&args),
-        Some(Cmd::Run(args)) => session(&args.session, Mode::Run(args.command.clone())),
-        None if cli.holder => session(&cli.session, Mode::Holder),
-        None => session(&cli.session, Mode::Seed),
+        Some(Cmd::Run(mut args)) => {
+            configure_or_exit("snapshot", &mut args.session, &sub("run"));
+            session(&args.session, Mode::Run(args.command.clone()))
+        }
+        None => {
+            let mut args = cli.session;
+            configure_or_exit("snapshot", &mut args, &matches);
+            session(&args, if cli.holder { Mode::Holder } else { Mode::Seed })
+        }
     }
 }
 

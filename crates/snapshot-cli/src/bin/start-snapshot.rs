@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use snapshot_cli::args::SessionArgs;
-use snapshot_cli::{exit, fail, held, logger, parse_or_exit};
+use snapshot_cli::{configure_or_exit, exit, fail, held, logger, parse_with_matches};
 use std::process::ExitCode;
 
 /// Build the snapshot view under TARGET and return once it is ready (exit 0, the ready line on
@@ -16,7 +16,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = parse_or_exit();
+    let (mut cli, matches): (Cli, _) = parse_with_matches();
+    configure_or_exit("start-snapshot", &mut cli.session, &matches);
     logger::init("start-snapshot", cli.session.verbose);
     let forwarded: Vec<_> = std::env::args_os().skip(1).collect();
     match held::start(&cli.session, forwarded) {

@@ -2,7 +2,7 @@
 //! the teardown's status (see `snapshot --help`).
 
 use clap::Parser;
-use snapshot_cli::{exit, fail, held, logger, parse_or_exit};
+use snapshot_cli::{exit, fail, held, logger, parse_with_matches};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,9 +10,13 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "stop-snapshot", version, after_help = exit::HELP)]
 struct Cli {
-    /// The TARGET given to start-snapshot.
+    /// The TARGET given to start-snapshot (default: the configuration's, else /mnt).
     #[arg(short, long, value_name = "TARGET", default_value = "/mnt")]
     target: PathBuf,
+
+    /// Configuration file (for the default TARGET); default /etc/snapshot/snapshot.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 
     /// More detail on stderr.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -24,8 +28,21 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = parse_or_exit();
+    let (mut cli, matches): (Cli, _) = parse_with_matches();
     logger::init("stop-snapshot", cli.verbose);
+    if matches.value_source("target") != Some(clap::parser::ValueSource::CommandLine) {
+        match snapshot_cli::config::Config::load(cli.config.as_deref()) {
+            Ok((cfg, _)) => {
+                if let Some(t) = cfg.target {
+                    cli.target = t;
+                }
+            }
+            Err(e) => {
+                eprintln!("stop-snapshot: error: {e}");
+                return ExitCode::from(exit::CONFIG);
+            }
+        }
+    }
     match held::stop(&cli.runtime_dir, &cli.target) {
         Ok(code) => ExitCode::from(code),
         Err(e) => fail("stop-snapshot", &e, exit::FAILURE),
