@@ -1,0 +1,290 @@
+//! What a certification run is made of: which provider takes which filesystem on this machine,
+//! and the fixtures of one provider × filesystem — two loop-device filesystems of that kind
+//! (cross-filesystem consistency), the writer hook that pauses the cooperative workload, and
+//! the session's directories. Everything lives under one `snaptest-certify-*` scratch
+//! directory and `snaptest-certify-*` backing files, and is removed by `Drop` on every path.
+
+use super::workloads::{Roots, PAUSE_ACK, PAUSE_REQUEST};
+use anyhow::{bail, Context, Result};
+use snapshot_testkit::{FsKind, LoopFs, Scratch};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// A provider the harness can certify here, and the filesystems it takes on this machine
+/// (a provider is selected by building fixtures its probe accepts and no earlier one does).
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderSpec {
+    pub name: &'static str,
+    pub takes: &'static [FsKind],
+    /// Needs the maintainer's `filesystems.d` scripts (`--scripts-dir`).
+    pub needs_scripts: bool,
+}
+
+/// Providers tried by `--provider all`, in report order. LVM and ZFS join in the VM tier.
+pub const PROVIDERS: &[ProviderSpec] = &[
+    ProviderSpec {
+        name: "btrfs",
+        takes: &[FsKind::Btrfs],
+        needs_scripts: false,
+    },
+    // Tried after btrfs, so it can only be given what btrfs declines.
+    ProviderSpec {
+        name: "script",
+        takes: &[FsKind::Ext4, FsKind::Xfs],
+        needs_scripts: true,
+    },
+    // The negative control: a live read-only bind, declared not consistent.
+    ProviderSpec {
+        name: "bind",
+        takes: &[FsKind::Ext4, FsKind::Xfs],
+        needs_scripts: false,
+    },
+];
+
+pub fn parse_fs(s: &str) -> Result<Vec<FsKind>> {
+    match s {
+        "all" => Ok(FsKind::ALL.to_vec()),
+        _ => FsKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .map(|k| vec![k])
+            .with_context(|| format!("--fs {s}: expected ext4, xfs, btrfs or all")),
+    }
+}
+
+/// Provider × filesystem pairs to run, in order.
+pub fn matrix(
+    provider: &str,
+    fs: &[FsKind],
+    scripts: Option<&Path>,
+) -> Result<Vec<(ProviderSpec, FsKind)>> {
+    let specs: Vec<ProviderSpec> = match provider {
+        // The script provider certifies the maintainer's scripts: only when given some.
+        "all" => PROVIDERS
+            .iter()
+            .filter(|p| !p.needs_scripts || scripts.is_some())
+            .copied()
+            .collect(),
+        name => vec![*PROVIDERS.iter().find(|p| p.name == name).with_context(|| {
+            format!(
+                "--provider {name}: this machine can certify {} (or all)",
+                PROVIDERS
+                    .iter()
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?],
+    };
+    if let Some(p) = specs.iter().find(|p| p.needs_scripts && scripts.is_none()) {
+        bail!("--provider {}: needs --scripts-dir DIR", p.name);
+    }
+    let out: Vec<_> = specs
+        .iter()
+        .flat_map(|p| {
+            p.takes
+                .iter()
+                .filter(|k| fs.contains(k))
+                .map(move |k| (*p, *k))
+        })
+        .collect();
+    if out.is_empty() {
+        bail!(
+            "no provider in --provider {provider} takes {} here ({})",
+            fs.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+            specs
+                .iter()
+                .map(|p| format!(
+                    "{} takes {}",
+                    p.name,
+                    p.takes
+                        .iter()
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(out)
+}
+
+/// Size of each fixture filesystem (sparse): room for the workloads and, on btrfs, for the
+/// copy-on-write of snapshots taken several times a second — deleted snapshots are freed by
+/// the btrfs cleaner a while later, and at 512 MiB the writers ran into ENOSPC.
+fn size_mb(kind: FsKind) -> u64 {
+    match kind {
+        FsKind::Btrfs => 2048,
+        _ => kind.min_size_mb().max(512),
+    }
+}
+
+/// Where the backing files go: `/dev/shm` when it is a tmpfs with room to spare, else
+/// `/var/tmp`. On tmpfs an fsync through the loop device costs no disk flush, so the writers
+/// run many times faster — more interleavings per second for a snapshot (or a live copy) to
+/// cut through; what is certified is the filesystem and the provider, not the disk.
+fn backing_dir() -> PathBuf {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const ROOM: u64 = 4 << 30;
+    let shm = Path::new("/dev/shm");
+    match rustix::fs::statfs(shm) {
+        Ok(st) if st.f_type as u64 == TMPFS_MAGIC && st.f_bavail * st.f_bsize as u64 >= ROOM => {
+            shm.to_owned()
+        }
+        _ => PathBuf::from("/var/tmp"),
+    }
+}
+
+/// Two filesystems and the session's directories. Fields drop in order: the filesystems are
+/// unmounted before the scratch directory holding their mount points is removed.
+#[derive(Debug)]
+pub struct Fixture {
+    pub fs1: LoopFs,
+    pub fs2: LoopFs,
+    /// The control directory of the pause protocol (not on a snapshotted filesystem).
+    pub ctl: PathBuf,
+    /// `--writers-dir`: the hook pausing the cooperative workload.
+    pub hooks: PathBuf,
+    /// `--scripts-dir`: the maintainer's scripts, or an empty directory (so that scripts
+    /// installed on the machine cannot take the filesystems of another provider's run).
+    pub scripts: PathBuf,
+    pub target: PathBuf,
+    pub runtime: PathBuf,
+    /// Where each cycle's copy of the view goes (emptied after the check).
+    pub copy: PathBuf,
+    /// Held for its `Drop`, which removes the directory (last).
+    _scratch: Scratch,
+}
+
+impl Fixture {
+    pub fn build(spec: &ProviderSpec, kind: FsKind, scripts: Option<&Path>) -> Result<Self> {
+        let tag = format!("certify-{}-{}", spec.name, kind.name());
+        let scratch = Scratch::new(&tag)?;
+        let backing = backing_dir();
+        let fs1 = LoopFs::new_in(
+            &backing,
+            &format!("{tag}-1"),
+            kind,
+            size_mb(kind),
+            &scratch.join("fs1"),
+        )?;
+        let fs2 = LoopFs::new_in(
+            &backing,
+            &format!("{tag}-2"),
+            kind,
+            size_mb(kind),
+            &scratch.join("fs2"),
+        )?;
+        let dir = |name: &str| -> Result<PathBuf> {
+            let p = scratch.join(name);
+            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+            Ok(p)
+        };
+        let fx = Fixture {
+            ctl: dir("ctl")?,
+            hooks: dir("writers.d")?,
+            scripts: match scripts {
+                Some(s) => s.to_owned(),
+                None => dir("filesystems.d")?,
+            },
+            target: dir("view")?,
+            runtime: dir("run")?,
+            copy: scratch.join("copy"),
+            fs1,
+            fs2,
+            _scratch: scratch,
+        };
+        write_pause_hook(&fx.hooks.join("50-certify-pause"), &fx.ctl)?;
+        Ok(fx)
+    }
+
+    pub fn roots(&self) -> Roots {
+        Roots {
+            fs1: self.fs1.mount_point.clone(),
+            fs2: self.fs2.mount_point.clone(),
+        }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.runtime.join("state")
+    }
+}
+
+/// The writer hook of the cooperative pair: on `freeze`, asks the workload to pause at its
+/// consistent point and returns once it has (a session-unique request, so a late answer to an
+/// earlier session never counts); on `thaw`, withdraws the request.
+fn write_pause_hook(path: &Path, ctl: &Path) -> Result<()> {
+    let ctl = ctl.to_str().context("UTF-8 control path")?;
+    if ctl.contains('\'') {
+        bail!("control path {ctl:?} cannot be quoted");
+    }
+    let script = format!(
+        r#"#!/bin/sh
+# Written by `cargo xtask certify`: pauses the cooperative pair workload.
+ctl='{ctl}'
+case "$1" in
+freeze)
+    printf '%s\n' "$SNAPSHOT_SESSION" > "$ctl/.{PAUSE_REQUEST}.tmp" &&
+        mv "$ctl/.{PAUSE_REQUEST}.tmp" "$ctl/{PAUSE_REQUEST}" || exit 2
+    i=0
+    while [ "$i" -lt 20000 ]; do
+        got=
+        [ -f "$ctl/{PAUSE_ACK}" ] && read -r got < "$ctl/{PAUSE_ACK}"
+        [ "$got" = "$SNAPSHOT_SESSION" ] && exit 0
+        sleep 0.0005
+        i=$((i + 1))
+    done
+    echo "the workload did not pause" >&2
+    exit 2
+    ;;
+thaw)
+    rm -f "$ctl/{PAUSE_REQUEST}"
+    ;;
+esac
+exit 0
+"#
+    );
+    std::fs::write(path, script).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// The `snapshot` binary built by this xtask: `$CARGO_TARGET_DIR` (relative to the workspace)
+/// when set, else `<workspace>/target`.
+pub fn snapshot_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| {
+            if t.is_absolute() {
+                t
+            } else {
+                crate::root().join(t)
+            }
+        })
+        .unwrap_or_else(|| crate::root().join("target"));
+    target.join("debug/snapshot")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_selects_what_each_provider_takes() {
+        let all = parse_fs("all").unwrap();
+        let m = matrix("all", &all, None).unwrap();
+        let names: Vec<_> = m.iter().map(|(p, k)| (p.name, k.name())).collect();
+        assert_eq!(
+            names,
+            [("btrfs", "btrfs"), ("bind", "ext4"), ("bind", "xfs")]
+        );
+        let m = matrix("bind", &parse_fs("xfs").unwrap(), None).unwrap();
+        assert_eq!(m.len(), 1);
+        assert!(matrix("btrfs", &parse_fs("ext4").unwrap(), None).is_err());
+        assert!(matrix("script", &all, None).is_err());
+        assert_eq!(matrix("all", &all, Some(Path::new("/x"))).unwrap().len(), 5);
+        assert!(matrix("zfs", &all, None).is_err());
+        assert!(parse_fs("ntfs").is_err());
+    }
+}
