@@ -91,7 +91,8 @@ fn print_log_from(log: &Path, offset: u64) {
     if let Ok(mut f) = std::fs::File::open(log) {
         let mut s = String::new();
         if f.seek(SeekFrom::Start(offset)).is_ok() && f.read_to_string(&mut s).is_ok() {
-            eprint!("{s}");
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(s.as_bytes());
         }
     }
 }
@@ -101,7 +102,7 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
     let paths = HeldPaths::new(&args.runtime_dir, &args.target);
     if let Some(state) = read_state(&paths) {
         if is_holder(state.pid) {
-            eprintln!(
+            say!(
                 "start-snapshot: error: target {:?} is already held by session {} (pid {}); run stop-snapshot -t {:?} first",
                 state.target, state.session, state.pid, state.target
             );
@@ -143,8 +144,9 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
         let offset = std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0);
         write_atomic(&paths.offset, offset.to_string().as_bytes())
             .with_context(|| format!("writing {:?}", paths.offset))?;
-        print!("{ready}");
-        std::io::stdout().flush()?;
+        let mut stdout = std::io::stdout();
+        stdout.write_all(ready.as_bytes())?;
+        stdout.flush()?;
         return Ok(exit::OK);
     }
     let status = child.wait().context("waiting for the holder")?;
@@ -163,7 +165,7 @@ pub fn stop(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
     use rustix::process::{pidfd_open, Pid, PidfdFlags};
     let paths = HeldPaths::new(runtime, target);
     let Some(state) = read_state(&paths) else {
-        eprintln!("stop-snapshot: error: no start-snapshot session holds {target:?}");
+        say!("stop-snapshot: error: no start-snapshot session holds {target:?}");
         return Ok(exit::UNAVAILABLE);
     };
     let pid = Pid::from_raw(state.pid as i32).context("bad pid in the state file")?;
@@ -172,7 +174,7 @@ pub fn stop(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
         Ok(fd) if is_holder(state.pid) => fd,
         _ => {
             let _ = std::fs::remove_file(&paths.state);
-            eprintln!(
+            say!(
                 "stop-snapshot: error: the holder of {target:?} (session {}, pid {}) is gone without tearing down; run `snapshot cleanup`",
                 state.session, state.pid
             );
@@ -195,7 +197,7 @@ pub fn stop(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
         let _ = std::fs::remove_file(f);
     }
     Ok(status.unwrap_or_else(|| {
-        eprintln!("stop-snapshot: error: the holder ended without reporting its teardown; run `snapshot cleanup`");
+        say!("stop-snapshot: error: the holder ended without reporting its teardown; run `snapshot cleanup`");
         exit::TEARDOWN_INCOMPLETE
     }))
 }

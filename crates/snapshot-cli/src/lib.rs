@@ -1,6 +1,25 @@
 //! The command line of `snapshot`, `start-snapshot` and `stop-snapshot`: thin over
 //! `snapshot-core`. Shared here so the three binaries stay a few lines each.
 
+/// `eprintln!` that never panics. stderr may be a closed pipe (the caller died), and a panic
+/// there would skip the teardown and leave the view mounted.
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `println!` that never panics (`snapshot status | head -1` closes the pipe early).
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub mod args;
 pub mod config;
 pub mod exit;
@@ -34,13 +53,13 @@ pub fn parse_with_matches<T: Parser>() -> (T, clap::ArgMatches) {
 /// Applies the configuration file to `args`, or exits 78 (EX_CONFIG) naming the problem.
 pub fn configure_or_exit(program: &str, args: &mut args::SessionArgs, matches: &clap::ArgMatches) {
     if let Err(e) = config::resolve(args, matches) {
-        eprintln!("{program}: error: {e}");
+        say!("{program}: error: {e}");
         std::process::exit(exit::CONFIG.into());
     }
 }
 
 /// Prints `error` (with its context chain) and returns `code`.
 pub fn fail(program: &str, error: &anyhow::Error, code: u8) -> ExitCode {
-    eprintln!("{program}: error: {error:#}");
+    say!("{program}: error: {error:#}");
     ExitCode::from(code)
 }

@@ -94,7 +94,7 @@ impl Signals {
                 let mut child = match spawned {
                     Ok(c) => c,
                     Err(e) => {
-                        eprintln!("snapshot: error: cannot run {:?}: {e}", argv[0]);
+                        say!("snapshot: error: cannot run {:?}: {e}", argv[0]);
                         return HoldEnd {
                             signal: None,
                             command: Some(127),
@@ -171,14 +171,14 @@ pub fn announce_ready(manifest: &Manifest, json: bool) -> std::io::Result<()> {
 /// The exit status for a finished teardown.
 pub fn teardown_status(report: &TeardownReport, signal: Option<i32>) -> u8 {
     if !report.problems.is_empty() {
-        eprintln!(
+        say!(
             "snapshot: error: teardown incomplete; run `snapshot cleanup`, or remove by hand: {}",
             report.problems.join("; ")
         );
         return exit::TEARDOWN_INCOMPLETE;
     }
     if !report.invalid.is_empty() {
-        eprintln!(
+        say!(
             "snapshot: error: a snapshot became invalid during the backup; the backup read from a broken snapshot: {}",
             report.invalid.join("; ")
         );
@@ -203,7 +203,7 @@ pub fn run_session(
     let session = match Session::start(args.request(), providers, &signals.interrupt) {
         Ok(s) => s,
         Err(SessionError { kind, message }) => {
-            eprintln!("snapshot: error: {message}");
+            say!("snapshot: error: {message}");
             return exit::for_failure(kind);
         }
     };
@@ -231,9 +231,12 @@ pub fn run_session(
             serde_json::to_string(&manifest).unwrap_or_default(),
         ),
     ];
+    let announced = ready.is_ok();
     let end = match ready {
         Err(e) => {
-            eprintln!("snapshot: error: announcing readiness: {e:#}");
+            say!(
+                "snapshot: error: announcing readiness (the caller is gone?): {e:#}; tearing down"
+            );
             HoldEnd::default()
         }
         Ok(()) => {
@@ -257,6 +260,8 @@ pub fn run_session(
     let status = match (teardown_status(&report, signal), end.command) {
         // The command's status, unless the snapshot itself went wrong.
         (s, Some(code)) if s == exit::OK || s >= exit::SIGNAL_BASE => code,
+        // Nobody learnt that the view was ready: not a success, though nothing is left.
+        (exit::OK, None) if !announced => exit::FAILURE,
         (s, _) => s,
     };
     if status == exit::OK {

@@ -434,3 +434,49 @@ fn run_command_with_the_view() {
     assert_eq!(out.status.code(), Some(127));
     assert_clean(&target);
 }
+
+/// The caller dies before the view is ready, closing the read ends of stdout and stderr: the
+/// session cannot announce readiness, must not panic on the broken pipes, and tears down.
+#[test]
+fn caller_gone_before_ready_still_tears_down() {
+    if !require_privileges("caller_gone_before_ready_still_tears_down") {
+        return;
+    }
+    let scratch = Scratch::new("gone").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("gone", FsKind::Btrfs, 128, &m).unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+    let wd = scratch.join("w");
+    std::fs::create_dir(&wd).unwrap();
+    // Keeps the session in the frozen window while the caller goes away.
+    script(&wd.join("slow"), "[ \"$1\" = freeze ] && sleep 1\nexit 0");
+    let mut child = std::process::Command::new(bin("snapshot"))
+        .args(["-v", "--writers-dir", s(&wd), "--runtime-dir", s(&rt)])
+        .args(["--state-dir", s(&rt.join("state")), "-t", s(&target), s(&m)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = wait_timeout(&mut child, std::time::Duration::from_secs(30));
+    assert_ne!(status.code(), Some(101), "panicked on a broken pipe");
+    assert_ne!(status.code(), Some(0), "readiness could not be announced");
+    assert_clean(&target);
+    assert_no_journal(&rt);
+    assert!(
+        run_btrfs_list(&m).iter().all(|l| !l.contains("snapshot-")),
+        "snapshot left behind"
+    );
+}
+
+fn run_btrfs_list(m: &std::path::Path) -> Vec<String> {
+    snapshot_testkit::run("btrfs", &["subvolume", "list", "-a", s(m)])
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

@@ -18,7 +18,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -105,35 +105,11 @@ impl Writers {
         // (raw file name, directory index, path): the raw name gives byte order.
         let mut found: Vec<(Vec<u8>, usize, PathBuf)> = Vec::new();
         for (index, dir) in config.dirs.iter().enumerate() {
-            let read_dir_error = |source| WriterError::ReadDir {
+            let hooks = hook_executables(dir, "writer").map_err(|source| WriterError::ReadDir {
                 dir: dir.clone(),
                 source,
-            };
-            let entries = match std::fs::read_dir(dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    log::debug!("writer directory {dir:?} does not exist");
-                    continue;
-                }
-                Err(e) => return Err(read_dir_error(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(read_dir_error)?;
-                let name = entry.file_name();
-                let path = entry.path();
-                if is_ignored_name(name.as_bytes()) {
-                    log::debug!("writer {path:?}: ignored by name");
-                    continue;
-                }
-                // `metadata` follows symlinks: a link to an executable file is a writer.
-                match std::fs::metadata(&path) {
-                    Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
-                        found.push((name.into_vec(), index, path));
-                    }
-                    Ok(_) => log::debug!("writer {path:?}: not an executable file, ignored"),
-                    Err(e) => log::debug!("writer {path:?}: {e}, ignored"),
-                }
-            }
+            })?;
+            found.extend(hooks.into_iter().map(|(name, path)| (name, index, path)));
         }
         found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
 
@@ -282,6 +258,40 @@ const MAX_LINE: u64 = 16 * 1024;
 
 /// How long to wait for a killed writer to be reaped before leaving that to a thread.
 const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// The executables of a hook directory (writers.d, filesystems.d), as the QEMU fsfreeze-hook
+/// dispatcher finds them: regular files with an x bit (symlinks followed), minus ignored
+/// names ([`is_ignored_name`]); `(raw file name, path)`, unsorted. A missing directory holds
+/// none. `what` names the hooks in debug logs.
+pub fn hook_executables(dir: &Path, what: &str) -> std::io::Result<Vec<(Vec<u8>, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            log::debug!("{what} directory {dir:?} does not exist");
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let path = entry.path();
+        if is_ignored_name(name.as_bytes()) {
+            log::debug!("{what} {path:?}: ignored by name");
+            continue;
+        }
+        // `metadata` follows symlinks: a link to an executable file counts.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                found.push((name.into_vec(), path));
+            }
+            Ok(_) => log::debug!("{what} {path:?}: not an executable file, ignored"),
+            Err(e) => log::debug!("{what} {path:?}: {e}, ignored"),
+        }
+    }
+    Ok(found)
+}
 
 /// Names the QEMU guest agent's fsfreeze-hook dispatcher ignores: `*~ *.bak *.orig *.rpmnew
 /// *.rpmorig *.rpmsave *.sample *.dpkg-*`; dot files too. The `filesystems.d` scripts use

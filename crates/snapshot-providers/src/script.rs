@@ -10,12 +10,12 @@ use snapshot_core::exec::{self, CommandError};
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest,
 };
-use snapshot_core::writers::is_ignored_name;
+use snapshot_core::writers::hook_executables;
 use snapshot_core::{sys, Mount, MountTable};
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -52,29 +52,8 @@ impl ScriptProvider {
     /// (symlinks to one count), minus the names writer directories ignore too. A missing
     /// directory holds none.
     pub fn scripts(&self) -> std::io::Result<Vec<PathBuf>> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut found: Vec<(OsString, PathBuf)> = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let path = entry.path();
-            if is_ignored_name(name.as_bytes()) {
-                log::debug!("provider script {path:?}: ignored by name");
-                continue;
-            }
-            match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
-                    found.push((name, path));
-                }
-                Ok(_) => log::debug!("provider script {path:?}: not an executable file, ignored"),
-                Err(e) => log::debug!("provider script {path:?}: {e}, ignored"),
-            }
-        }
-        found.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut found = hook_executables(&self.dir, "provider script")?;
+        found.sort();
         Ok(found.into_iter().map(|(_, path)| path).collect())
     }
 
@@ -651,31 +630,6 @@ mod tests {
             other => panic!("expected an accept, got {other:?}"),
         }
         assert_eq!(provider.name(), "script");
-    }
-
-    #[test]
-    fn ignored_names() {
-        for name in [
-            ".x",
-            "a~",
-            "a.bak",
-            "a.dpkg-new",
-            "a.dpkg-tmp.x",
-            "a.sample",
-        ] {
-            assert!(is_ignored_name(name.as_bytes()), "{name}");
-        }
-        for name in [
-            "lvm",
-            "a.sh",
-            "bak",
-            "sample",
-            "a.samples",
-            "a-dpkg-old",
-            "a.bak.x",
-        ] {
-            assert!(!is_ignored_name(name.as_bytes()), "{name}");
-        }
     }
 
     #[test]

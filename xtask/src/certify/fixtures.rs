@@ -16,8 +16,19 @@ use std::path::{Path, PathBuf};
 pub struct ProviderSpec {
     pub name: &'static str,
     pub takes: &'static [FsKind],
+    /// Where the loop devices' backing files live.
+    pub backing: Backing,
     /// Needs the maintainer's `filesystems.d` scripts (`--scripts-dir`).
     pub needs_scripts: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// tmpfs (or `/var/tmp`): no reflink, so the freeze provider declines.
+    Plain,
+    /// Inside a btrfs filesystem made for the run: reflink-capable, so the freeze provider
+    /// can clone the backing files.
+    Reflink,
 }
 
 /// Providers tried by `--provider all`, in report order. LVM and ZFS join in the VM tier.
@@ -25,18 +36,27 @@ pub const PROVIDERS: &[ProviderSpec] = &[
     ProviderSpec {
         name: "btrfs",
         takes: &[FsKind::Btrfs],
+        backing: Backing::Plain,
         needs_scripts: false,
     },
-    // Tried after btrfs, so it can only be given what btrfs declines.
+    ProviderSpec {
+        name: "freeze",
+        takes: &[FsKind::Ext4, FsKind::Xfs],
+        backing: Backing::Reflink,
+        needs_scripts: false,
+    },
+    // Tried after freeze, so only given what freeze declines (plain backing files).
     ProviderSpec {
         name: "script",
         takes: &[FsKind::Ext4, FsKind::Xfs],
+        backing: Backing::Plain,
         needs_scripts: true,
     },
     // The negative control: a live read-only bind, declared not consistent.
     ProviderSpec {
         name: "bind",
         takes: &[FsKind::Ext4, FsKind::Xfs],
+        backing: Backing::Plain,
         needs_scripts: false,
     },
 ];
@@ -142,6 +162,9 @@ fn backing_dir() -> PathBuf {
 pub struct Fixture {
     pub fs1: LoopFs,
     pub fs2: LoopFs,
+    /// The btrfs holding the backing files of `fs1` and `fs2` ([`Backing::Reflink`]); held for
+    /// its `Drop`, after theirs.
+    _host: Option<LoopFs>,
     /// The control directory of the pause protocol (not on a snapshotted filesystem).
     pub ctl: PathBuf,
     /// `--writers-dir`: the hook pausing the cooperative workload.
@@ -151,6 +174,9 @@ pub struct Fixture {
     pub scripts: PathBuf,
     pub target: PathBuf,
     pub runtime: PathBuf,
+    /// `--config`: an empty file, so that the machine's `/etc/snapshot/snapshot.toml` (a
+    /// `freeze_command`, say) cannot change which provider takes the fixtures.
+    pub config: PathBuf,
     /// Where each cycle's copy of the view goes (emptied after the check).
     pub copy: PathBuf,
     /// Held for its `Drop`, which removes the directory (last).
@@ -161,7 +187,19 @@ impl Fixture {
     pub fn build(spec: &ProviderSpec, kind: FsKind, scripts: Option<&Path>) -> Result<Self> {
         let tag = format!("certify-{}-{}", spec.name, kind.name());
         let scratch = Scratch::new(&tag)?;
-        let backing = backing_dir();
+        let host = match spec.backing {
+            Backing::Plain => None,
+            Backing::Reflink => Some(LoopFs::new_in(
+                &backing_dir(),
+                &format!("{tag}-host"),
+                FsKind::Btrfs,
+                2 * size_mb(kind) + 512,
+                &scratch.join("host"),
+            )?),
+        };
+        let backing = host
+            .as_ref()
+            .map_or_else(backing_dir, |h| h.mount_point.clone());
         let fs1 = LoopFs::new_in(
             &backing,
             &format!("{tag}-1"),
@@ -190,12 +228,16 @@ impl Fixture {
             },
             target: dir("view")?,
             runtime: dir("run")?,
+            config: scratch.join("snapshot.toml"),
             copy: scratch.join("copy"),
             fs1,
             fs2,
+            _host: host,
             _scratch: scratch,
         };
         write_pause_hook(&fx.hooks.join("50-certify-pause"), &fx.ctl)?;
+        std::fs::write(&fx.config, "")
+            .with_context(|| format!("writing {}", fx.config.display()))?;
         Ok(fx)
     }
 
@@ -277,13 +319,19 @@ mod tests {
         let names: Vec<_> = m.iter().map(|(p, k)| (p.name, k.name())).collect();
         assert_eq!(
             names,
-            [("btrfs", "btrfs"), ("bind", "ext4"), ("bind", "xfs")]
+            [
+                ("btrfs", "btrfs"),
+                ("freeze", "ext4"),
+                ("freeze", "xfs"),
+                ("bind", "ext4"),
+                ("bind", "xfs")
+            ]
         );
         let m = matrix("bind", &parse_fs("xfs").unwrap(), None).unwrap();
         assert_eq!(m.len(), 1);
         assert!(matrix("btrfs", &parse_fs("ext4").unwrap(), None).is_err());
         assert!(matrix("script", &all, None).is_err());
-        assert_eq!(matrix("all", &all, Some(Path::new("/x"))).unwrap().len(), 5);
+        assert_eq!(matrix("all", &all, Some(Path::new("/x"))).unwrap().len(), 7);
         assert!(matrix("zfs", &all, None).is_err());
         assert!(parse_fs("ntfs").is_err());
     }

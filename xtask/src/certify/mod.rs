@@ -25,16 +25,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workloads::{Roots, Workload, Workloads};
 
-/// Sessions per provider × filesystem: about two minutes for `--provider all` on 2 cores
-/// (btrfs ≈ 0.25 s a cycle, bind ≈ 0.15 s). The bind negative control is caught in its first
-/// cycle in practice (the hooked cross-filesystem pair, in ~85 % of cycles); the SQLite check
-/// catches a live copy only every 30 to 50 cycles, so fewer cycles would test it less.
-pub const DEFAULT_CYCLES: u32 = 200;
+/// Sessions per provider × filesystem: about three minutes for `--provider all` (five runs)
+/// on 2 cores — a cycle takes ≈ 0.25 s on btrfs, 0.4–0.6 s with freeze, 0.2 s with bind. The
+/// bind negative control is caught in its first cycle (by the hooked cross-filesystem pair, in
+/// 70–85 % of cycles); the SQLite check catches a live copy only once in 50–150 cycles.
+pub const DEFAULT_CYCLES: u32 = 100;
 
 #[derive(Debug, clap::Args)]
 pub struct CertifyArgs {
-    /// Provider to certify: btrfs, bind (the negative control), script (the filesystems.d
-    /// scripts given with --scripts-dir), or all.
+    /// Provider to certify: btrfs, freeze, bind (the negative control), script (the
+    /// filesystems.d scripts given with --scripts-dir), or all.
     #[arg(long, value_name = "NAME", default_value = "all")]
     provider: String,
     /// Filesystem: ext4, xfs, btrfs or all (each provider runs on those it takes).

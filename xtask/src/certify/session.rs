@@ -54,6 +54,8 @@ impl Session {
             .arg(&fx.hooks)
             .arg("--scripts-dir")
             .arg(&fx.scripts)
+            .arg("--config")
+            .arg(&fx.config)
             .arg("-t")
             .arg(&fx.target)
             .arg("--runtime-dir")
@@ -212,6 +214,19 @@ pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
                     e.file_name().to_string_lossy()
                 ));
             }
+        }
+    }
+    // The freeze provider's clones sit next to the backing files.
+    for fs in [&fx.fs1, &fx.fs2] {
+        let Some(dir) = fs.backing.parent() else {
+            continue;
+        };
+        if let Ok(d) = std::fs::read_dir(dir) {
+            out.extend(
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains(session))
+                    .map(|e| format!("file carrying the session id: {}", e.path().display())),
+            );
         }
     }
     for fs in [&fx.fs1, &fx.fs2] {

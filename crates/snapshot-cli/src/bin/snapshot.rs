@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use snapshot_cli::args::SessionArgs;
 use snapshot_cli::seed::{run_session, HoldUntil, Signals};
-use snapshot_cli::{configure_or_exit, exit, fail, held, logger, parse_with_matches};
+use snapshot_cli::{configure_or_exit, exit, fail, held, logger, out, parse_with_matches, say};
 use snapshot_core::session::plan_request;
 use std::process::ExitCode;
 
@@ -173,7 +173,7 @@ fn session(args: &SessionArgs, mode: Mode) -> ExitCode {
 fn cleanup(args: &CleanupArgs) -> ExitCode {
     logger::init("snapshot", args.verbose);
     if !args.dry_run && !snapshot_core::sys::is_root() {
-        eprintln!("snapshot: error: cleanup must run as root (use --dry-run to look)");
+        say!("snapshot: error: cleanup must run as root (use --dry-run to look)");
         return ExitCode::from(exit::NO_PERMISSION);
     }
     let providers = snapshot_providers::providers(&snapshot_providers::ProviderConfig {
@@ -182,14 +182,14 @@ fn cleanup(args: &CleanupArgs) -> ExitCode {
     });
     let report = snapshot_core::cleanup::cleanup(&args.state_dir, &providers, args.dry_run, None);
     if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         let dead: Vec<_> = report.sessions.iter().filter(|s| !s.live).collect();
         if dead.is_empty() && report.unreadable.is_empty() {
-            println!("nothing to clean up");
+            out!("nothing to clean up");
         }
         for s in dead {
-            println!(
+            out!(
                 "session {} (pid {}, target {}){}",
                 s.session,
                 s.pid,
@@ -197,14 +197,14 @@ fn cleanup(args: &CleanupArgs) -> ExitCode {
                 if args.dry_run { ": would" } else { ":" }
             );
             for a in &s.actions {
-                println!("  {a}");
+                out!("  {a}");
             }
             for p in &s.problems {
-                println!("  FAILED: {p}");
+                out!("  FAILED: {p}");
             }
         }
         for u in &report.unreadable {
-            println!("unreadable journal: {u}");
+            out!("unreadable journal: {u}");
         }
     }
     if report.problems() > 0 {
@@ -230,18 +230,18 @@ fn status(args: &CleanupArgs) -> ExitCode {
                 "snapshots": j.record.snapshots,
                 "journal": j.path(),
             })),
-            Err(e) => eprintln!("snapshot: warning: {e}"),
+            Err(e) => say!("snapshot: warning: {e}"),
         }
     }
     if args.json {
-        println!("{}", serde_json::json!({ "sessions": sessions }));
+        out!("{}", serde_json::json!({ "sessions": sessions }));
         return ExitCode::SUCCESS;
     }
     if sessions.is_empty() {
-        println!("no sessions");
+        out!("no sessions");
     }
     for s in &sessions {
-        println!(
+        out!(
             "{}  {}  pid {}  target {}",
             s["session"].as_str().unwrap_or_default(),
             if s["live"] == true {
@@ -253,7 +253,7 @@ fn status(args: &CleanupArgs) -> ExitCode {
             s["target"].as_str().unwrap_or_default()
         );
         for snap in s["snapshots"].as_array().into_iter().flatten() {
-            println!(
+            out!(
                 "    {} {} ({})",
                 snap["created"]["provider"].as_str().unwrap_or_default(),
                 snap["created"]["name"].as_str().unwrap_or_default(),
@@ -285,18 +285,18 @@ fn plan(args: &SessionArgs) -> ExitCode {
     let plan = match plan_request(&args.request(), &providers) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("snapshot: error: {}", e.message);
+            say!("snapshot: error: {}", e.message);
             return ExitCode::from(snapshot_cli::seed::status_for_kind(e.kind));
         }
     };
     if args.json {
         let v = serde_json::json!({ "consistent": plan.consistent(), "mounts": plan.mounts, "units": plan.units });
-        println!("{v}");
+        out!("{v}");
         return ExitCode::SUCCESS;
     }
     for pm in &plan.mounts {
         let unit = &plan.units[pm.unit];
-        println!(
+        out!(
             "{}  {} on {}  -> {}{}",
             pm.mount.mount_point.display(),
             pm.mount.fstype,
@@ -309,13 +309,13 @@ fn plan(args: &SessionArgs) -> ExitCode {
             }
         );
         for d in &pm.dirs {
-            println!("    DIR {}", d.display());
+            out!("    DIR {}", d.display());
         }
         for d in &pm.declined {
-            println!("    {} declined: {}", d.provider, d.reason);
+            out!("    {} declined: {}", d.provider, d.reason);
         }
     }
-    println!(
+    out!(
         "{}",
         if plan.consistent() {
             "consistent: yes"

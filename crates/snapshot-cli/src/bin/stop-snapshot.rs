@@ -2,7 +2,7 @@
 //! the teardown's status (see `snapshot --help`).
 
 use clap::Parser;
-use snapshot_cli::{exit, fail, held, logger, parse_with_matches};
+use snapshot_cli::{exit, fail, held, logger, parse_with_matches, say};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("stop-snapshot: error: {e}");
+                say!("stop-snapshot: error: {e}");
                 return ExitCode::from(exit::CONFIG);
             }
         }
