@@ -67,11 +67,21 @@ pub fn cleanup(
     dry_run: bool,
     skip: Option<&str>,
 ) -> CleanupReport {
+    cleanup_with(MountTable::read(), state_dir, providers, dry_run, skip)
+}
+
+/// [`cleanup`] with a mount table the caller has just read (a session reads it once for the
+/// cleanup and its planning). It must be read *before* the journals are listed: a session
+/// writes its journal before mounting its view, so any view in the table has a journal in the
+/// listing — a session starting right now cannot be mistaken for an orphan.
+pub fn cleanup_with(
+    table_before: Result<MountTable, crate::mountinfo::MountInfoError>,
+    state_dir: &Path,
+    providers: &[Box<dyn Provider>],
+    dry_run: bool,
+    skip: Option<&str>,
+) -> CleanupReport {
     let mut report = CleanupReport::default();
-    // Read before listing journals: a session writes its journal before mounting its view, so
-    // any view in this table has a journal in the listing below — a session starting right now
-    // cannot be mistaken for an orphan.
-    let table_before = MountTable::read();
     // Sessions with a journal: the orphan sweep below leaves their mounts to the replay.
     let mut known_ids = Vec::new();
     for j in Journal::list(state_dir) {

@@ -167,16 +167,24 @@ pub fn sessions_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sessions")
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Write to a temporary file, rename over: a reader sees the old record or the new one, never
+/// half of one. `durable` adds the fsyncs (file, then directory) that make it survive a crash
+/// of the machine.
+fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().expect("journal path has a parent");
     let tmp = path.with_extension("json.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    if durable {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Journal {
@@ -189,7 +197,7 @@ impl Journal {
             source,
         })?;
         let j = Self { path, record };
-        j.write()?;
+        j.write(true)?;
         Ok(j)
     }
 
@@ -197,18 +205,27 @@ impl Journal {
         &self.path
     }
 
-    fn write(&self) -> Result<(), JournalError> {
+    fn write(&self, durable: bool) -> Result<(), JournalError> {
         let data = serde_json::to_vec_pretty(&self.record).expect("a record serialises");
-        write_atomic(&self.path, &data).map_err(|source| JournalError::Io {
+        write_atomic(&self.path, &data, durable).map_err(|source| JournalError::Io {
             path: self.path.clone(),
             source,
         })
     }
 
-    /// Changes the record and writes it durably.
+    /// Changes the record and writes it durably (it survives a crash of the machine).
     pub fn update(&mut self, f: impl FnOnce(&mut Record)) -> Result<(), JournalError> {
         f(&mut self.record);
-        self.write()
+        self.write(true)
+    }
+
+    /// Changes the record atomically but without fsync: for updates that only refine a record
+    /// that is already durable and sufficient on its own (an intent becoming done, an object
+    /// removed), where losing the update in a machine crash only makes cleanup redo
+    /// idempotent work. Keeps fsyncs off the path to readiness and out of teardown.
+    pub fn refine(&mut self, f: impl FnOnce(&mut Record)) -> Result<(), JournalError> {
+        f(&mut self.record);
+        self.write(false)
     }
 
     /// Deletes the journal: the session left nothing behind.

@@ -141,6 +141,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         }
     }
 
+    /// Work that does not belong in the frozen window (mounting a scratch area, opening
+    /// files), done just before it, after [`expected`](Self::expected) is journaled. What it
+    /// makes must be undone by [`remove`](Self::remove) given the expected record.
+    fn prepare(&self, _unit: &UnitRequest, _ctx: &SessionContext) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// Creates the snapshot. The only call inside the frozen window: keep it short.
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError>;
 

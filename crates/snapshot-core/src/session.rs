@@ -171,7 +171,7 @@ pub struct ManifestMount {
 /// Timings of the start, for logs and the bench.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Timings {
-    /// Planning (mount table, probes).
+    /// Startup cleanup and planning (one mount-table read, probes).
     pub plan: Duration,
     /// First writer `freeze` sent → last writer `thaw` returned.
     pub frozen: Duration,
@@ -287,7 +287,23 @@ impl<'p> Session<'p> {
             LockError::Io { .. } => SessionError::new(FailureKind::Internal, e.to_string()),
         })?;
         // What dead sessions left behind goes first (DESIGN.md §3.3).
-        let report = crate::cleanup::cleanup(&request.state_dir, providers, false, None);
+        // One read of the mount table serves the cleanup and the plan (it grows with the
+        // machine's mounts), unless the cleanup changed it.
+        let t = Instant::now();
+        let read_table = || {
+            MountTable::read().map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))
+        };
+        let mut table = read_table()?;
+        let report = crate::cleanup::cleanup_with(
+            Ok(table.clone()),
+            &request.state_dir,
+            providers,
+            false,
+            None,
+        );
+        if report.sessions.iter().any(|s| !s.live) {
+            table = read_table()?;
+        }
         for sc in report.sessions.iter().filter(|s| !s.live) {
             log::warn!(
                 "cleaned up after dead session {}: {}",
@@ -302,10 +318,14 @@ impl<'p> Session<'p> {
         // now, and a live session may have filled the target since the first look.
         check_target_empty(&v.target).map_err(usage)?;
 
-        let t = Instant::now();
-        let plan = plan_live(&v.dirs, providers)
+        let plan = crate::plan::plan(&v.dirs, &table, crate::sys::mount_id, providers)
             .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
         let plan_time = t.elapsed();
+        log::info!(
+            "planned in {:.2} ms (startup cleanup included; {} mounts in the table)",
+            plan_time.as_secs_f64() * 1e3,
+            table.mounts.len()
+        );
         for pm in &plan.mounts {
             let unit = &plan.units[pm.unit];
             log::info!(
@@ -355,15 +375,6 @@ impl<'p> Session<'p> {
         let token = crate::journal::LivenessToken::acquire(&id).map_err(|e| {
             SessionError::new(FailureKind::Internal, format!("session token {id}: {e}"))
         })?;
-        let journal = Journal::create(&request.state_dir, Record::new(&id, &v.target, &runtime))
-            .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
-        if let Err(e) = create_private_dir(&runtime) {
-            let _ = journal.remove();
-            return Err(SessionError::new(
-                FailureKind::Internal,
-                format!("creating {runtime:?}: {e}"),
-            ));
-        }
         log::debug!("session {id}");
         let units = plan.units.len();
         let mut session = Session {
@@ -377,7 +388,7 @@ impl<'p> Session<'p> {
             view: None,
             runtime,
             intents: vec![None; units],
-            journal: Some(journal),
+            journal: None,
             _token: token,
             guard: FreezeGuard::default(),
             timings: Timings {
@@ -462,10 +473,40 @@ impl<'p> Session<'p> {
                 writers: w.writers.iter().map(|w| w.path.clone()).collect(),
                 dirs: self.dirs.clone(),
             });
-        self.journal_update(|r| {
-            r.snapshots = intents;
-            r.frozen_writers = frozen.clone();
+        // One durable record before anything exists: the scratch directory, the snapshots to
+        // be, the writers to be frozen, the view. Everything later only refines it.
+        let mut record = Record::new(&self.id, &self.target, &self.runtime);
+        record.snapshots = intents;
+        record.frozen_writers = frozen.clone();
+        record.view = Some(ObjectState::Intent);
+        self.journal = Some(
+            Journal::create(&self.request.state_dir, record)
+                .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?,
+        );
+        create_private_dir(&self.runtime).map_err(|e| {
+            SessionError::new(
+                FailureKind::Internal,
+                format!("creating {:?}: {e}", self.runtime),
+            )
         })?;
+        // Whatever can be done before the frozen window is done now.
+        for i in 0..self.plan.units.len() {
+            let (pi, _) = self.intents[i].clone().expect("every unit has an intent");
+            let ctx = SessionContext {
+                id: self.id.clone(),
+                index: i,
+                runtime_dir: self.runtime.clone(),
+                guard: FreezeGuard::default(),
+            };
+            self.providers[pi]
+                .prepare(&self.unit_request(i), &ctx)
+                .map_err(|e| {
+                    SessionError::new(
+                        FailureKind::SnapshotFailed,
+                        format!("preparing {}: {e}", self.providers[pi].name()),
+                    )
+                })?;
+        }
         // The watchdog thaws the writers if this process dies before it does.
         let freeze_timeout = self.request.freeze_timeout;
         let needs_watchdog = frozen.is_some()
@@ -616,14 +657,15 @@ impl<'p> Session<'p> {
         }
     }
 
-    /// Updates the journal durably; failing to is failing the session (no record, no undo).
+    /// Refines the journal (atomically, without fsync: the durable record written before the
+    /// frozen window is enough for cleanup on its own, see [`Journal::refine`]).
     fn journal_update(
         &mut self,
         f: impl FnOnce(&mut crate::journal::Record),
     ) -> Result<(), SessionError> {
         match self.journal.as_mut() {
             Some(j) => j
-                .update(f)
+                .refine(f)
                 .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string())),
             None => Ok(()),
         }
@@ -718,7 +760,6 @@ impl<'p> Session<'p> {
 
     fn build_view(&mut self) -> Result<(), SessionError> {
         let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
-        self.journal_update(|r| r.view = Some(ObjectState::Intent))?;
         self.view = Some(View::new(&self.target, &self.id).map_err(|e| failed(e.to_string()))?);
         let view = self.view.as_mut().expect("just set");
         for pm in &self.plan.mounts {

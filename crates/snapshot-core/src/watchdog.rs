@@ -45,7 +45,7 @@ pub enum Message {
 /// The session side.
 #[derive(Debug)]
 pub struct Watchdog {
-    child: Child,
+    child: Option<Child>,
     stdin: Option<ChildStdin>,
 }
 
@@ -62,7 +62,10 @@ impl Watchdog {
             .process_group(0)
             .spawn()?;
         let stdin = child.stdin.take();
-        Ok(Self { child, stdin })
+        Ok(Self {
+            child: Some(child),
+            stdin,
+        })
     }
 
     /// Tells the watchdog; a watchdog that is gone is logged, never fatal.
@@ -78,11 +81,16 @@ impl Watchdog {
         }
     }
 
-    /// Sends `Done` and reaps the watchdog.
+    /// Sends `Done`, closes the pipe, and leaves the reaping to a thread: the watchdog's exit
+    /// has nothing to do with the view, so the path to readiness does not wait for it.
     pub fn finish(&mut self) {
         self.send(&Message::Done);
         drop(self.stdin.take());
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+        }
     }
 }
 

@@ -50,7 +50,7 @@ use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
 use snapshot_core::sys::{self, ioctl};
-use snapshot_core::{Mount, MountTable};
+use snapshot_core::Mount;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -159,7 +159,10 @@ impl Provider for BtrfsProvider {
         let plan = UnitPlan::from_request(unit)?;
         let started = Instant::now();
         let mut d = SnapshotData::planned(plan.clone(), ctx);
-        mount_staging(&d.device, &d.staging)?;
+        // Normally mounted by `prepare`, before the frozen window.
+        if !staging_mounted(&d)? {
+            mount_staging(&d.device, &d.staging)?;
+        }
         match snapshot_in_staging(&plan, unit, &d.staging, &d.snapshot) {
             Ok((fsid, id)) => {
                 d.fsid = Some(fsid);
@@ -181,6 +184,17 @@ impl Provider for BtrfsProvider {
         );
         let data = serde_json::to_value(d).expect("a plain struct serialises");
         Ok(self.created(unit, ctx, data))
+    }
+
+    /// Mounts the top level privately before the frozen window: the mount is the slowest part
+    /// of reaching the filesystem and has nothing to do with the point in time.
+    fn prepare(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<(), ProviderError> {
+        let plan = UnitPlan::from_request(unit)?;
+        let d = SnapshotData::planned(plan, ctx);
+        if !staging_mounted(&d)? {
+            mount_staging(&d.device, &d.staging)?;
+        }
+        Ok(())
     }
 
     fn mount(&self, created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError> {
@@ -464,11 +478,12 @@ fn mount_staging(device: &Path, staging: &Path) -> Result<(), ProviderError> {
 }
 
 /// Is the staging directory the mount point of a btrfs top-level mount?
+/// Is the staging mount in place? Only this provider mounts there (a directory of the
+/// session's private runtime directory), so "something is mounted there" suffices — checked
+/// with two statx calls rather than a read of the whole mount table.
 fn staging_mounted(d: &SnapshotData) -> Result<bool, ProviderError> {
-    let table = MountTable::read().map_err(|e| ProviderError::Other(e.to_string()))?;
-    Ok(table
-        .mounted_at(&d.staging)
-        .is_some_and(|m| m.fstype == "btrfs" && m.root == Path::new("/")))
+    sys::is_mount_point(&d.staging)
+        .map_err(|e| ProviderError::io(format!("inspecting {}", d.staging.display()), e))
 }
 
 /// Does the filesystem mounted at `top` have the recorded fsid? (Unknown: nothing to check.)
@@ -716,7 +731,7 @@ mod tests {
     use super::*;
 
     fn mount(line: &str) -> Mount {
-        MountTable::parse(line).unwrap().mounts.remove(0)
+        snapshot_core::MountTable::parse(line).unwrap().mounts.remove(0)
     }
 
     fn accept(m: &Mount) -> (String, UnitPlan) {

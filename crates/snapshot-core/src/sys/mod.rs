@@ -32,6 +32,19 @@ pub fn mount_id(path: &Path) -> io::Result<u64> {
     Ok(st.stx_mnt_id)
 }
 
+/// Whether `path` is a mount point (its mount differs from its parent's); false when it does
+/// not exist. One statx each, instead of reading the whole mount table.
+pub fn is_mount_point(path: &Path) -> io::Result<bool> {
+    let Some(parent) = path.parent() else {
+        return Ok(true);
+    };
+    match mount_id(path) {
+        Ok(id) => Ok(id != mount_id(parent)?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read-only flags for every view mount: no device nodes, no set-uid.
 fn view_flags() -> MountFlags {
     MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV
