@@ -731,7 +731,10 @@ mod tests {
     use super::*;
 
     fn mount(line: &str) -> Mount {
-        snapshot_core::MountTable::parse(line).unwrap().mounts.remove(0)
+        snapshot_core::MountTable::parse(line)
+            .unwrap()
+            .mounts
+            .remove(0)
     }
 
     fn accept(m: &Mount) -> (String, UnitPlan) {
