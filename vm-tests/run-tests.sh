@@ -19,6 +19,14 @@ left=$(grep -E 'snaptest-|snapshot-' /proc/self/mountinfo)
 [ -n "$left" ] && { echo "VMTEST-LEAK: mounts left: $left"; rc=1; }
 left=$(losetup -n -O NAME,BACK-FILE 2>/dev/null | grep snaptest-)
 [ -n "$left" ] && { echo "VMTEST-LEAK: loop devices left: $left"; rc=1; }
+# ZFS (only when a test loaded the module): the tests' pools, the tool's snapshots (their
+# holds go with them).
+if [ -e /dev/zfs ]; then
+  left=$(zpool list -H -o name 2>/dev/null | grep snaptest-)
+  [ -n "$left" ] && { echo "VMTEST-LEAK: ZFS pools left: $left"; rc=1; }
+  left=$(zfs list -H -t snapshot -o name 2>/dev/null | grep '@snapshot-')
+  [ -n "$left" ] && { echo "VMTEST-LEAK: ZFS snapshots left: $left"; rc=1; }
+fi
 if [ $rc -ne 0 ]; then
   echo "VMTEST: kernel messages (last 40):"
   dmesg | tail -40

@@ -2,7 +2,8 @@
 //! fixtures (1, 4, 16 filesystems), beside the raw kernel work for the same fixtures measured
 //! in the same run — the snapshot ioctls and read-only mounts issued directly, no session around
 //! them — so every figure is also a ratio to what the kernel needs anyway. A benchmark, never a
-//! test: targets are reported, never asserted.
+//! test: targets are reported, never asserted. The freeze provider ([`freeze`]) and, in the VM
+//! guest, LVM ([`lvm`]) are measured the same way against their own raw baselines.
 //!
 //! Per configuration and run (after one unrecorded warm-up), interleaved so that drift hits
 //! both sides alike: raw snapshots (sequential, then parallel threads) + mounts + removal;
@@ -11,6 +12,9 @@
 //! breakdown of where the time goes without any change to the binary.
 //!
 //! Everything it makes is named `snaptest-bench-*` and removed by RAII guards, also on error.
+
+mod freeze;
+mod lvm;
 
 use crate::{cargo, install_deps, root, run};
 use anyhow::{bail, Context, Result};
@@ -43,6 +47,22 @@ pub struct BenchArgs {
     /// of the picture).
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     backing_dir: PathBuf,
+    /// Providers to measure: btrfs, freeze (XFS and ext4 on loop devices backed by files on a
+    /// btrfs, against raw FIFREEZE + FICLONE + FITHAW).
+    #[arg(long, value_delimiter = ',', default_value = "btrfs,freeze",
+          value_parser = clap::builder::PossibleValuesParser::new(["btrfs", "freeze"]))]
+    providers: Vec<String>,
+    /// Numbers of filesystems in one freeze session (1: one XFS and one ext4, measured apart;
+    /// more: XFS and ext4 alternating).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    freeze_counts: Vec<usize>,
+    /// Measure the LVM providers instead (classic and thin, 1 and 2 LVs, against raw
+    /// `lvcreate --snapshot` in the same run): device-mapper, so inside `cargo xtask vm-test`.
+    #[arg(long)]
+    lvm: bool,
+    /// Use this `snapshot` binary instead of building one (e.g. inside the VM guest).
+    #[arg(long, value_name = "FILE")]
+    snapshot_bin: Option<PathBuf>,
 }
 
 /// Source name of the extra tmpfs mounts: how the guard recognises its own.
@@ -61,14 +81,26 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!("the bench makes loop devices, btrfs snapshots and mounts: run it as root");
     }
-    if args.fs_counts.contains(&0) {
-        bail!("--fs-counts: every count must be at least 1");
+    if args.fs_counts.contains(&0) || args.freeze_counts.contains(&0) {
+        bail!("--fs-counts, --freeze-counts: every count must be at least 1");
     }
-    if find_tool("mkfs.btrfs").is_none() || find_tool("losetup").is_none() {
-        install_deps()?;
-    }
-    run(cargo().args(["build", "--release", "--quiet", "-p", "snapshot-cli"]))?;
-    let bin = release_binary()?;
+    let bin = match &args.snapshot_bin {
+        Some(b) => b
+            .canonicalize()
+            .with_context(|| format!("--snapshot-bin {}", b.display()))?,
+        None => {
+            if ["mkfs.btrfs", "mkfs.xfs", "losetup"]
+                .iter()
+                .any(|t| find_tool(t).is_none())
+            {
+                install_deps()?;
+            }
+            run(cargo().args(["build", "--release", "--quiet", "-p", "snapshot-cli"]))?;
+            release_binary()?
+        }
+    };
+    let btrfs = !args.lvm && args.providers.iter().any(|p| p == "btrfs");
+    let freeze = !args.lvm && args.providers.iter().any(|p| p == "freeze");
 
     let mut counts = args.fs_counts.clone();
     counts.sort_unstable();
@@ -76,24 +108,80 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     let most = counts.last().copied().unwrap_or(1);
 
     let scratch = Scratch::new("bench")?;
+    let started = Instant::now();
+    let mut results = Vec::new();
+    if btrfs {
+        btrfs_configs(args, &scratch, &bin, &counts, most, &mut results)?;
+    }
+    let mut freeze_results = Vec::new();
+    if freeze {
+        let mut fc = args.freeze_counts.clone();
+        fc.sort_unstable();
+        fc.dedup();
+        let n = fc.last().copied().unwrap_or(1);
+        eprintln!("bench: freeze: {n} XFS/ext4 filesystems with backing files on a btrfs");
+        let fx = freeze::FreezeFixtures::new(&scratch, &args.backing_dir, n)?;
+        for (idx, label) in freeze::FreezeFixtures::configs(&fc) {
+            eprintln!("bench: freeze, {label}, {} runs", args.runs);
+            let mut s = freeze::FreezeSamples::default();
+            for run in 0..=args.runs {
+                freeze::iteration(&fx, &bin, &idx, (run > 0).then_some(&mut s))?;
+            }
+            freeze_results.push(freeze::FreezeConfig::new(label, idx.len(), &s));
+        }
+    }
+
+    let mut lvm_results = Vec::new();
+    if args.lvm {
+        eprintln!("bench: lvm: a VG on a loop file, two classic and two thin LVs");
+        let fx = lvm::LvmFixtures::new(&scratch)?;
+        for (label, thin, n) in fx.configs() {
+            eprintln!("bench: lvm, {label}, {} runs", args.runs);
+            let mut s = lvm::LvmSamples::default();
+            for run in 0..=args.runs {
+                lvm::iteration(&fx, &bin, thin, n, (run > 0).then_some(&mut s))?;
+            }
+            lvm_results.push(lvm::LvmConfig::new(label, thin, n, &s));
+        }
+    }
+
+    let mut report = Report::new(args.runs, results, freeze_results);
+    report.lvm = lvm_results;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    eprintln!("bench: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The btrfs configurations: 1, 4, 16 filesystems, then the extra-mounts A/B.
+fn btrfs_configs(
+    args: &BenchArgs,
+    scratch: &Scratch,
+    bin: &Path,
+    counts: &[usize],
+    most: usize,
+    results: &mut Vec<Config>,
+) -> Result<()> {
     eprintln!(
         "bench: {most} btrfs filesystems on loop devices under {}",
         scratch.path().display()
     );
     let started = Instant::now();
-    let fixtures = Fixtures::new(&scratch, &args.backing_dir, most)?;
+    let fixtures = Fixtures::new(scratch, &args.backing_dir, most)?;
     eprintln!(
         "bench: fixtures ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
-    let mut results = Vec::new();
-    for &n in &counts {
+    for &n in counts {
         eprintln!("bench: {n} filesystem(s), {} runs", args.runs);
         let mut s = Samples::default();
         // Run 0 warms caches (binary, dentries, btrfs trees) and is not recorded.
         for run in 0..=args.runs {
-            iteration(&fixtures, &bin, n, (run > 0).then_some(&mut s))?;
+            iteration(&fixtures, bin, n, (run > 0).then_some(&mut s))?;
         }
         results.push(Config::new(n, 0, &s));
     }
@@ -108,10 +196,10 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for run in 0..=args.runs {
             let keep = run > 0;
-            iteration(&fixtures, &bin, 1, keep.then_some(&mut without))?;
+            iteration(&fixtures, bin, 1, keep.then_some(&mut without))?;
             let extra = ExtraMounts::new(&dir, args.extra_mounts)?;
             std::thread::sleep(SETTLE);
-            iteration(&fixtures, &bin, 1, keep.then_some(&mut with))?;
+            iteration(&fixtures, bin, 1, keep.then_some(&mut with))?;
             drop(extra);
             std::thread::sleep(SETTLE);
         }
@@ -119,14 +207,6 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         results.push(Config::new(1, args.extra_mounts, &with));
     }
     drop(fixtures);
-
-    let report = Report::new(args.runs, results);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    eprintln!("bench: done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -143,6 +223,49 @@ fn release_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The directories a session uses, and its clock writer hook.
+struct SessionDirs {
+    target: PathBuf,
+    runtime: PathBuf,
+    writers: PathBuf,
+    writer_log: PathBuf,
+}
+
+impl SessionDirs {
+    /// Under `base` (created here).
+    fn new(base: &Path) -> Result<Self> {
+        let target = base.join("view");
+        let runtime = base.join("run");
+        let writers = base.join("writers");
+        for d in [&target, &runtime, &writers] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let writer_log = base.join("writer.log");
+        // bash's $EPOCHREALTIME (µs) needs no `date` process: the hook's own start-up is all
+        // it adds. The freeze stamp is the hook's last act and the thaw stamp its first, so
+        // thaw − freeze is the pause an application hooked this way sees.
+        let hook = writers.join("50-bench-clock");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/bash\nprintf '%s %s\\n' \"$1\" \"${{EPOCHREALTIME/./}}\" >> '{}'\n",
+                writer_log.display()
+            ),
+        )
+        .with_context(|| format!("writing {}", hook.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(Self {
+            target,
+            runtime,
+            writers,
+            writer_log,
+        })
+    }
+}
+
 /// The filesystems, and the directories the sessions and raw rounds use.
 struct Fixtures {
     fs: Vec<LoopFs>,
@@ -150,10 +273,7 @@ struct Fixtures {
     raw_views: Vec<PathBuf>,
     /// Where the top-level mounts the btrfs provider makes inside `create` are replayed.
     stage_dirs: Vec<PathBuf>,
-    target: PathBuf,
-    runtime: PathBuf,
-    writers: PathBuf,
-    writer_log: PathBuf,
+    session: SessionDirs,
 }
 
 impl Fixtures {
@@ -184,37 +304,12 @@ impl Fixtures {
                 .with_context(|| format!("creating {}", stage.display()))?;
             stage_dirs.push(stage);
         }
-        let target = scratch.join("view");
-        let runtime = scratch.join("run");
-        let writers = scratch.join("writers");
-        for d in [&target, &runtime, &writers] {
-            std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        let writer_log = scratch.join("writer.log");
-        // bash's $EPOCHREALTIME (µs) needs no `date` process: the hook's own start-up is all
-        // it adds. The freeze stamp is the hook's last act and the thaw stamp its first, so
-        // thaw − freeze is the pause an application hooked this way sees.
-        let hook = writers.join("50-bench-clock");
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/bash\nprintf '%s %s\\n' \"$1\" \"${{EPOCHREALTIME/./}}\" >> '{}'\n",
-                writer_log.display()
-            ),
-        )
-        .with_context(|| format!("writing {}", hook.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
-        }
+        let session = SessionDirs::new(scratch.path())?;
         Ok(Self {
             fs,
             raw_views,
             stage_dirs,
-            target,
-            runtime,
-            writers,
-            writer_log,
+            session,
         })
     }
 
@@ -285,9 +380,9 @@ fn iteration(fx: &Fixtures, bin: &Path, n: usize, keep: Option<&mut Samples>) ->
     for _ in 0..PLANS_PER_RUN {
         plans.push(plan_wall(bin, &dirs)?);
     }
-    let w = run_session(bin, fx, &dirs, true)?;
-    let (freeze, thaw) = writer_stamps(&fx.writer_log)?;
-    let no_w = run_session(bin, fx, &dirs, false)?;
+    let w = run_session(bin, &fx.session, &dirs, true)?;
+    let (freeze, thaw) = writer_stamps(&fx.session.writer_log)?;
+    let no_w = run_session(bin, &fx.session, &dirs, false)?;
 
     let Some(s) = keep else {
         return Ok(());
@@ -604,7 +699,7 @@ impl Drop for Deadline {
 
 /// One session over pipes, as a backup script drives it: spawn → stdout EOF (ready) → close
 /// stdin → exit (teardown).
-fn run_session(bin: &Path, fx: &Fixtures, dirs: &[&Path], writer: bool) -> Result<SessionRun> {
+fn run_session(bin: &Path, fx: &SessionDirs, dirs: &[&Path], writer: bool) -> Result<SessionRun> {
     if writer {
         std::fs::write(&fx.writer_log, "")
             .with_context(|| format!("truncating {}", fx.writer_log.display()))?;
@@ -968,11 +1063,15 @@ struct Report {
     runs: u32,
     machine: Machine,
     configs: Vec<Config>,
+    /// The freeze provider (XFS, ext4), against raw FIFREEZE + FICLONE + FITHAW.
+    freeze: Vec<freeze::FreezeConfig>,
+    /// The LVM providers (`--lvm`), against raw `lvcreate --snapshot`.
+    lvm: Vec<lvm::LvmConfig>,
     targets: Vec<Target>,
 }
 
 impl Report {
-    fn new(runs: u32, configs: Vec<Config>) -> Self {
+    fn new(runs: u32, configs: Vec<Config>, freeze: Vec<freeze::FreezeConfig>) -> Self {
         let machine = Machine {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             kernel: rustix::system::uname()
@@ -1064,6 +1163,8 @@ impl Report {
             runs,
             machine,
             configs,
+            freeze,
+            lvm: Vec::new(),
             targets,
         }
     }
@@ -1074,7 +1175,7 @@ impl Report {
         let st = |s: &Stat| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
         let _ = writeln!(
             o,
-            "snapshot bench: btrfs on loop devices, {} cores, Linux {}; {} runs per configuration\n\
+            "snapshot bench: loop devices, {} cores, Linux {}; {} runs per configuration\n\
              ms as median (min–max); ratio and extra = session against the raw kernel baseline",
             self.machine.cores, self.machine.kernel, self.runs
         );
@@ -1169,6 +1270,12 @@ impl Report {
                  exited {:.2}",
                 b.teardown_started, b.teardown_complete, b.exited
             );
+        }
+        for f in &self.freeze {
+            f.table(&mut o);
+        }
+        for l in &self.lvm {
+            l.table(&mut o);
         }
         if !self.targets.is_empty() {
             let _ = writeln!(o, "\ntargets (reported, never asserted)");

@@ -28,8 +28,9 @@ enum Cmd {
     Demo,
     /// Install the Debian packages the tests and the demo need (only the missing ones).
     Deps,
-    /// Time to ready, frozen window and teardown of real sessions on 1/4/16 btrfs loop-device
-    /// filesystems, as ratios to the raw kernel work measured in the same run. Root.
+    /// Time to ready, frozen window and teardown of real sessions on 1/4/16 btrfs and 1/2/4
+    /// XFS/ext4 (freeze) loop-device filesystems, or LVM in the guest (`--lvm`), as ratios to
+    /// the raw kernel work measured in the same run. Root.
     Bench(bench::BenchArgs),
     /// Certify providers: concurrent writers with checkable invariants while snapshot sessions
     /// are taken in a loop; the bind fallback is the negative control. Root.

@@ -6,11 +6,13 @@ pub mod btrfs;
 pub mod freeze;
 pub mod lvm;
 pub mod script;
+pub mod zfs;
 
 pub use bind::BindProvider;
 pub use btrfs::BtrfsProvider;
 pub use freeze::FreezeProvider;
 pub use script::ScriptProvider;
+pub use zfs::ZfsProvider;
 
 use snapshot_core::Provider;
 
@@ -33,6 +35,7 @@ pub fn providers(config: &ProviderConfig) -> Vec<Box<dyn Provider>> {
         .clone()
         .unwrap_or_else(|| script::DEFAULT_DIR.into());
     vec![
+        Box::new(ZfsProvider::default()),
         Box::new(BtrfsProvider),
         Box::new(lvm::LvmThinProvider),
         Box::new(lvm::LvmProvider::new(config.lvm_size)),

@@ -7,6 +7,7 @@
 //! no unmount by pattern, no killing by name.
 
 pub mod lvm;
+pub mod zfs;
 
 use anyhow::{bail, Context, Result};
 use rustix::io::Errno;

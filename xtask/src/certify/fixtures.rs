@@ -6,6 +6,7 @@
 
 use super::workloads::{Roots, PAUSE_ACK, PAUSE_REQUEST};
 use anyhow::{bail, Context, Result};
+use snapshot_testkit::lvm::{LvFs, ThinPool, Vg};
 use snapshot_testkit::{FsKind, LoopFs, Scratch};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -29,9 +30,14 @@ pub enum Backing {
     /// Inside a btrfs filesystem made for the run: reflink-capable, so the freeze provider
     /// can clone the backing files.
     Reflink,
+    /// Two classic LVs of one VG on loop files (device-mapper: the VM tier).
+    LvmClassic,
+    /// Two thin LVs of one thin pool (device-mapper: the VM tier).
+    LvmThin,
 }
 
-/// Providers tried by `--provider all`, in report order. LVM and ZFS join in the VM tier.
+/// Providers tried by `--provider all`, in report order. LVM and ZFS join in the VM tier
+/// ([`VM_PROVIDERS`]).
 pub const PROVIDERS: &[ProviderSpec] = &[
     ProviderSpec {
         name: "btrfs",
@@ -61,6 +67,23 @@ pub const PROVIDERS: &[ProviderSpec] = &[
     },
 ];
 
+/// Providers that need device-mapper (run `xtask certify` inside `cargo xtask vm-test`):
+/// selected by name only, never by `all`.
+pub const VM_PROVIDERS: &[ProviderSpec] = &[
+    ProviderSpec {
+        name: "lvm",
+        takes: &[FsKind::Ext4, FsKind::Xfs],
+        backing: Backing::LvmClassic,
+        needs_scripts: false,
+    },
+    ProviderSpec {
+        name: "lvm-thin",
+        takes: &[FsKind::Ext4, FsKind::Xfs],
+        backing: Backing::LvmThin,
+        needs_scripts: false,
+    },
+];
+
 pub fn parse_fs(s: &str) -> Result<Vec<FsKind>> {
     match s {
         "all" => Ok(FsKind::ALL.to_vec()),
@@ -85,16 +108,21 @@ pub fn matrix(
             .filter(|p| !p.needs_scripts || scripts.is_some())
             .copied()
             .collect(),
-        name => vec![*PROVIDERS.iter().find(|p| p.name == name).with_context(|| {
-            format!(
-                "--provider {name}: this machine can certify {} (or all)",
-                PROVIDERS
-                    .iter()
-                    .map(|p| p.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?],
+        name => vec![*PROVIDERS
+            .iter()
+            .chain(VM_PROVIDERS)
+            .find(|p| p.name == name)
+            .with_context(|| {
+                format!(
+                    "--provider {name}: this machine can certify {} (or all)",
+                    PROVIDERS
+                        .iter()
+                        .chain(VM_PROVIDERS)
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?],
     };
     if let Some(p) = specs.iter().find(|p| p.needs_scripts && scripts.is_none()) {
         bail!("--provider {}: needs --scripts-dir DIR", p.name);
@@ -156,15 +184,63 @@ fn backing_dir() -> PathBuf {
     }
 }
 
+/// One filesystem of a fixture: on a loop device, or on an LV.
+#[derive(Debug)]
+pub enum CertFs {
+    Loop(LoopFs),
+    Lv(LvFs),
+}
+
+impl CertFs {
+    pub fn mount_point(&self) -> &Path {
+        match self {
+            CertFs::Loop(f) => &f.mount_point,
+            CertFs::Lv(f) => &f.mount_point,
+        }
+    }
+
+    pub fn kind(&self) -> FsKind {
+        match self {
+            CertFs::Loop(f) => f.kind,
+            CertFs::Lv(f) => f.kind,
+        }
+    }
+
+    /// The loop device's backing file (where the freeze provider puts its clones).
+    pub fn backing(&self) -> Option<&Path> {
+        match self {
+            CertFs::Loop(f) => Some(&f.backing),
+            CertFs::Lv(_) => None,
+        }
+    }
+
+    /// The LV's volume group.
+    pub fn vg(&self) -> Option<&str> {
+        match self {
+            CertFs::Loop(_) => None,
+            CertFs::Lv(f) => Some(&f.vg),
+        }
+    }
+}
+
+/// The VG (and thin pool) under LVM fixtures, dropped after the LVs: pool, then VG.
+#[derive(Debug)]
+struct LvmHold {
+    _pool: Option<ThinPool>,
+    _vg: Vg,
+}
+
 /// Two filesystems and the session's directories. Fields drop in order: the filesystems are
 /// unmounted before the scratch directory holding their mount points is removed.
 #[derive(Debug)]
 pub struct Fixture {
-    pub fs1: LoopFs,
-    pub fs2: LoopFs,
+    pub fs1: CertFs,
+    pub fs2: CertFs,
     /// The btrfs holding the backing files of `fs1` and `fs2` ([`Backing::Reflink`]); held for
     /// its `Drop`, after theirs.
     _host: Option<LoopFs>,
+    /// The VG of `fs1` and `fs2` ([`Backing::LvmClassic`], [`Backing::LvmThin`]).
+    _lvm: Option<LvmHold>,
     /// The control directory of the pause protocol (not on a snapshotted filesystem).
     pub ctl: PathBuf,
     /// `--writers-dir`: the hook pausing the cooperative workload.
@@ -188,7 +264,7 @@ impl Fixture {
         let tag = format!("certify-{}-{}", spec.name, kind.name());
         let scratch = Scratch::new(&tag)?;
         let host = match spec.backing {
-            Backing::Plain => None,
+            Backing::Plain | Backing::LvmClassic | Backing::LvmThin => None,
             Backing::Reflink => Some(LoopFs::new_in(
                 &backing_dir(),
                 &format!("{tag}-host"),
@@ -200,20 +276,29 @@ impl Fixture {
         let backing = host
             .as_ref()
             .map_or_else(backing_dir, |h| h.mount_point.clone());
-        let fs1 = LoopFs::new_in(
-            &backing,
-            &format!("{tag}-1"),
-            kind,
-            size_mb(kind),
-            &scratch.join("fs1"),
-        )?;
-        let fs2 = LoopFs::new_in(
-            &backing,
-            &format!("{tag}-2"),
-            kind,
-            size_mb(kind),
-            &scratch.join("fs2"),
-        )?;
+        let (fs1, fs2, lvm) = match spec.backing {
+            Backing::Plain | Backing::Reflink => {
+                let fs1 = LoopFs::new_in(
+                    &backing,
+                    &format!("{tag}-1"),
+                    kind,
+                    size_mb(kind),
+                    &scratch.join("fs1"),
+                )?;
+                let fs2 = LoopFs::new_in(
+                    &backing,
+                    &format!("{tag}-2"),
+                    kind,
+                    size_mb(kind),
+                    &scratch.join("fs2"),
+                )?;
+                (CertFs::Loop(fs1), CertFs::Loop(fs2), None)
+            }
+            Backing::LvmClassic | Backing::LvmThin => {
+                let (fs1, fs2, hold) = lvm_pair(spec.backing, &tag, kind, &scratch)?;
+                (CertFs::Lv(fs1), CertFs::Lv(fs2), Some(hold))
+            }
+        };
         let dir = |name: &str| -> Result<PathBuf> {
             let p = scratch.join(name);
             std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
@@ -233,6 +318,7 @@ impl Fixture {
             fs1,
             fs2,
             _host: host,
+            _lvm: lvm,
             _scratch: scratch,
         };
         write_pause_hook(&fx.hooks.join("50-certify-pause"), &fx.ctl)?;
@@ -243,14 +329,59 @@ impl Fixture {
 
     pub fn roots(&self) -> Roots {
         Roots {
-            fs1: self.fs1.mount_point.clone(),
-            fs2: self.fs2.mount_point.clone(),
+            fs1: self.fs1.mount_point().to_owned(),
+            fs2: self.fs2.mount_point().to_owned(),
         }
     }
 
     pub fn state(&self) -> PathBuf {
         self.runtime.join("state")
     }
+}
+
+/// Two LVs of one VG (on a loop file in `/var/tmp`, the guest's scratch disk), classic or
+/// thin, with a `kind` filesystem each. Classic: room in the VG for the default snapshot size
+/// (10 % of each origin) several times over.
+fn lvm_pair(
+    backing: Backing,
+    tag: &str,
+    kind: FsKind,
+    scratch: &Scratch,
+) -> Result<(LvFs, LvFs, LvmHold)> {
+    let lv_mb = size_mb(kind);
+    let vg = Vg::on_loop_files(tag, 1, 3 * lv_mb + 512)?;
+    let (fs1, fs2, pool) = if backing == Backing::LvmThin {
+        let pool = vg.thin_pool("pool", 2 * lv_mb + 256)?;
+        let fs1 = pool.thin_lv("lv1", lv_mb, kind, &scratch.join("fs1"));
+        // On an error the LVs made so far go before the pool and the VG.
+        let fs1 = match fs1 {
+            Ok(f) => f,
+            Err(e) => {
+                drop(pool);
+                return Err(e);
+            }
+        };
+        match pool.thin_lv("lv2", lv_mb, kind, &scratch.join("fs2")) {
+            Ok(fs2) => (fs1, fs2, Some(pool)),
+            Err(e) => {
+                drop(fs1);
+                drop(pool);
+                return Err(e);
+            }
+        }
+    } else {
+        let fs1 = vg.classic_lv("lv1", lv_mb, kind, &scratch.join("fs1"))?;
+        let fs2 = vg.classic_lv("lv2", lv_mb, kind, &scratch.join("fs2"))?;
+        (fs1, fs2, None)
+    };
+    Ok((
+        fs1,
+        fs2,
+        LvmHold {
+            _pool: pool,
+            _vg: vg,
+        },
+    ))
 }
 
 /// The writer hook of the cooperative pair: on `freeze`, asks the workload to pause at its

@@ -34,7 +34,8 @@ pub const DEFAULT_CYCLES: u32 = 100;
 #[derive(Debug, clap::Args)]
 pub struct CertifyArgs {
     /// Provider to certify: btrfs, freeze, bind (the negative control), script (the
-    /// filesystems.d scripts given with --scripts-dir), or all.
+    /// filesystems.d scripts given with --scripts-dir), or all; lvm and lvm-thin need
+    /// device-mapper (inside `cargo xtask vm-test`) and are never part of all.
     #[arg(long, value_name = "NAME", default_value = "all")]
     provider: String,
     /// Filesystem: ext4, xfs, btrfs or all (each provider runs on those it takes).
@@ -53,6 +54,10 @@ pub struct CertifyArgs {
     /// Provider scripts (filesystems.d) to certify as the `script` provider.
     #[arg(long, value_name = "DIR")]
     scripts_dir: Option<PathBuf>,
+    /// Use this `snapshot` binary; nothing is installed or built (e.g. inside the VM guest,
+    /// which has neither apt sources nor cargo).
+    #[arg(long, value_name = "FILE")]
+    snapshot_bin: Option<PathBuf>,
 }
 
 pub fn run(args: &CertifyArgs) -> Result<()> {
@@ -69,9 +74,14 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!("certify makes loop devices and snapshots: run it as root");
     }
-    crate::install_deps()?;
-    crate::run(crate::cargo().args(["build", "--quiet", "-p", "snapshot-cli"]))?;
-    let snapshot = fixtures::snapshot_binary();
+    let snapshot = match &args.snapshot_bin {
+        Some(b) => b.clone(),
+        None => {
+            crate::install_deps()?;
+            crate::run(crate::cargo().args(["build", "--quiet", "-p", "snapshot-cli"]))?;
+            fixtures::snapshot_binary()
+        }
+    };
     if !snapshot.is_file() {
         bail!("{} not found after the build", snapshot.display());
     }
@@ -205,8 +215,8 @@ fn certify_into(
     // The stopped writers' files must pass every check; if not, the checkers are wrong.
     let copy = copy_roots(&fx);
     reset_dir(&fx.copy)?;
-    copy_tree(&fx.fs1.mount_point, &copy.fs1)?;
-    copy_tree(&fx.fs2.mount_point, &copy.fs2)?;
+    copy_tree(fx.fs1.mount_point(), &copy.fs1)?;
+    copy_tree(fx.fs2.mount_point(), &copy.fs2)?;
     let windows = windows(&done.completed, &done.started);
     let v = check_all(&copy, &windows);
     reset_dir(&fx.copy)?;
@@ -299,7 +309,7 @@ fn view_paths(m: &Manifest, spec: &ProviderSpec, fx: &Fixture) -> Result<(PathBu
         }
         Ok(mount.path.clone())
     };
-    Ok((find(&fx.fs1.mount_point)?, find(&fx.fs2.mount_point)?))
+    Ok((find(fx.fs1.mount_point())?, find(fx.fs2.mount_point())?))
 }
 
 /// Copies the view (first filesystem, then the second, like a backup) and checks the copy.

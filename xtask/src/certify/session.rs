@@ -62,8 +62,8 @@ impl Session {
             .arg(&fx.runtime)
             .arg("--state-dir")
             .arg(fx.state())
-            .arg(&fx.fs1.mount_point)
-            .arg(&fx.fs2.mount_point)
+            .arg(fx.fs1.mount_point())
+            .arg(fx.fs2.mount_point())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -218,7 +218,7 @@ pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
     }
     // The freeze provider's clones sit next to the backing files.
     for fs in [&fx.fs1, &fx.fs2] {
-        let Some(dir) = fs.backing.parent() else {
+        let Some(dir) = fs.backing().and_then(Path::parent) else {
             continue;
         };
         if let Ok(d) = std::fs::read_dir(dir) {
@@ -229,11 +229,21 @@ pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
             );
         }
     }
+    // LVM: any LV of the fixtures' VG named with the session id.
+    let mut vgs: Vec<&str> = [&fx.fs1, &fx.fs2].iter().filter_map(|f| f.vg()).collect();
+    vgs.dedup();
+    for vg in vgs {
+        for lv in snapshot_testkit::lvm::lvs_in(vg) {
+            if lv.name.contains(session) {
+                out.push(format!("logical volume left: {vg}/{}", lv.name));
+            }
+        }
+    }
     for fs in [&fx.fs1, &fx.fs2] {
-        if fs.kind != snapshot_testkit::FsKind::Btrfs {
+        if fs.kind() != snapshot_testkit::FsKind::Btrfs {
             continue;
         }
-        let mp = fs.mount_point.to_string_lossy();
+        let mp = fs.mount_point().to_string_lossy();
         match snapshot_testkit::run("btrfs", &["subvolume", "list", "-a", &mp]) {
             Ok(list) => out.extend(
                 list.lines()

@@ -68,7 +68,20 @@ pub fn installed_version(pkg: &str) -> Result<String> {
 
 /// Candidate versions (`apt-cache policy`) of `pkgs`; `None` for a package apt does not know.
 pub fn candidates(pkgs: &[&str]) -> Result<BTreeMap<String, Option<String>>> {
-    let out = output(Command::new("apt-cache").arg("policy").args(pkgs))?;
+    candidates_with(&[], pkgs)
+}
+
+/// [`candidates`] with extra apt options (`-oDir::…` for a private apt state).
+pub fn candidates_with(
+    apt_options: &[String],
+    pkgs: &[&str],
+) -> Result<BTreeMap<String, Option<String>>> {
+    let out = output(
+        Command::new("apt-cache")
+            .args(apt_options)
+            .arg("policy")
+            .args(pkgs),
+    )?;
     Ok(parse_policy(&out, pkgs))
 }
 

@@ -6,10 +6,13 @@
 //!   it through the PVH entry: no firmware, no decompression under TCG — about 3 s per boot),
 //!   and the dependency closure of [`IMAGE_MODULES`] with `depmod`. Key: package, version,
 //!   module list, this file's text.
-//! - **rootfs** `rootfs-<key>.img`: `debootstrap --variant=minbase` with [`GUEST_PACKAGES`],
-//!   trimmed, the modules added, packed with `mkfs.ext4 -d`. QEMU attaches it `snapshot=on`,
-//!   so it is never modified. Key: suite, mirror, packages and their candidate versions
-//!   (`apt-cache policy`), the kernel key, this file's text.
+//! - **rootfs** `rootfs-<key>.img`: `debootstrap --variant=minbase` (main and contrib) with
+//!   [`GUEST_PACKAGES`] and `zfsutils-linux`, trimmed, the kernel modules and the ZFS modules
+//!   ([`super::zfs`], built by DKMS and cached on their own) added, packed with `mkfs.ext4 -d`.
+//!   QEMU attaches it `snapshot=on`, so it is never modified. Key: suite, mirror, packages and
+//!   their candidate versions (`apt-cache policy`; the contrib ones from the ZFS lookup), the
+//!   kernel key, the ZFS modules' key, this file's text. When the ZFS modules are not cached
+//!   they are built while debootstrap runs.
 //! - **initramfs** `initrd-<key>.cpio`: static busybox, the modules that mount the root
 //!   (virtio, ext4), and [`INITRAMFS_INIT`], which mounts the root image and the per-run
 //!   payload disk and switches to the payload's `init`. Key: kernel key, busybox version, this
@@ -18,6 +21,7 @@
 use super::cache::{remove_path, Cache, Key};
 use super::cpio;
 use super::host;
+use super::zfs;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +31,9 @@ use std::time::Instant;
 pub const SUITE: &str = "bookworm";
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
-/// Guest userland beyond minbase: the LVM, filesystem and loop tools the tests drive.
+/// Guest userland beyond minbase (from main): the LVM, filesystem and loop tools the tests
+/// drive. `zfsutils-linux` (contrib) is added by the build, its version coming from the ZFS
+/// lookup: the host's apt lists usually lack contrib.
 pub const GUEST_PACKAGES: &[&str] = &[
     "lvm2",
     "thin-provisioning-tools",
@@ -55,6 +61,9 @@ pub const IMAGE_MODULES: &[&str] = &[
     "loop",
     "crc32c_generic",
 ];
+
+/// `modprobe zfs` in the guest: a small ARC leaves room for LVM and the tests in 1 GiB.
+const ZFS_MODPROBE_CONF: &str = "options zfs zfs_arc_max=67108864\n";
 
 /// Modules the initramfs loads to reach the root image.
 const INITRAMFS_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
@@ -100,11 +109,32 @@ pub struct Guest {
     pub initrd: PathBuf,
 }
 
+/// What to rebuild although cached.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rebuild {
+    /// Kernel, root image, initramfs.
+    pub image: bool,
+    /// The ZFS modules (minutes).
+    pub zfs: bool,
+}
+
 /// Returns the cached guest, building what is missing or stale. Call with the exclusive lock.
-pub fn ensure(cache: &Cache, rebuild: bool) -> Result<Guest> {
-    let kernel = ensure_kernel(cache, rebuild)?;
-    let rootfs = ensure_rootfs(cache, &kernel, rebuild)?;
-    let initrd = ensure_initrd(cache, &kernel, rebuild)?;
+pub fn ensure(cache: &Cache, rebuild: Rebuild) -> Result<Guest> {
+    let kernel = ensure_kernel(cache, rebuild.image)?;
+    let zfs = zfs::plan(
+        cache,
+        zfs::KernelId {
+            package: kernel.package.clone(),
+            version: kernel.version.clone(),
+            release: kernel.release.clone(),
+        },
+        SUITE,
+        &mirror(),
+    )?;
+    // A rebuilt ZFS means a new root image too.
+    let rebuild_rootfs = rebuild.image || rebuild.zfs;
+    let rootfs = ensure_rootfs(cache, &kernel, &zfs, rebuild_rootfs, rebuild.zfs)?;
+    let initrd = ensure_initrd(cache, &kernel, rebuild.image)?;
     Ok(Guest {
         kernel_release: kernel.release.clone(),
         vmlinux: kernel.dir.join("vmlinux"),
@@ -118,6 +148,8 @@ struct Kernel {
     key: String,
     dir: PathBuf,
     release: String,
+    package: String,
+    version: String,
 }
 
 impl Kernel {
@@ -218,6 +250,8 @@ fn ensure_kernel(cache: &Cache, rebuild: bool) -> Result<Kernel> {
                 key: key_hex,
                 dir,
                 release: release.trim().to_owned(),
+                package: pkg,
+                version,
             });
         }
     }
@@ -257,6 +291,8 @@ fn ensure_kernel(cache: &Cache, rebuild: bool) -> Result<Kernel> {
         key: key_hex,
         dir,
         release,
+        package: pkg,
+        version,
     })
 }
 
@@ -368,7 +404,13 @@ fn mirror() -> String {
     std::env::var("SNAPSHOT_VM_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_owned())
 }
 
-fn ensure_rootfs(cache: &Cache, kernel: &Kernel, rebuild: bool) -> Result<PathBuf> {
+fn ensure_rootfs(
+    cache: &Cache,
+    kernel: &Kernel,
+    zfs: &zfs::Plan,
+    rebuild: bool,
+    rebuild_zfs: bool,
+) -> Result<PathBuf> {
     let mut versions = host::candidates(GUEST_PACKAGES)?;
     if versions.values().any(Option::is_none) {
         host::apt_update()?;
@@ -379,7 +421,10 @@ fn ensure_rootfs(cache: &Cache, kernel: &Kernel, rebuild: bool) -> Result<PathBu
     for (pkg, v) in &versions {
         key.add(pkg, v.as_deref().unwrap_or("unknown"));
     }
-    key.add("kernel", &kernel.key).add("recipe", RECIPE);
+    key.add(zfs::GUEST_PACKAGE, &zfs.utils_version)
+        .add("zfs-modules", &zfs.key)
+        .add("kernel", &kernel.key)
+        .add("recipe", RECIPE);
     let img = cache.path(&format!("rootfs-{}.img", key.hex()));
     if img.exists() && !rebuild {
         eprintln!("vm-test: root image {} (cached)", img.display());
@@ -395,21 +440,33 @@ fn ensure_rootfs(cache: &Cache, kernel: &Kernel, rebuild: bool) -> Result<PathBu
         "vm-test: building the guest root filesystem (debootstrap {SUITE}, about a minute; log {})",
         log.display()
     );
-    // A private mount namespace: the /proc and /sys debootstrap mounts in the tree vanish with
-    // it, even if it is killed half-way.
-    host::run_logged(
-        Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "debootstrap"])
-            .args(["--variant=minbase", "--components=main"])
-            .arg(format!("--include={}", GUEST_PACKAGES.join(",")))
-            .arg(SUITE)
-            .arg(&tree)
-            .arg(mirror())
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        &log,
-    )
-    .context("debootstrap of the guest root filesystem")?;
-    let bootstrapped = t.elapsed();
+    let mut packages: Vec<&str> = GUEST_PACKAGES.to_vec();
+    packages.push(zfs::GUEST_PACKAGE);
+    // The ZFS modules (minutes when not cached) are built while debootstrap runs. A failed
+    // debootstrap is reported once that build ends: its result is cached for the next run.
+    let (bootstrapped, zfs_modules) = std::thread::scope(|s| {
+        let modules = s.spawn(|| zfs.ensure(cache, SUITE, &mirror(), rebuild_zfs));
+        // A private mount namespace: the /proc and /sys debootstrap mounts in the tree vanish
+        // with it, even if it is killed half-way.
+        let bootstrap = host::run_logged(
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "--", "debootstrap"])
+                .args(["--variant=minbase", "--components=main,contrib"])
+                .arg(format!("--include={}", packages.join(",")))
+                .arg(SUITE)
+                .arg(&tree)
+                .arg(mirror())
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            &log,
+        )
+        .context("debootstrap of the guest root filesystem");
+        let bootstrapped = t.elapsed();
+        let modules = modules
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the ZFS module build panicked")));
+        bootstrap.map(|()| (bootstrapped, modules))
+    })?;
+    let zfs_modules = zfs_modules?;
     trim_tree(&tree)?;
     // Through the merged-/usr symlink (lib -> usr/lib) when there is one.
     let modules = tree.join("lib/modules");
@@ -424,6 +481,29 @@ fn ensure_rootfs(cache: &Cache, kernel: &Kernel, rebuild: bool) -> Result<PathBu
                     .join(&kernel.release),
             )
             .arg(&modules),
+    )?;
+    host::run_quiet(
+        Command::new("cp")
+            .arg("-a")
+            .arg(
+                zfs_modules
+                    .tree()
+                    .join("lib/modules")
+                    .join(&kernel.release)
+                    .join("updates"),
+            )
+            .arg(modules.join(&kernel.release)),
+    )
+    .context("copying the ZFS modules into the root filesystem")?;
+    host::run_quiet(
+        Command::new("depmod")
+            .arg("-b")
+            .arg(&tree)
+            .arg(&kernel.release),
+    )?;
+    std::fs::write(
+        tree.join("etc/modprobe.d/snapshot-vm-zfs.conf"),
+        ZFS_MODPROBE_CONF,
     )?;
     std::fs::write(tree.join("etc/hostname"), "snapshot-vm\n")?;
     std::fs::write(tmp.join("key.txt"), key.describe())?;

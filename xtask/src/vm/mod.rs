@@ -1,10 +1,12 @@
 //! `cargo xtask vm-test`: the VM tier (DESIGN.md §4 tier 3). Boots a throwaway QEMU guest
 //! (Debian 12 kernel and userland, TCG: KVM hangs on these machines) whose init runs the
-//! project's guest-only integration tests (`crates/snapshot-cli/tests/lvm.rs`, built with
-//! `--features vm-tests`) as root against device-mapper, then powers off.
+//! project's guest-only integration tests (`crates/snapshot-cli/tests/{lvm,zfs}.rs`, built
+//! with `--features vm-tests`) as root against device-mapper and ZFS, then powers off.
 //!
 //! - [`image`]: the guest kernel (uncompressed vmlinux for the PVH entry), the root filesystem
 //!   image (debootstrap minbase) and the busybox initramfs, cached and keyed by their inputs.
+//! - [`zfs`]: the ZFS modules for the guest kernel (zfs-dkms in a builder chroot, minutes),
+//!   cached on their own, keyed by kernel and ZFS versions.
 //! - [`payload`]: what changes every run (the tool's binaries, the test executables, the guest
 //!   scripts from `vm-tests/`), packed into a small read-only ext4 disk.
 //! - [`qemu`]: boots the guest with scratch disks, streams its console to stderr, enforces a
@@ -16,6 +18,7 @@ mod host;
 mod image;
 mod payload;
 mod qemu;
+mod zfs;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -25,9 +28,14 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Args)]
 pub struct VmTestArgs {
     /// Rebuild the cached guest kernel, root image and initramfs even if their inputs did not
-    /// change.
+    /// change (not the ZFS modules: --rebuild-zfs).
     #[arg(long)]
     rebuild: bool,
+
+    /// Rebuild the cached ZFS modules (zfs-dkms for the guest kernel, ≈ 5 min) and the root
+    /// image that holds them, even if their inputs did not change.
+    #[arg(long)]
+    rebuild_zfs: bool,
 
     /// Keep the guest's console log (under target/vm-logs/) also when everything passed.
     #[arg(long)]
@@ -36,6 +44,10 @@ pub struct VmTestArgs {
     /// Also run the loop tier (`tests/protocol.rs`) inside the guest.
     #[arg(long)]
     loop_tier: bool,
+
+    /// Run only this guest test target (repeatable): lvm, zfs. Default: all of them.
+    #[arg(long = "test", value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(payload::GUEST_TESTS))]
+    tests: Vec<String>,
 
     /// Build the binaries and tests in release mode.
     #[arg(long)]
@@ -84,7 +96,13 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     let guest = {
         let _build = cache.lock_exclusive()?;
         cache.prune_stale_runs(Duration::from_secs(args.timeout.max(3600) * 4))?;
-        image::ensure(&cache, args.rebuild)?
+        image::ensure(
+            &cache,
+            image::Rebuild {
+                image: args.rebuild,
+                zfs: args.rebuild_zfs,
+            },
+        )?
     };
     step("guest artifacts ready", t.elapsed());
     if args.build_only {
@@ -105,6 +123,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     let built = payload::build(&payload::BuildOptions {
         release: args.release,
         loop_tier: args.loop_tier,
+        only: args.tests.clone(),
     })?;
     step("binaries and tests built", t.elapsed());
 

@@ -15,10 +15,15 @@ use std::process::{Command, Stdio};
 
 const BINARIES: &[&str] = &["snapshot", "start-snapshot", "stop-snapshot"];
 
+/// The guest-only test targets of snapshot-cli (`required-features = ["vm-tests"]`).
+pub const GUEST_TESTS: &[&str] = &["lvm", "zfs"];
+
 #[derive(Debug)]
 pub struct BuildOptions {
     pub release: bool,
     pub loop_tier: bool,
+    /// Which of [`GUEST_TESTS`] to run (empty: all).
+    pub only: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -58,11 +63,17 @@ pub fn build(opts: &BuildOptions) -> Result<Built> {
         "vm-tests",
         "--no-run",
         "--message-format=json-render-diagnostics",
-        "--test",
-        "lvm",
     ]);
+    let mut wanted: Vec<&str> = GUEST_TESTS
+        .iter()
+        .copied()
+        .filter(|t| opts.only.is_empty() || opts.only.iter().any(|o| o == t))
+        .collect();
     if opts.loop_tier {
-        cmd.args(["--test", "protocol"]);
+        wanted.push("protocol");
+    }
+    for t in &wanted {
+        cmd.args(["--test", t]);
     }
     if opts.release {
         cmd.arg("--release");
@@ -75,10 +86,6 @@ pub fn build(opts: &BuildOptions) -> Result<Built> {
         .context("running cargo test --no-run")?;
     if !out.status.success() {
         bail!("building the guest tests failed ({})", out.status);
-    }
-    let mut wanted = vec!["lvm"];
-    if opts.loop_tier {
-        wanted.push("protocol");
     }
     parse_messages(&String::from_utf8_lossy(&out.stdout), &wanted)
 }
@@ -161,6 +168,9 @@ pub fn pack(
     for (name, path) in &built.tests {
         place(path, &dir.join("tests").join(name))?;
     }
+    // This xtask itself, so guest scripts can run `xtask certify` and `xtask bench --lvm`.
+    let xtask = std::env::current_exe().context("locating the xtask executable")?;
+    place(&xtask, &dir.join("bin/xtask"))?;
     std::fs::write(dir.join("links"), links)?;
     // One argument per line; the runner reads them into an array.
     let mut args = String::new();

@@ -1,0 +1,34 @@
+#!/bin/bash
+# Guest script: certify the LVM providers (classic and thin, ext4 and XFS) and bench them
+# against raw `lvcreate --snapshot` in the same guest. From the host, as root:
+#   cargo xtask vm-test --release --memory 2048 --timeout 2400 \
+#       --script vm-tests/certify-lvm.sh -- CYCLES BENCH_RUNS
+# (harness arguments: certify cycles per provider x filesystem, default 5; bench runs,
+# default 3). TCG is slow: the figures are for ratios, not absolute times.
+set -u
+mapfile -t args < /run/vmtest/harness-args
+cycles=${args[0]:-5}
+runs=${args[1]:-3}
+bin=/run/vmtest/bin
+cd /tmp || exit 1
+rc=0
+echo "VMTEST: tmpfs: $(df -h /tmp /dev/shm | tail -2 | tr -s ' ' | tr '\n' ';') scratch: $(df -h /var/tmp | tail -1 | tr -s ' ')"
+for p in lvm lvm-thin; do
+  echo "VMTEST: certify --provider $p --cycles $cycles at $(cut -d' ' -f1 /proc/uptime)s"
+  "$bin/xtask" certify --provider "$p" --cycles "$cycles" --snapshot-bin "$bin/snapshot" \
+    --report "/tmp/certify-$p.md" </dev/null >/dev/null || rc=1
+  echo "VMTEST-CERTIFY-BEGIN $p"; cat "/tmp/certify-$p.md"; echo "VMTEST-CERTIFY-END $p"
+done
+echo "VMTEST: bench --lvm --runs $runs at $(cut -d' ' -f1 /proc/uptime)s"
+"$bin/xtask" bench --lvm --runs "$runs" --snapshot-bin "$bin/snapshot" </dev/null \
+  >/tmp/bench.txt || rc=1
+echo "VMTEST-BENCH-BEGIN"; cat /tmp/bench.txt; echo "VMTEST-BENCH-END"
+# Leak check, as the test runner does.
+left=$(lvs --noheadings -o vg_name,lv_name 2>/dev/null | grep -E 'snaptest-|snapshot-')
+[ -n "$left" ] && { echo "VMTEST-LEAK: logical volumes left: $left"; rc=1; }
+left=$(grep -E 'snaptest-|snapshot-' /proc/self/mountinfo)
+[ -n "$left" ] && { echo "VMTEST-LEAK: mounts left: $left"; rc=1; }
+left=$(losetup -n -O NAME,BACK-FILE 2>/dev/null | grep snaptest-)
+[ -n "$left" ] && { echo "VMTEST-LEAK: loop devices left: $left"; rc=1; }
+echo "VMTEST: done at $(cut -d' ' -f1 /proc/uptime)s"
+exit $rc
