@@ -36,7 +36,8 @@ enum Cmd {
     /// are taken in a loop; the bind fallback is the negative control. Root.
     Certify(certify::CertifyArgs),
     /// The VM tier: boot a cached Debian guest under QEMU/TCG and run the guest-only tests
-    /// (LVM classic and thin, ext4 and XFS) in it. Root.
+    /// (LVM classic and thin, ext4 and XFS; ZFS, its module built by DKMS and cached) in it.
+    /// Root.
     VmTest(vm::VmTestArgs),
 }
 
