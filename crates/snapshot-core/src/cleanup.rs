@@ -1,7 +1,14 @@
-//! `snapshot cleanup`, also run by every new session: replays the journals of dead sessions
-//! backwards (thaw writers, unmount, remove snapshots, delete the journal). It only ever
-//! touches objects named in a journal and carrying that session's id, plus view mounts whose
-//! tmpfs carries a session id no live session owns — never anything else.
+//! `snapshot cleanup`, also run by a new session that finds something to clean (see
+//! [`dead_sessions`]): replays the journals of dead sessions backwards (thaw writers, unmount,
+//! remove snapshots, delete the journal). It only ever touches objects named in a journal and
+//! carrying that session's id, plus view mounts whose tmpfs carries a session id no live
+//! session owns — never anything else.
+//!
+//! The sweep of such orphan views (a view whose session left no journal: lost, or killed
+//! before writing it) needs the whole mount table, so it runs with `snapshot cleanup` and with
+//! a session start that cleans up anyway — one that found a dead session's journal, or its
+//! target not empty — but not with every session start: a normal start reads no mount table
+//! beyond the mounts of its DIRs.
 
 use crate::journal::{Journal, Record};
 use crate::mountinfo::MountTable;
@@ -70,10 +77,27 @@ pub fn cleanup(
     cleanup_with(MountTable::read(), state_dir, providers, dry_run, skip)
 }
 
-/// [`cleanup`] with a mount table the caller has just read (a session reads it once for the
-/// cleanup and its planning). It must be read *before* the journals are listed: a session
-/// writes its journal before mounting its view, so any view in the table has a journal in the
-/// listing — a session starting right now cannot be mistaken for an orphan.
+/// Whether `state_dir` holds the journal of a dead session: one [`cleanup`] would replay.
+/// Lists the journals only, no mount table: a session start takes its slow path (the whole
+/// table, the cleanup with its orphan-view sweep) only when this says so or its target is not
+/// empty.
+pub fn dead_sessions(state_dir: &Path) -> bool {
+    Journal::list(state_dir)
+        .iter()
+        .any(|j| j.as_ref().is_ok_and(|j| !is_alive(&j.record)))
+}
+
+/// A journal's session is running: its process (same boot, same start time) or its liveness
+/// token, whichever state directory it journals in.
+fn is_alive(record: &Record) -> bool {
+    record.is_live() || crate::journal::LivenessToken::is_held(&record.session)
+}
+
+/// [`cleanup`] with a mount table the caller has just read (a session starting on the slow
+/// path reads it once for the cleanup and, when nothing was cleaned, its planning). It must be
+/// read *before* the journals are listed: a session writes its journal before mounting its
+/// view, so any view in the table has a journal in the listing — a session starting right now
+/// cannot be mistaken for an orphan.
 pub fn cleanup_with(
     table_before: Result<MountTable, crate::mountinfo::MountInfoError>,
     state_dir: &Path,
@@ -91,10 +115,7 @@ pub fn cleanup_with(
         match j {
             Err(e) => report.unreadable.push(e.to_string()),
             Ok(j) if Some(j.record.session.as_str()) == skip => {}
-            Ok(j)
-                if j.record.is_live()
-                    || crate::journal::LivenessToken::is_held(&j.record.session) =>
-            {
+            Ok(j) if is_alive(&j.record) => {
                 report.sessions.push(SessionCleanup {
                     session: j.record.session.clone(),
                     target: j.record.target.clone(),

@@ -1,10 +1,12 @@
-//! `/proc/self/mountinfo`: parsing and lookup.
+//! `/proc/self/mountinfo`: parsing and lookup; and the same lines rebuilt from statmount(2)
+//! for just the mounts of some paths ([`MountTable::for_paths`]).
 //!
 //! Format (proc(5)): `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTIONS`.
 //! Paths are escaped by the kernel: space, tab, newline and backslash appear as `\040`, `\011`,
 //! `\012`, `\134`. Any other byte — including bytes that are not UTF-8 — is written raw, so the
 //! parser works on bytes and builds paths from them without any lossy conversion.
 
+use crate::sys::statmount::{attr, mask, propagation, sb, StatMount};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -61,6 +63,155 @@ impl Mount {
     pub fn dev(&self) -> (u32, u32) {
         (self.major, self.minor)
     }
+
+    /// The mount exactly as its mountinfo line shows it (`show_mountinfo()` in
+    /// fs/proc_namespace.c), from a statmount reply to [`STATMOUNT_MASK`]. `mandlock`: the
+    /// superblock has `SB_MANDLOCK` (mountinfo's `mand`, which statmount does not report).
+    /// The error says which field the reply lacks.
+    pub fn from_statmount(sm: &StatMount, mandlock: bool) -> Result<Mount, String> {
+        let missing = STATMOUNT_NEEDED & !sm.supported();
+        if missing != 0 {
+            return Err(format!(
+                "statmount returned no {} (all known to Linux 6.13; before 6.15, which reports \
+                 what it supports, an empty field looks the same)",
+                mask_names(missing)
+            ));
+        }
+        // Present whenever supported: fs_type and mnt_root are never empty; mnt_point is
+        // empty only for a mount outside this process's root, which a path cannot lead to.
+        let string = |s: &Option<Vec<u8>>, bit: u64| {
+            s.clone()
+                .ok_or_else(|| format!("statmount returned no {}", mask_names(bit)))
+        };
+        let fs_type = string(&sm.fs_type, mask::FS_TYPE)?;
+        let root = string(&sm.mnt_root, mask::MNT_ROOT)?;
+        let mount_point = string(&sm.mnt_point, mask::MNT_POINT)?;
+        // Empty strings leave their bit out (mountinfo shows them empty).
+        let empty = Vec::new();
+        let subtype = sm.fs_subtype.as_ref().unwrap_or(&empty);
+        let source = sm.sb_source.as_ref().unwrap_or(&empty);
+        let fs_opts = sm.mnt_opts.as_ref().unwrap_or(&empty);
+
+        let mut fstype = fs_type;
+        if !subtype.is_empty() {
+            fstype.push(b'.');
+            fstype.extend_from_slice(subtype);
+        }
+        Ok(Mount {
+            id: sm.mnt_id_old.into(),
+            parent_id: sm.mnt_parent_id_old.into(),
+            major: sm.sb_dev_major,
+            minor: sm.sb_dev_minor,
+            root: PathBuf::from(OsString::from_vec(root)),
+            mount_point: PathBuf::from(OsString::from_vec(mount_point)),
+            options: mount_options(sm.mnt_attr),
+            optional: optional_fields(sm),
+            fstype: text(&fstype),
+            source: text(source),
+            super_options: super_options(sm.sb_flags, mandlock, fs_opts),
+        })
+    }
+}
+
+/// What [`MountTable::for_paths`] asks statmount for.
+pub const STATMOUNT_MASK: u64 = STATMOUNT_NEEDED | mask::SUPPORTED_MASK;
+
+/// The statmount fields a mountinfo line is made of.
+const STATMOUNT_NEEDED: u64 = mask::SB_BASIC
+    | mask::MNT_BASIC
+    | mask::PROPAGATE_FROM
+    | mask::MNT_ROOT
+    | mask::MNT_POINT
+    | mask::FS_TYPE
+    | mask::MNT_OPTS
+    | mask::FS_SUBTYPE
+    | mask::SB_SOURCE;
+
+fn mask_names(bits: u64) -> String {
+    [
+        (mask::SB_BASIC, "sb_basic"),
+        (mask::MNT_BASIC, "mnt_basic"),
+        (mask::PROPAGATE_FROM, "propagate_from"),
+        (mask::MNT_ROOT, "mnt_root"),
+        (mask::MNT_POINT, "mnt_point"),
+        (mask::FS_TYPE, "fs_type"),
+        (mask::MNT_OPTS, "mnt_opts"),
+        (mask::FS_SUBTYPE, "fs_subtype"),
+        (mask::SB_SOURCE, "sb_source"),
+    ]
+    .iter()
+    .filter(|(bit, _)| bits & bit != 0)
+    .map(|(_, name)| *name)
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// Per-mount options as `show_mountinfo()` writes them: `ro`/`rw`, then `show_mnt_opts()`'s
+/// flags in its order. Strict atime shows as no atime flag at all.
+fn mount_options(a: u64) -> String {
+    let atime = a & attr::ATIME_MASK;
+    let mut s = String::from(if a & attr::RDONLY != 0 { "ro" } else { "rw" });
+    for (on, flag) in [
+        (a & attr::NOSUID != 0, ",nosuid"),
+        (a & attr::NODEV != 0, ",nodev"),
+        (a & attr::NOEXEC != 0, ",noexec"),
+        (atime == attr::NOATIME, ",noatime"),
+        (a & attr::NODIRATIME != 0, ",nodiratime"),
+        (atime == attr::RELATIME, ",relatime"),
+        (a & attr::NOSYMFOLLOW != 0, ",nosymfollow"),
+        (a & attr::IDMAP != 0, ",idmapped"),
+    ] {
+        if on {
+            s.push_str(flag);
+        }
+    }
+    s
+}
+
+/// The tagged fields: `shared:N`, `master:N`, `propagate_from:N` (only when it differs from
+/// the master), `unbindable`.
+fn optional_fields(sm: &StatMount) -> Vec<String> {
+    let p = sm.mnt_propagation;
+    let mut v = Vec::new();
+    if p & propagation::SHARED != 0 {
+        v.push(format!("shared:{}", sm.mnt_peer_group));
+    }
+    if p & propagation::SLAVE != 0 {
+        v.push(format!("master:{}", sm.mnt_master));
+        if sm.propagate_from != 0 && sm.propagate_from != sm.mnt_master {
+            v.push(format!("propagate_from:{}", sm.propagate_from));
+        }
+    }
+    if p & propagation::UNBINDABLE != 0 {
+        v.push("unbindable".into());
+    }
+    v
+}
+
+/// Per-superblock options as `show_mountinfo()` writes them: `ro`/`rw`, `show_sb_opts()`'s
+/// flags, then the security and filesystem options (statmount's `mnt_opts`, escaped as in
+/// mountinfo, without the leading comma).
+fn super_options(sb_flags: u32, mandlock: bool, fs_opts: &[u8]) -> String {
+    let mut s = String::from(if sb_flags & sb::RDONLY != 0 {
+        "ro"
+    } else {
+        "rw"
+    });
+    for (on, flag) in [
+        (sb_flags & sb::SYNCHRONOUS != 0, ",sync"),
+        (sb_flags & sb::DIRSYNC != 0, ",dirsync"),
+        (mandlock, ",mand"),
+        (sb_flags & sb::LAZYTIME != 0, ",lazytime"),
+    ] {
+        if on {
+            s.push_str(flag);
+        }
+    }
+    if !fs_opts.is_empty() {
+        s.push(',');
+        s.push_str(&text(fs_opts));
+    }
+    s
 }
 
 fn find_option<'a>(options: &'a str, key: &str) -> Option<&'a str> {
@@ -94,10 +245,73 @@ pub struct MountTable {
     pub mounts: Vec<Mount>,
 }
 
+/// How [`MountTable::for_paths_via`] found the mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// statmount(2), one call per mount.
+    Statmount,
+    /// The whole of `/proc/self/mountinfo`, because statmount could not serve (why).
+    Mountinfo { reason: String },
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Statmount => f.write_str("statmount"),
+            Lookup::Mountinfo { reason } => write!(f, "mountinfo: {reason}"),
+        }
+    }
+}
+
 impl MountTable {
     /// Reads `/proc/self/mountinfo`.
     pub fn read() -> Result<Self, MountInfoError> {
         Self::read_from(Path::new("/proc/self/mountinfo"))
+    }
+
+    /// The mounts that hold `paths` — for each, the mount statx names, as
+    /// [`crate::sys::mount_id`] does — once each, in mountinfo order, with every field as
+    /// mountinfo shows it; looked up with one statmount(2) per mount, so the cost does not
+    /// grow with the machine's mount table. Where statmount cannot give every field (before
+    /// Linux 6.13, or anything failing), the whole table: a superset, which lookups by id do
+    /// not mind.
+    pub fn for_paths(paths: &[PathBuf]) -> Result<Self, MountInfoError> {
+        Self::for_paths_via(paths).map(|(table, _)| table)
+    }
+
+    /// [`MountTable::for_paths`], and which way it went.
+    pub fn for_paths_via(paths: &[PathBuf]) -> Result<(Self, Lookup), MountInfoError> {
+        match Self::statmount_paths(paths) {
+            Ok(table) => Ok((table, Lookup::Statmount)),
+            Err(reason) => {
+                log::debug!("mount lookup falls back to the whole mount table: {reason}");
+                Ok((Self::read()?, Lookup::Mountinfo { reason }))
+            }
+        }
+    }
+
+    fn statmount_paths(paths: &[PathBuf]) -> Result<Self, String> {
+        // Unique id → (SB_MANDLOCK, the first path on that mount, for messages).
+        let mut found: Vec<(u64, bool, &Path)> = Vec::new();
+        for path in paths {
+            let pm = crate::sys::path_mount(path).map_err(|e| format!("statx of {path:?}: {e}"))?;
+            if !found.iter().any(|(id, ..)| *id == pm.unique_id) {
+                found.push((pm.unique_id, pm.mandlock, path));
+            }
+        }
+        // mountinfo lists a namespace's mounts in unique-id order (Linux 6.8, the same
+        // release as unique ids): parents before children, as the parser's tables.
+        found.sort_by_key(|(id, ..)| *id);
+        let mut mounts = Vec::with_capacity(found.len());
+        for (id, mandlock, path) in found {
+            let sm = crate::sys::statmount(id, STATMOUNT_MASK)
+                .map_err(|e| format!("statmount of mount {id} (of {path:?}): {e}"))?;
+            mounts.push(
+                Mount::from_statmount(&sm, mandlock)
+                    .map_err(|e| format!("mount {id} (of {path:?}): {e}"))?,
+            );
+        }
+        Ok(Self { mounts })
     }
 
     pub fn read_from(path: &Path) -> Result<Self, MountInfoError> {
@@ -594,6 +808,160 @@ mod tests {
         assert_eq!(root.super_option("errors"), Some("remount-ro"));
         assert_eq!(root.option("ro"), None);
         assert_eq!(at(&t, "/srv").option("ro"), Some(""));
+    }
+
+    /// A statmount reply for a btrfs subvolume mount, as the kernel would give it for
+    /// `41 21 0:31 /@odd\040name /srv/odd rw,noatime shared:31 - btrfs /dev/nvme0n1p2 rw,...`.
+    fn reply() -> StatMount {
+        StatMount {
+            mask: STATMOUNT_MASK,
+            supported_mask: Some(0x7fff),
+            sb_dev_major: 0,
+            sb_dev_minor: 31,
+            sb_flags: 0,
+            mnt_id: (1 << 32) + 41,
+            mnt_parent_id: (1 << 32) + 21,
+            mnt_id_old: 41,
+            mnt_parent_id_old: 21,
+            mnt_attr: attr::NOATIME,
+            mnt_propagation: propagation::SHARED,
+            mnt_peer_group: 31,
+            fs_type: Some(b"btrfs".to_vec()),
+            mnt_root: Some(b"/@odd name".to_vec()),
+            mnt_point: Some(b"/srv/odd".to_vec()),
+            mnt_opts: Some(br"ssd,subvolid=300,subvol=/@odd\040name".to_vec()),
+            fs_subtype: None,
+            sb_source: Some(b"/dev/nvme0n1p2".to_vec()),
+            ..StatMount::default()
+        }
+    }
+
+    #[test]
+    fn statmount_reply_becomes_the_mountinfo_line() {
+        let line = r"41 21 0:31 /@odd\040name /srv/odd rw,noatime shared:31 - btrfs /dev/nvme0n1p2 rw,ssd,subvolid=300,subvol=/@odd\040name";
+        let parsed = table(line).mounts.remove(0);
+        assert_eq!(Mount::from_statmount(&reply(), false), Ok(parsed));
+    }
+
+    #[test]
+    fn mount_flags_in_show_mnt_opts_order() {
+        let opts = mount_options;
+        assert_eq!(opts(attr::RELATIME), "rw,relatime");
+        assert_eq!(opts(attr::STRICTATIME), "rw");
+        assert_eq!(
+            opts(attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC | attr::NOATIME),
+            "ro,nosuid,nodev,noexec,noatime"
+        );
+        // nodiratime sits between noatime and relatime.
+        assert_eq!(
+            opts(attr::NODIRATIME | attr::NOATIME),
+            "rw,noatime,nodiratime"
+        );
+        assert_eq!(opts(attr::NODIRATIME), "rw,nodiratime,relatime");
+        assert_eq!(
+            opts(attr::NOSYMFOLLOW | attr::IDMAP | attr::STRICTATIME),
+            "rw,nosymfollow,idmapped"
+        );
+    }
+
+    #[test]
+    fn superblock_flags_then_filesystem_options() {
+        assert_eq!(super_options(0, false, b""), "rw");
+        assert_eq!(
+            super_options(sb::RDONLY, false, b"errors=remount-ro"),
+            "ro,errors=remount-ro"
+        );
+        assert_eq!(
+            super_options(
+                sb::SYNCHRONOUS | sb::DIRSYNC | sb::LAZYTIME,
+                true,
+                b"size=1024k,inode64"
+            ),
+            "rw,sync,dirsync,mand,lazytime,size=1024k,inode64"
+        );
+    }
+
+    #[test]
+    fn propagation_fields() {
+        let with = |p, peer, master, from| {
+            optional_fields(&StatMount {
+                mnt_propagation: p,
+                mnt_peer_group: peer,
+                mnt_master: master,
+                propagate_from: from,
+                ..StatMount::default()
+            })
+        };
+        assert!(with(propagation::PRIVATE, 7, 0, 0).is_empty());
+        assert_eq!(with(propagation::SHARED, 7, 0, 0), ["shared:7"]);
+        assert_eq!(with(propagation::SLAVE, 0, 3, 3), ["master:3"]);
+        assert_eq!(
+            with(
+                propagation::SHARED | propagation::SLAVE | propagation::UNBINDABLE,
+                9,
+                3,
+                5
+            ),
+            ["shared:9", "master:3", "propagate_from:5", "unbindable"]
+        );
+    }
+
+    #[test]
+    fn subtype_and_empty_strings() {
+        let mut sm = reply();
+        sm.fs_type = Some(b"fuse".to_vec());
+        sm.fs_subtype = Some(b"sshfs".to_vec());
+        sm.sb_source = None; // empty: its bit is left out
+        sm.mnt_opts = None;
+        let m = Mount::from_statmount(&sm, false).unwrap();
+        assert_eq!(m.fstype, "fuse.sshfs");
+        assert_eq!(m.source, "");
+        assert_eq!(m.super_options, "rw");
+    }
+
+    #[test]
+    fn an_older_kernel_reply_is_refused_with_the_missing_fields() {
+        // 6.8–6.12: no sb_source, no fs_subtype, and nothing saying what is supported.
+        let mut sm = reply();
+        sm.supported_mask = None;
+        sm.mask &= !(mask::SB_SOURCE | mask::FS_SUBTYPE | mask::SUPPORTED_MASK);
+        let err = Mount::from_statmount(&sm, false).unwrap_err();
+        assert!(err.contains("fs_subtype, sb_source"), "{err}");
+        // With supported_mask, an absent mount point is a real absence.
+        let mut sm = reply();
+        sm.mnt_point = None;
+        sm.mask &= !mask::MNT_POINT;
+        assert!(Mount::from_statmount(&sm, false)
+            .unwrap_err()
+            .contains("mnt_point"));
+    }
+
+    #[test]
+    fn a_path_statx_cannot_reach_falls_back_to_the_whole_table() {
+        let missing = PathBuf::from("/nonexistent/snaptest-for-paths");
+        let (t, lookup) = MountTable::for_paths_via(&[missing]).unwrap();
+        match lookup {
+            Lookup::Mountinfo { reason } => {
+                assert!(reason.contains("snaptest-for-paths"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.mounted_at(Path::new("/")).is_some());
+    }
+
+    #[test]
+    fn for_paths_of_the_root() {
+        // Unprivileged: statmount needs no capability for a mount the caller can reach.
+        let (t, lookup) = MountTable::for_paths_via(&[PathBuf::from("/")]).unwrap();
+        let root = t
+            .by_id(crate::sys::mount_id(Path::new("/")).unwrap())
+            .unwrap();
+        assert_eq!(root.mount_point, Path::new("/"));
+        if lookup == Lookup::Statmount {
+            assert_eq!(t.mounts.len(), 1);
+            let full = MountTable::read().unwrap();
+            assert_eq!(Some(root), full.by_id(root.id));
+        }
     }
 
     #[test]

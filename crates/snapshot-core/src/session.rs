@@ -4,7 +4,7 @@
 use crate::journal::{FrozenWriters, Journal, ObjectState, Record, SnapshotEntry};
 use crate::lock::{LockError, TargetLock};
 use crate::mountinfo::MountTable;
-use crate::plan::{plan_live, Plan};
+use crate::plan::Plan;
 use crate::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
@@ -242,7 +242,10 @@ pub fn plan_request(
     providers: &[Box<dyn Provider>],
 ) -> Result<Plan, SessionError> {
     let v = validate(&request.dirs, &request.target).map_err(usage)?;
-    plan_live(&v.dirs, providers)
+    // Only the DIRs' mounts, like a session's normal start.
+    let table = MountTable::for_paths(&v.dirs)
+        .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
+    crate::plan::plan(&v.dirs, &table, crate::sys::mount_id, providers)
         .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))
 }
 
@@ -260,7 +263,10 @@ impl<'p> Session<'p> {
                 "must run as root: snapshots and mounts need CAP_SYS_ADMIN",
             ));
         }
+        // Something in the target at the first look sends the start down the slow path below.
+        let mut target_was_full = false;
         if let Err(e) = check_target_empty(&v.target) {
+            target_was_full = true;
             if TargetLock::is_held(&request.runtime_dir, &v.target) {
                 return Err(SessionError::new(
                     FailureKind::Busy,
@@ -286,34 +292,47 @@ impl<'p> Session<'p> {
             LockError::Busy { .. } => SessionError::new(FailureKind::Busy, e.to_string()),
             LockError::Io { .. } => SessionError::new(FailureKind::Internal, e.to_string()),
         })?;
-        // What dead sessions left behind goes first (DESIGN.md §3.3).
-        // One read of the mount table serves the cleanup and the plan (it grows with the
-        // machine's mounts), unless the cleanup changed it.
+        // What dead sessions left behind goes first (DESIGN.md §3.3) — when there is any. The
+        // journals are listed first, which needs no mount table. The slow path — a dead
+        // session's journal, or a target that was not empty (a dead view, maybe without a
+        // journal) — reads the whole mount table, runs the cleanup with its orphan-view sweep
+        // and plans over that table (read again if the cleanup changed it). The normal start
+        // does no cleanup and looks up only the DIRs' mounts (statmount), so its planning does
+        // not grow with the machine's mount table; views that lost their journal are then left
+        // to `snapshot cleanup` and to the next slow-path start.
         let t = Instant::now();
-        let read_table = || {
-            MountTable::read().map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))
+        let internal = |e: crate::mountinfo::MountInfoError| {
+            SessionError::new(FailureKind::Internal, e.to_string())
         };
-        let mut table = read_table()?;
-        let report = crate::cleanup::cleanup_with(
-            Ok(table.clone()),
-            &request.state_dir,
-            providers,
-            false,
-            None,
-        );
-        if report.sessions.iter().any(|s| !s.live) {
-            table = read_table()?;
-        }
-        for sc in report.sessions.iter().filter(|s| !s.live) {
-            log::warn!(
-                "cleaned up after dead session {}: {}",
-                sc.session,
-                sc.actions.join("; ")
-            );
-            for p in &sc.problems {
-                log::warn!("cleaning up after {}: {p}", sc.session);
-            }
-        }
+        let (table, lookup) =
+            if target_was_full || crate::cleanup::dead_sessions(&request.state_dir) {
+                // Read before the cleanup lists the journals (see `cleanup_with`).
+                let mut table = MountTable::read().map_err(internal)?;
+                let report = crate::cleanup::cleanup_with(
+                    Ok(table.clone()),
+                    &request.state_dir,
+                    providers,
+                    false,
+                    None,
+                );
+                if report.sessions.iter().any(|s| !s.live) {
+                    table = MountTable::read().map_err(internal)?;
+                }
+                for sc in report.sessions.iter().filter(|s| !s.live) {
+                    log::warn!(
+                        "cleaned up after dead session {}: {}",
+                        sc.session,
+                        sc.actions.join("; ")
+                    );
+                    for p in &sc.problems {
+                        log::warn!("cleaning up after {}: {p}", sc.session);
+                    }
+                }
+                (table, "mountinfo, startup cleanup".to_owned())
+            } else {
+                let (table, lookup) = MountTable::for_paths_via(&v.dirs).map_err(internal)?;
+                (table, lookup.to_string())
+            };
         // Checked again under the lock and after the cleanup: a dead session's view is gone
         // now, and a live session may have filled the target since the first look.
         check_target_empty(&v.target).map_err(usage)?;
@@ -322,7 +341,7 @@ impl<'p> Session<'p> {
             .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
         let plan_time = t.elapsed();
         log::info!(
-            "planned in {:.2} ms (startup cleanup included; {} mounts in the table)",
+            "planned in {:.2} ms ({lookup}; mounts in the table: {})",
             plan_time.as_secs_f64() * 1e3,
             table.mounts.len()
         );

@@ -1,22 +1,52 @@
 //! What a certification run is made of: which provider takes which filesystem on this machine,
-//! and the fixtures of one provider × filesystem — two loop-device filesystems of that kind
-//! (cross-filesystem consistency), the writer hook that pauses the cooperative workload, and
-//! the session's directories. Everything lives under one `snaptest-certify-*` scratch
-//! directory and `snaptest-certify-*` backing files, and is removed by `Drop` on every path.
+//! and the fixtures of one provider × filesystem — two filesystems of that kind (on loop
+//! devices, two LVs of one VG, or two datasets of one ZFS pool: cross-filesystem
+//! consistency), the writer hook that pauses the cooperative workload, and the session's
+//! directories. Everything lives under one `snaptest-certify-*` scratch directory and
+//! `snaptest-*` backing files, VGs and pools, and is removed by `Drop` on every path.
 
 use super::workloads::{Roots, PAUSE_ACK, PAUSE_REQUEST};
 use anyhow::{bail, Context, Result};
 use snapshot_testkit::lvm::{LvFs, ThinPool, Vg};
+use snapshot_testkit::zfs::{zfs_tool, Dataset, Mountpoint, Pool};
 use snapshot_testkit::{FsKind, LoopFs, Scratch};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// What the fixture's two filesystems are: made by mkfs (on loop devices or LVs), or two
+/// datasets of one ZFS pool. Equal to the [`FsKind`] it wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Fs(FsKind),
+    Zfs,
+}
+
+impl Kind {
+    pub const EXT4: Kind = Kind::Fs(FsKind::Ext4);
+    pub const XFS: Kind = Kind::Fs(FsKind::Xfs);
+    pub const BTRFS: Kind = Kind::Fs(FsKind::Btrfs);
+    pub const ALL: [Kind; 4] = [Kind::EXT4, Kind::XFS, Kind::BTRFS, Kind::Zfs];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Fs(k) => k.name(),
+            Kind::Zfs => "zfs",
+        }
+    }
+}
+
+impl PartialEq<FsKind> for Kind {
+    fn eq(&self, other: &FsKind) -> bool {
+        *self == Kind::Fs(*other)
+    }
+}
 
 /// A provider the harness can certify here, and the filesystems it takes on this machine
 /// (a provider is selected by building fixtures its probe accepts and no earlier one does).
 #[derive(Debug, Clone, Copy)]
 pub struct ProviderSpec {
     pub name: &'static str,
-    pub takes: &'static [FsKind],
+    pub takes: &'static [Kind],
     /// Where the loop devices' backing files live.
     pub backing: Backing,
     /// Needs the maintainer's `filesystems.d` scripts (`--scripts-dir`).
@@ -34,6 +64,8 @@ pub enum Backing {
     LvmClassic,
     /// Two thin LVs of one thin pool (device-mapper: the VM tier).
     LvmThin,
+    /// Two datasets of one ZFS pool on a sparse file in `/var/tmp` (ZFS: the VM tier).
+    ZfsPool,
 }
 
 /// Providers tried by `--provider all`, in report order. LVM and ZFS join in the VM tier
@@ -41,66 +73,73 @@ pub enum Backing {
 pub const PROVIDERS: &[ProviderSpec] = &[
     ProviderSpec {
         name: "btrfs",
-        takes: &[FsKind::Btrfs],
+        takes: &[Kind::BTRFS],
         backing: Backing::Plain,
         needs_scripts: false,
     },
     ProviderSpec {
         name: "freeze",
-        takes: &[FsKind::Ext4, FsKind::Xfs],
+        takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Reflink,
         needs_scripts: false,
     },
     // Tried after freeze, so only given what freeze declines (plain backing files).
     ProviderSpec {
         name: "script",
-        takes: &[FsKind::Ext4, FsKind::Xfs],
+        takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Plain,
         needs_scripts: true,
     },
     // The negative control: a live read-only bind, declared not consistent.
     ProviderSpec {
         name: "bind",
-        takes: &[FsKind::Ext4, FsKind::Xfs],
+        takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Plain,
         needs_scripts: false,
     },
 ];
 
-/// Providers that need device-mapper (run `xtask certify` inside `cargo xtask vm-test`):
-/// selected by name only, never by `all`.
+/// Providers that need device-mapper or ZFS (run `xtask certify` inside `cargo xtask
+/// vm-test`): selected by name only, never by `all`.
 pub const VM_PROVIDERS: &[ProviderSpec] = &[
     ProviderSpec {
         name: "lvm",
-        takes: &[FsKind::Ext4, FsKind::Xfs],
+        takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::LvmClassic,
         needs_scripts: false,
     },
     ProviderSpec {
         name: "lvm-thin",
-        takes: &[FsKind::Ext4, FsKind::Xfs],
+        takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::LvmThin,
+        needs_scripts: false,
+    },
+    // One pool, two datasets: the provider snapshots both in one atomic `zfs snapshot`.
+    ProviderSpec {
+        name: "zfs",
+        takes: &[Kind::Zfs],
+        backing: Backing::ZfsPool,
         needs_scripts: false,
     },
 ];
 
-pub fn parse_fs(s: &str) -> Result<Vec<FsKind>> {
+pub fn parse_fs(s: &str) -> Result<Vec<Kind>> {
     match s {
-        "all" => Ok(FsKind::ALL.to_vec()),
-        _ => FsKind::ALL
+        "all" => Ok(Kind::ALL.to_vec()),
+        _ => Kind::ALL
             .into_iter()
             .find(|k| k.name() == s)
             .map(|k| vec![k])
-            .with_context(|| format!("--fs {s}: expected ext4, xfs, btrfs or all")),
+            .with_context(|| format!("--fs {s}: expected ext4, xfs, btrfs, zfs or all")),
     }
 }
 
 /// Provider × filesystem pairs to run, in order.
 pub fn matrix(
     provider: &str,
-    fs: &[FsKind],
+    fs: &[Kind],
     scripts: Option<&Path>,
-) -> Result<Vec<(ProviderSpec, FsKind)>> {
+) -> Result<Vec<(ProviderSpec, Kind)>> {
     let specs: Vec<ProviderSpec> = match provider {
         // The script provider certifies the maintainer's scripts: only when given some.
         "all" => PROVIDERS
@@ -158,13 +197,14 @@ pub fn matrix(
     Ok(out)
 }
 
-/// Size of each fixture filesystem (sparse): room for the workloads and, on btrfs, for the
-/// copy-on-write of snapshots taken several times a second — deleted snapshots are freed by
-/// the btrfs cleaner a while later, and at 512 MiB the writers ran into ENOSPC.
-fn size_mb(kind: FsKind) -> u64 {
+/// Size of each fixture filesystem (sparse; for ZFS, of the pool holding both datasets): room
+/// for the workloads and, on btrfs and ZFS, for the copy-on-write of snapshots taken several
+/// times a second — deleted snapshots are freed by the btrfs cleaner (ZFS: an asynchronous
+/// destroy) a while later, and at 512 MiB the btrfs writers ran into ENOSPC.
+fn size_mb(kind: Kind) -> u64 {
     match kind {
-        FsKind::Btrfs => 2048,
-        _ => kind.min_size_mb().max(512),
+        Kind::Fs(FsKind::Btrfs) | Kind::Zfs => 2048,
+        Kind::Fs(k) => k.min_size_mb().max(512),
     }
 }
 
@@ -184,11 +224,12 @@ fn backing_dir() -> PathBuf {
     }
 }
 
-/// One filesystem of a fixture: on a loop device, or on an LV.
+/// One filesystem of a fixture: on a loop device, on an LV, or a ZFS dataset.
 #[derive(Debug)]
 pub enum CertFs {
     Loop(LoopFs),
     Lv(LvFs),
+    Zfs(Dataset),
 }
 
 impl CertFs {
@@ -196,13 +237,15 @@ impl CertFs {
         match self {
             CertFs::Loop(f) => &f.mount_point,
             CertFs::Lv(f) => &f.mount_point,
+            CertFs::Zfs(d) => &d.mount_point,
         }
     }
 
-    pub fn kind(&self) -> FsKind {
+    pub fn kind(&self) -> Kind {
         match self {
-            CertFs::Loop(f) => f.kind,
-            CertFs::Lv(f) => f.kind,
+            CertFs::Loop(f) => Kind::Fs(f.kind),
+            CertFs::Lv(f) => Kind::Fs(f.kind),
+            CertFs::Zfs(_) => Kind::Zfs,
         }
     }
 
@@ -210,14 +253,14 @@ impl CertFs {
     pub fn backing(&self) -> Option<&Path> {
         match self {
             CertFs::Loop(f) => Some(&f.backing),
-            CertFs::Lv(_) => None,
+            CertFs::Lv(_) | CertFs::Zfs(_) => None,
         }
     }
 
     /// The LV's volume group.
     pub fn vg(&self) -> Option<&str> {
         match self {
-            CertFs::Loop(_) => None,
+            CertFs::Loop(_) | CertFs::Zfs(_) => None,
             CertFs::Lv(f) => Some(&f.vg),
         }
     }
@@ -231,7 +274,8 @@ struct LvmHold {
 }
 
 /// Two filesystems and the session's directories. Fields drop in order: the filesystems are
-/// unmounted before the scratch directory holding their mount points is removed.
+/// unmounted (ZFS: destroyed) before what holds them (btrfs host, VG, pool) and before the
+/// scratch directory holding their mount points is removed.
 #[derive(Debug)]
 pub struct Fixture {
     pub fs1: CertFs,
@@ -241,6 +285,8 @@ pub struct Fixture {
     _host: Option<LoopFs>,
     /// The VG of `fs1` and `fs2` ([`Backing::LvmClassic`], [`Backing::LvmThin`]).
     _lvm: Option<LvmHold>,
+    /// The pool of `fs1` and `fs2` ([`Backing::ZfsPool`]).
+    _zfs: Option<Pool>,
     /// The control directory of the pause protocol (not on a snapshotted filesystem).
     pub ctl: PathBuf,
     /// `--writers-dir`: the hook pausing the cooperative workload.
@@ -260,11 +306,11 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn build(spec: &ProviderSpec, kind: FsKind, scripts: Option<&Path>) -> Result<Self> {
+    pub fn build(spec: &ProviderSpec, kind: Kind, scripts: Option<&Path>) -> Result<Self> {
         let tag = format!("certify-{}-{}", spec.name, kind.name());
         let scratch = Scratch::new(&tag)?;
         let host = match spec.backing {
-            Backing::Plain | Backing::LvmClassic | Backing::LvmThin => None,
+            Backing::Plain | Backing::LvmClassic | Backing::LvmThin | Backing::ZfsPool => None,
             Backing::Reflink => Some(LoopFs::new_in(
                 &backing_dir(),
                 &format!("{tag}-host"),
@@ -276,28 +322,33 @@ impl Fixture {
         let backing = host
             .as_ref()
             .map_or_else(backing_dir, |h| h.mount_point.clone());
-        let (fs1, fs2, lvm) = match spec.backing {
-            Backing::Plain | Backing::Reflink => {
+        let (fs1, fs2, lvm, zfs) = match (spec.backing, kind) {
+            (Backing::Plain | Backing::Reflink, Kind::Fs(kind)) => {
                 let fs1 = LoopFs::new_in(
                     &backing,
                     &format!("{tag}-1"),
                     kind,
-                    size_mb(kind),
+                    size_mb(Kind::Fs(kind)),
                     &scratch.join("fs1"),
                 )?;
                 let fs2 = LoopFs::new_in(
                     &backing,
                     &format!("{tag}-2"),
                     kind,
-                    size_mb(kind),
+                    size_mb(Kind::Fs(kind)),
                     &scratch.join("fs2"),
                 )?;
-                (CertFs::Loop(fs1), CertFs::Loop(fs2), None)
+                (CertFs::Loop(fs1), CertFs::Loop(fs2), None, None)
             }
-            Backing::LvmClassic | Backing::LvmThin => {
+            (Backing::LvmClassic | Backing::LvmThin, Kind::Fs(kind)) => {
                 let (fs1, fs2, hold) = lvm_pair(spec.backing, &tag, kind, &scratch)?;
-                (CertFs::Lv(fs1), CertFs::Lv(fs2), Some(hold))
+                (CertFs::Lv(fs1), CertFs::Lv(fs2), Some(hold), None)
             }
+            (Backing::ZfsPool, Kind::Zfs) => {
+                let (fs1, fs2, pool) = zfs_pair(&tag, &scratch)?;
+                (CertFs::Zfs(fs1), CertFs::Zfs(fs2), None, Some(pool))
+            }
+            (backing, kind) => bail!("no {} fixture on {backing:?}", kind.name()),
         };
         let dir = |name: &str| -> Result<PathBuf> {
             let p = scratch.join(name);
@@ -319,6 +370,7 @@ impl Fixture {
             fs2,
             _host: host,
             _lvm: lvm,
+            _zfs: zfs,
             _scratch: scratch,
         };
         write_pause_hook(&fx.hooks.join("50-certify-pause"), &fx.ctl)?;
@@ -348,7 +400,7 @@ fn lvm_pair(
     kind: FsKind,
     scratch: &Scratch,
 ) -> Result<(LvFs, LvFs, LvmHold)> {
-    let lv_mb = size_mb(kind);
+    let lv_mb = size_mb(Kind::Fs(kind));
     let vg = Vg::on_loop_files(tag, 1, 3 * lv_mb + 512)?;
     let (fs1, fs2, pool) = if backing == Backing::LvmThin {
         let pool = vg.thin_pool("pool", 2 * lv_mb + 256)?;
@@ -382,6 +434,20 @@ fn lvm_pair(
             _vg: vg,
         },
     ))
+}
+
+/// Two datasets of one pool (on a sparse file in `/var/tmp`, the guest's scratch disk: a
+/// whole-disk vdev would wait for udev, which the guest does not run), mounted by ZFS at
+/// `fs1` and `fs2` of the scratch directory. The `zfs` module is loaded when it is not yet.
+/// On an error, what was made goes in reverse order (datasets, then the pool).
+fn zfs_pair(tag: &str, scratch: &Scratch) -> Result<(Dataset, Dataset, Pool)> {
+    if !Path::new("/dev/zfs").exists() {
+        zfs_tool("modprobe", &["zfs"]).context("loading the zfs module")?;
+    }
+    let pool = Pool::on_file(tag, size_mb(Kind::Zfs))?;
+    let fs1 = pool.dataset("fs1", Mountpoint::At(&scratch.join("fs1")))?;
+    let fs2 = pool.dataset("fs2", Mountpoint::At(&scratch.join("fs2")))?;
+    Ok((fs1, fs2, pool))
 }
 
 /// The writer hook of the cooperative pair: on `freeze`, asks the workload to pause at its
@@ -463,7 +529,15 @@ mod tests {
         assert!(matrix("btrfs", &parse_fs("ext4").unwrap(), None).is_err());
         assert!(matrix("script", &all, None).is_err());
         assert_eq!(matrix("all", &all, Some(Path::new("/x"))).unwrap().len(), 7);
-        assert!(matrix("zfs", &all, None).is_err());
+        // The VM-tier providers: by name only.
+        let m = matrix("zfs", &all, None).unwrap();
+        let names: Vec<_> = m.iter().map(|(p, k)| (p.name, k.name())).collect();
+        assert_eq!(names, [("zfs", "zfs")]);
+        assert_eq!(matrix("lvm", &all, None).unwrap().len(), 2);
+        assert!(matrix("zfs", &parse_fs("ext4").unwrap(), None).is_err());
+        assert!(matrix("freeze", &parse_fs("zfs").unwrap(), None).is_err());
+        assert!(matrix("nfs", &all, None).is_err());
         assert!(parse_fs("ntfs").is_err());
+        assert!(Kind::BTRFS == FsKind::Btrfs && Kind::Zfs != FsKind::Btrfs);
     }
 }

@@ -12,12 +12,11 @@ mod session;
 mod workloads;
 
 use anyhow::{bail, Context, Result};
-use fixtures::{Fixture, ProviderSpec};
+use fixtures::{Fixture, Kind, ProviderSpec};
 use invariants::{check_all, copy_tree, Invariant, Violation, Window};
 use report::{ComboReport, CycleRecord, Report};
 use session::{Manifest, Session};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use snapshot_testkit::FsKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,10 +34,10 @@ pub const DEFAULT_CYCLES: u32 = 100;
 pub struct CertifyArgs {
     /// Provider to certify: btrfs, freeze, bind (the negative control), script (the
     /// filesystems.d scripts given with --scripts-dir), or all; lvm and lvm-thin need
-    /// device-mapper (inside `cargo xtask vm-test`) and are never part of all.
+    /// device-mapper, zfs needs ZFS (inside `cargo xtask vm-test`): never part of all.
     #[arg(long, value_name = "NAME", default_value = "all")]
     provider: String,
-    /// Filesystem: ext4, xfs, btrfs or all (each provider runs on those it takes).
+    /// Filesystem: ext4, xfs, btrfs, zfs or all (each provider runs on those it takes).
     #[arg(long, value_name = "FS", default_value = "all")]
     fs: String,
     /// Snapshot sessions per provider × filesystem.
@@ -135,7 +134,7 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
 fn certify(
     snapshot: &Path,
     spec: &ProviderSpec,
-    kind: FsKind,
+    kind: Kind,
     cycles: u32,
     scripts: Option<&Path>,
     interrupted: &AtomicBool,
@@ -170,7 +169,7 @@ fn certify_into(
     rep: &mut ComboReport,
     snapshot: &Path,
     spec: &ProviderSpec,
-    kind: FsKind,
+    kind: Kind,
     cycles: u32,
     scripts: Option<&Path>,
     interrupted: &AtomicBool,
