@@ -3,7 +3,8 @@
 //! in the same run — the snapshot ioctls and read-only mounts issued directly, no session around
 //! them — so every figure is also a ratio to what the kernel needs anyway. A benchmark, never a
 //! test: targets are reported, never asserted. The freeze provider ([`freeze`]) and, in the VM
-//! guest, LVM ([`lvm`]) are measured the same way against their own raw baselines.
+//! guest, LVM ([`lvm`]) and ZFS ([`zfs`]) are measured the same way against their own raw
+//! baselines.
 //!
 //! Per configuration and run (after one unrecorded warm-up), interleaved so that drift hits
 //! both sides alike: raw snapshots (sequential, then parallel threads) + mounts + removal;
@@ -15,6 +16,7 @@
 
 mod freeze;
 mod lvm;
+mod zfs;
 
 use crate::{cargo, install_deps, root, run};
 use anyhow::{bail, Context, Result};
@@ -60,6 +62,11 @@ pub struct BenchArgs {
     /// `lvcreate --snapshot` in the same run): device-mapper, so inside `cargo xtask vm-test`.
     #[arg(long)]
     lvm: bool,
+    /// Measure the ZFS provider instead (1 dataset and 2 of one pool, against raw `zfs
+    /// snapshot` + `zfs hold` + mount in the same run): the ZFS module, so inside
+    /// `cargo xtask vm-test`. With `--lvm`, both.
+    #[arg(long)]
+    zfs: bool,
     /// Use this `snapshot` binary instead of building one (e.g. inside the VM guest).
     #[arg(long, value_name = "FILE")]
     snapshot_bin: Option<PathBuf>,
@@ -99,8 +106,9 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             release_binary()?
         }
     };
-    let btrfs = !args.lvm && args.providers.iter().any(|p| p == "btrfs");
-    let freeze = !args.lvm && args.providers.iter().any(|p| p == "freeze");
+    let host = !args.lvm && !args.zfs;
+    let btrfs = host && args.providers.iter().any(|p| p == "btrfs");
+    let freeze = host && args.providers.iter().any(|p| p == "freeze");
 
     let mut counts = args.fs_counts.clone();
     counts.sort_unstable();
@@ -145,8 +153,23 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         }
     }
 
+    let mut zfs_results = Vec::new();
+    if args.zfs {
+        eprintln!("bench: zfs: a pool on a sparse file, two datasets");
+        let fx = zfs::ZfsFixtures::new(&scratch)?;
+        for (label, n) in fx.configs() {
+            eprintln!("bench: zfs, {label}, {} runs", args.runs);
+            let mut s = zfs::ZfsSamples::default();
+            for run in 0..=args.runs {
+                zfs::iteration(&fx, &bin, n, (run > 0).then_some(&mut s))?;
+            }
+            zfs_results.push(zfs::ZfsConfig::new(label, n, &s));
+        }
+    }
+
     let mut report = Report::new(args.runs, results, freeze_results);
     report.lvm = lvm_results;
+    report.zfs = zfs_results;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -1067,6 +1090,8 @@ struct Report {
     freeze: Vec<freeze::FreezeConfig>,
     /// The LVM providers (`--lvm`), against raw `lvcreate --snapshot`.
     lvm: Vec<lvm::LvmConfig>,
+    /// The ZFS provider (`--zfs`), against raw `zfs snapshot` + hold + mount.
+    zfs: Vec<zfs::ZfsConfig>,
     targets: Vec<Target>,
 }
 
@@ -1165,6 +1190,7 @@ impl Report {
             configs,
             freeze,
             lvm: Vec::new(),
+            zfs: Vec::new(),
             targets,
         }
     }
@@ -1276,6 +1302,9 @@ impl Report {
         }
         for l in &self.lvm {
             l.table(&mut o);
+        }
+        for z in &self.zfs {
+            z.table(&mut o);
         }
         if !self.targets.is_empty() {
             let _ = writeln!(o, "\ntargets (reported, never asserted)");
