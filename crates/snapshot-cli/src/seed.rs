@@ -8,6 +8,7 @@ use snapshot_core::session::{
 };
 use snapshot_core::Provider;
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -20,7 +21,43 @@ pub enum HoldUntil {
     /// SIGUSR1 (sent by `stop-snapshot`); stdin is ignored.
     Usr1,
     /// `snapshot run`: this command exits (a signal to us is passed on to it).
-    Command(Vec<std::ffi::OsString>),
+    Command(RunCommand),
+}
+
+/// `snapshot run`'s command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCommand {
+    pub argv: Vec<std::ffi::OsString>,
+    /// `--in-place`: run it in a private mount namespace where each DIR's snapshot covers
+    /// the DIR itself.
+    pub in_place: bool,
+}
+
+/// `--in-place`: (view of a DIR, the DIR) pairs to bind, parents before children. A DIR below
+/// another DIR of the same view mount is left out: the parent's bind shows it already. A DIR
+/// on another filesystem is bound on its own over the empty directory the parent's bind shows
+/// there (binds are non-recursive, like the view).
+pub fn in_place_binds(manifest: &Manifest) -> Vec<(PathBuf, PathBuf)> {
+    let mut binds = Vec::new();
+    for m in &manifest.mounts {
+        for d in &m.dirs {
+            let covered = m.dirs.iter().any(|p| p != d && d.starts_with(p));
+            if !covered {
+                let rel = d.strip_prefix("/").unwrap_or(d);
+                binds.push((manifest.target.join(rel), d.clone()));
+            }
+        }
+    }
+    // Parents first: a child's bind must land on the parent's bind, not under it.
+    binds.sort_by_key(|(_, d)| d.components().count());
+    binds
+}
+
+/// `--in-place` cannot cover `/` (the command would run on a read-only root, without its
+/// /proc, /dev or a writable cache): the DIR naming it, for the usage error.
+pub fn in_place_root_dir(dirs: &[PathBuf]) -> Option<&PathBuf> {
+    dirs.iter()
+        .find(|d| std::fs::canonicalize(d).is_ok_and(|c| c.parent().is_none()))
 }
 
 /// How the hold ended.
@@ -71,7 +108,7 @@ impl Signals {
     }
 
     /// Blocks until the hold ends.
-    pub fn hold(&self, until: &HoldUntil, env: &[(&str, String)]) -> HoldEnd {
+    pub fn hold(&self, until: &HoldUntil, env: &[(&str, String)], manifest: &Manifest) -> HoldEnd {
         use signal_hook::consts::SIGUSR1;
         let mut child_pid = None;
         match until {
@@ -86,15 +123,32 @@ impl Signals {
                 });
             }
             HoldUntil::Usr1 => {}
-            HoldUntil::Command(argv) => {
-                let spawned = std::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .envs(env.iter().map(|(k, v)| (k, v)))
-                    .spawn();
+            HoldUntil::Command(RunCommand { argv, in_place }) => {
+                let mut cmd = std::process::Command::new(&argv[0]);
+                cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v)));
+                if *in_place {
+                    let binds = in_place_binds(manifest);
+                    for (view, dir) in &binds {
+                        log::info!("in place: {} shows {}", dir.display(), view.display());
+                    }
+                    if let Err(e) = snapshot_core::sys::in_private_namespace(&mut cmd, &binds) {
+                        say!("snapshot: error: --in-place: {e}");
+                        return HoldEnd {
+                            signal: None,
+                            command: Some(exit::FAILURE),
+                        };
+                    }
+                }
+                let spawned = cmd.spawn();
                 let mut child = match spawned {
                     Ok(c) => c,
                     Err(e) => {
-                        say!("snapshot: error: cannot run {:?}: {e}", argv[0]);
+                        let how = if *in_place {
+                            " in place (a private mount namespace with the snapshots over the DIRs)"
+                        } else {
+                            ""
+                        };
+                        say!("snapshot: error: cannot run {:?}{how}: {e}", argv[0]);
                         return HoldEnd {
                             signal: None,
                             command: Some(127),
@@ -242,7 +296,7 @@ pub fn run_session(
         Ok(()) => {
             session.fault_point("after-ready");
             match signals.interrupt.load(Ordering::SeqCst) as i32 {
-                0 => signals.hold(&until, &env),
+                0 => signals.hold(&until, &env, &manifest),
                 sig => HoldEnd {
                     signal: Some(sig),
                     command: None,

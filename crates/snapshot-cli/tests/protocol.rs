@@ -435,6 +435,108 @@ fn run_command_with_the_view() {
     assert_clean(&target);
 }
 
+/// `snapshot run --in-place`: the command sees each DIR's snapshot at the DIR's own path
+/// (a btrfs DIR and another btrfs DIR mounted inside it; relative paths from its working directory
+/// too), read-only, while the caller's namespace keeps the live filesystems; the binds vanish
+/// with the command. `/` is refused as a usage error before anything is made.
+#[test]
+fn run_in_place_covers_the_dirs_for_the_command_only() {
+    if !require_privileges("run_in_place_covers_the_dirs_for_the_command_only") {
+        return;
+    }
+    let scratch = Scratch::new("inplace").unwrap();
+    let a = scratch.join("srv/a");
+    let fa = LoopFs::new("inplace-a", FsKind::Btrfs, 128, &a).unwrap();
+    let nested = a.join("nested");
+    let fnested = LoopFs::new("inplace-n", FsKind::Btrfs, 128, &nested).unwrap();
+    fa.write("f", "v1\n").unwrap();
+    fnested.write("g", "v1\n").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+    let state = rt.join("state");
+    let (ready, go, out) = (
+        scratch.join("ready"),
+        scratch.join("go"),
+        scratch.join("out"),
+    );
+    // Once the test has changed the live files: reads (relative to its working directory in
+    // the DIR, and absolute), then tries a write to each DIR.
+    let cmd = format!(
+        "touch {ready}; i=0; while [ ! -e {go} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; \
+         cat f > {out}; cat {a}/f >> {out}; cat {n}/g >> {out}; \
+         if echo x > {a}/new 2>/dev/null; then echo writable >> {out}; else echo read-only >> {out}; fi; \
+         if echo x > {n}/new 2>/dev/null; then echo writable >> {out}; else echo read-only >> {out}; fi",
+        out = s(&out),
+        ready = s(&ready),
+        go = s(&go),
+        a = s(&a),
+        n = s(&nested),
+    );
+    let base = [
+        "--runtime-dir",
+        s(&rt),
+        "--state-dir",
+        s(&state),
+        "--no-writers",
+        "-t",
+        s(&target),
+    ];
+    let a_mount = snapshot_core::sys::mount_id(&a).unwrap();
+    let mut child = std::process::Command::new(bin("snapshot"))
+        .args(["run", "--in-place", "-v"])
+        .args(base)
+        .args([s(&a), s(&nested), "--", "sh", "-c", &cmd])
+        .current_dir(&a)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !ready.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "snapshot exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The caller's namespace: the live filesystems, no bind over the DIRs.
+    assert_eq!(snapshot_core::sys::mount_id(&a).unwrap(), a_mount);
+    fa.write("f", "v2\n").unwrap();
+    fnested.write("g", "v2\n").unwrap();
+    assert_eq!(std::fs::read_to_string(a.join("f")).unwrap(), "v2\n");
+    std::fs::write(&go, "").unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(60));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        lines(&out),
+        ["v1", "v1", "v1", "read-only", "read-only"],
+        "the command must see the snapshots at the DIRs' paths: {stderr}"
+    );
+    assert!(stderr.contains("in place:"), "{stderr}");
+    assert!(!a.join("new").exists() && !nested.join("new").exists());
+    assert_eq!(snapshot_core::sys::mount_id(&a).unwrap(), a_mount);
+    assert_clean(&target);
+    assert_no_journal(&rt);
+
+    // `/` would make the command's whole root read-only: refused, nothing made.
+    let out = std::process::Command::new(bin("snapshot"))
+        .args(["run", "--in-place"])
+        .args(base)
+        .args(["/", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("/: --in-place cannot cover /"), "{stderr}");
+    assert_clean(&target);
+    assert_no_journal(&rt);
+}
+
 /// The caller dies before the view is ready, closing the read ends of stdout and stderr: the
 /// session cannot announce readiness, must not panic on the broken pipes, and tears down.
 #[test]

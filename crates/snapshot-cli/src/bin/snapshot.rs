@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use snapshot_cli::args::SessionArgs;
-use snapshot_cli::seed::{run_session, HoldUntil, Signals};
+use snapshot_cli::seed::{in_place_root_dir, run_session, HoldUntil, RunCommand, Signals};
 use snapshot_cli::{configure_or_exit, exit, fail, held, logger, out, parse_with_matches, say};
 use snapshot_core::session::plan_request;
 use std::process::ExitCode;
@@ -60,9 +60,7 @@ enum Cmd {
     /// status when the snapshot failed or went wrong). CMD gets SNAPSHOT_TARGET,
     /// SNAPSHOT_SESSION and SNAPSHOT_MANIFEST (JSON) in its environment; a SIGINT, SIGTERM or
     /// SIGHUP to snapshot is passed on to CMD, and the view stays until CMD has exited.
-    #[command(
-        after_help = "Example:  snapshot run -t /mnt/view /srv -- restic backup /mnt/view/srv"
-    )]
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// Remove what dead sessions left behind (from their journals, and view mounts named with a
     /// session id): unmount, remove snapshots, delete journals. Never touches a live session's
@@ -77,10 +75,22 @@ struct RunArgs {
     #[command(flatten)]
     session: SessionArgs,
 
+    /// Run CMD in a private mount namespace where each DIR shows its snapshot at its own
+    /// path (read-only), so that the backup records the real paths; the binds vanish with
+    /// the namespace. Binds are non-recursive, like the view: a filesystem below a DIR that
+    /// is not itself a DIR shows as an empty directory. `/` cannot be a DIR here.
+    #[arg(long)]
+    in_place: bool,
+
     /// The command to run while the view is mounted (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<std::ffi::OsString>,
 }
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  snapshot run -t /mnt/view /srv -- restic backup /mnt/view/srv
+  snapshot run --in-place /srv /home -- restic backup /srv /home";
 
 #[derive(Debug, clap::Args)]
 struct CleanupArgs {
@@ -119,7 +129,22 @@ fn main() -> ExitCode {
         Some(Cmd::Status(args)) => status(&args),
         Some(Cmd::Run(mut args)) => {
             configure_or_exit("snapshot", &mut args.session, &sub("run"));
-            session(&args.session, Mode::Run(args.command.clone()))
+            if args.in_place {
+                if let Some(d) = in_place_root_dir(&args.session.dirs) {
+                    say!(
+                        "snapshot: error: {}: --in-place cannot cover / (the command would run on a read-only root); name the directories to back up, or back up the view under TARGET without --in-place",
+                        d.display()
+                    );
+                    return ExitCode::from(exit::USAGE);
+                }
+            }
+            session(
+                &args.session,
+                Mode::Run(RunCommand {
+                    argv: args.command.clone(),
+                    in_place: args.in_place,
+                }),
+            )
         }
         None => {
             let mut args = cli.session;
@@ -136,7 +161,7 @@ enum Mode {
     /// start-snapshot's detached holder.
     Holder,
     /// `snapshot run ... -- CMD`.
-    Run(Vec<std::ffi::OsString>),
+    Run(RunCommand),
 }
 
 fn session(args: &SessionArgs, mode: Mode) -> ExitCode {

@@ -1,7 +1,8 @@
 //! Thin safe wrappers over the kernel interfaces the engine and providers use: mount(2),
-//! umount2(2), statx(2), statmount(2) and the ioctls. This is the one module allowed to hold
-//! `unsafe` code (ioctls whose argument structures rustix does not know, the statmount
-//! syscall it has no binding for); everything else calls these.
+//! umount2(2), statx(2), statmount(2), unshare(2) and the ioctls. This is the one module
+//! allowed to hold `unsafe` code (ioctls whose argument structures rustix does not know, the
+//! statmount syscall it has no binding for, the `pre_exec` of `snapshot run --in-place`);
+//! everything else calls these.
 
 mod fsfreeze;
 pub use fsfreeze::{clone_file, freeze_filesystem, thaw_filesystem};
@@ -11,6 +12,8 @@ pub use loopdev::{
 };
 
 pub mod ioctl;
+mod namespace;
+pub use namespace::in_private_namespace;
 pub mod statmount;
 pub use statmount::{path_mount, statmount, PathMount, StatMount};
 
