@@ -1,9 +1,11 @@
 //! `cargo xtask`: the project's own commands — `test` (every tier, as CI runs it), `demo`
-//! (the main job on loop-device fixtures it makes and removes).
+//! (the main job on loop-device fixtures it makes and removes), `bench`, `certify`,
+//! `vm-test`, `dist` (man pages, completions).
 
 mod bench;
 mod certify;
 mod demo;
+mod dist;
 mod test;
 mod vm;
 
@@ -39,6 +41,9 @@ enum Cmd {
     /// (LVM classic and thin, ext4 and XFS; ZFS, its module built by DKMS and cached) in it.
     /// Root.
     VmTest(vm::VmTestArgs),
+    /// Man pages and shell completions (bash, zsh, fish) of the three binaries, rendered
+    /// from their clap definitions, into target/dist.
+    Dist(dist::DistArgs),
 }
 
 fn main() -> Result<()> {
@@ -50,6 +55,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run_bench(&args),
         Cmd::VmTest(args) => vm::run(&args),
         Cmd::Certify(args) => certify::run(&args),
+        Cmd::Dist(args) => dist::run(&args),
     }
 }
 

@@ -1,118 +1,11 @@
 //! `snapshot`: consistent, read-only, point-in-time views of live filesystems for backups.
 
-use clap::{Parser, Subcommand};
 use snapshot_cli::args::SessionArgs;
+use snapshot_cli::cli::{CleanupArgs, Cli, Cmd};
 use snapshot_cli::seed::{in_place_root_dir, run_session, HoldUntil, RunCommand, Signals};
 use snapshot_cli::{configure_or_exit, exit, fail, held, logger, out, parse_with_matches, say};
 use snapshot_core::session::plan_request;
 use std::process::ExitCode;
-
-const ABOUT: &str = "Consistent, read-only, point-in-time views of live filesystems for backups";
-
-const LONG_ABOUT: &str = "\
-Consistent, read-only, point-in-time views of live filesystems for backups.
-
-Asks applications to flush and pause (writer hooks), snapshots every filesystem holding a DIR,
-lets the applications go on, and mounts the snapshots read-only under TARGET at their original
-paths: TARGET/DIR shows DIR as it was at the snapshot instant. Then it writes one line to stdout
-(`done`, or a JSON manifest with --json) and closes stdout: that is the signal that the view is
-ready. It holds the view until its stdin reaches EOF (or SIGINT/SIGTERM/SIGHUP), then removes
-every mount and snapshot it made and exits. EOF on stdout without the ready line means failure;
-the exit status says why.
-
-Filesystems that no provider can snapshot are bind-mounted read-only with a warning (not
-consistent), unless --require-snapshot.
-
-Example:  snapshot -t /mnt/view /srv /home | { read -r ready && restic backup /mnt/view; }";
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "snapshot",
-    version,
-    about = ABOUT,
-    long_about = LONG_ABOUT,
-    after_help = exit::HELP,
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Cmd>,
-
-    #[command(flatten)]
-    session: SessionArgs,
-
-    /// Internal: hold for start-snapshot until SIGUSR1.
-    #[arg(long, hide = true)]
-    holder: bool,
-
-    /// Internal: be the freeze watchdog of a session (reads its messages on stdin).
-    #[arg(long, hide = true)]
-    watchdog: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Show, without side effects, the mount, filesystem and provider of each DIR, why other
-    /// providers declined, and whether the result will be consistent.
-    Plan(SessionArgs),
-    /// Build the view, run CMD, tear down; exit with CMD's status (or the snapshot's error
-    /// status when the snapshot failed or went wrong). CMD gets SNAPSHOT_TARGET,
-    /// SNAPSHOT_SESSION and SNAPSHOT_MANIFEST (JSON) in its environment; a SIGINT, SIGTERM or
-    /// SIGHUP to snapshot is passed on to CMD, and the view stays until CMD has exited.
-    #[command(after_help = RUN_EXAMPLES)]
-    Run(RunArgs),
-    /// Remove what dead sessions left behind (from their journals, and view mounts named with a
-    /// session id): unmount, remove snapshots, delete journals. Never touches a live session's
-    /// objects, nor anything the tool did not create.
-    Cleanup(CleanupArgs),
-    /// Show the sessions recorded in the journals: live or dead, target, snapshots.
-    Status(CleanupArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct RunArgs {
-    #[command(flatten)]
-    session: SessionArgs,
-
-    /// Run CMD in a private mount namespace where each DIR shows its snapshot at its own
-    /// path (read-only), so that the backup records the real paths; the binds vanish with
-    /// the namespace. Binds are non-recursive, like the view: a filesystem below a DIR that
-    /// is not itself a DIR shows as an empty directory. `/` cannot be a DIR here.
-    #[arg(long)]
-    in_place: bool,
-
-    /// The command to run while the view is mounted (after `--`).
-    #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<std::ffi::OsString>,
-}
-
-const RUN_EXAMPLES: &str = "\
-Examples:
-  snapshot run -t /mnt/view /srv -- restic backup /mnt/view/srv
-  snapshot run --in-place /srv /home -- restic backup /srv /home";
-
-#[derive(Debug, clap::Args)]
-struct CleanupArgs {
-    /// Show what would be done, do nothing.
-    #[arg(long)]
-    dry_run: bool,
-
-    /// Machine-readable output.
-    #[arg(long)]
-    json: bool,
-
-    /// More detail on stderr.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
-
-    /// Directory of filesystems.d provider scripts (for removing their snapshots).
-    #[arg(long, value_name = "DIR")]
-    scripts_dir: Option<std::path::PathBuf>,
-
-    #[arg(long, value_name = "DIR", default_value = snapshot_core::journal::STATE_DIR, hide = true)]
-    state_dir: std::path::PathBuf,
-}
 
 fn main() -> ExitCode {
     let (cli, matches): (Cli, _) = parse_with_matches();

@@ -1,0 +1,152 @@
+//! The command lines of `snapshot`, `start-snapshot` and `stop-snapshot` (clap derive), here
+//! rather than in the binaries so that `cargo xtask dist` renders the man pages and shell
+//! completions from the very definitions the binaries parse with.
+
+use crate::args::SessionArgs;
+use crate::exit;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+const ABOUT: &str = "Consistent, read-only, point-in-time views of live filesystems for backups";
+
+const LONG_ABOUT: &str = "\
+Consistent, read-only, point-in-time views of live filesystems for backups.
+
+Asks applications to flush and pause (writer hooks), snapshots every filesystem holding a DIR,
+lets the applications go on, and mounts the snapshots read-only under TARGET at their original
+paths: TARGET/DIR shows DIR as it was at the snapshot instant. Then it writes one line to stdout
+(`done`, or a JSON manifest with --json) and closes stdout: that is the signal that the view is
+ready. It holds the view until its stdin reaches EOF (or SIGINT/SIGTERM/SIGHUP), then removes
+every mount and snapshot it made and exits. EOF on stdout without the ready line means failure;
+the exit status says why.
+
+Filesystems that no provider can snapshot are bind-mounted read-only with a warning (not
+consistent), unless --require-snapshot.
+
+Example:  snapshot -t /mnt/view /srv /home | { read -r ready && restic backup /mnt/view; }";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "snapshot",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = exit::HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
+
+    /// Internal: hold for start-snapshot until SIGUSR1.
+    #[arg(long, hide = true)]
+    pub holder: bool,
+
+    /// Internal: be the freeze watchdog of a session (reads its messages on stdin).
+    #[arg(long, hide = true)]
+    pub watchdog: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Show which provider takes each DIR, and why, without side effects.
+    ///
+    /// For each DIR: its mount, filesystem and the provider that will snapshot it, why the
+    /// providers tried before it declined, and whether the result will be consistent.
+    Plan(SessionArgs),
+    /// Build the view, run CMD, tear down; exit with CMD's status.
+    ///
+    /// The exit status is CMD's, or the snapshot's error status when the snapshot failed or
+    /// went wrong. CMD gets SNAPSHOT_TARGET, SNAPSHOT_SESSION and SNAPSHOT_MANIFEST (JSON) in
+    /// its environment; a SIGINT, SIGTERM or SIGHUP to snapshot is passed on to CMD, and the
+    /// view stays until CMD has exited. With --in-place, CMD sees each DIR's snapshot at the
+    /// DIR's own path.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Remove what dead sessions left behind.
+    ///
+    /// Follows the journals of dead sessions (and view mounts named with a session id):
+    /// unmount, remove snapshots, delete journals. Never touches a live session's objects,
+    /// nor anything the tool did not create.
+    Cleanup(CleanupArgs),
+    /// Show the sessions recorded in the journals: live or dead, target, snapshots.
+    Status(CleanupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+
+    /// Run CMD in a private mount namespace where each DIR shows its snapshot at its own
+    /// path (read-only), so that the backup records the real paths; the binds vanish with
+    /// the namespace. Binds are non-recursive, like the view: a filesystem below a DIR that
+    /// is not itself a DIR shows as an empty directory. `/` cannot be a DIR here.
+    #[arg(long)]
+    pub in_place: bool,
+
+    /// The command to run while the view is mounted (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  snapshot run -t /mnt/view /srv -- restic backup /mnt/view/srv
+  snapshot run --in-place /srv /home -- restic backup /srv /home";
+
+#[derive(Debug, clap::Args)]
+pub struct CleanupArgs {
+    /// Show what would be done, do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+
+    /// More detail on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Directory of filesystems.d provider scripts (for removing their snapshots).
+    #[arg(long, value_name = "DIR")]
+    pub scripts_dir: Option<std::path::PathBuf>,
+
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::journal::STATE_DIR, hide = true)]
+    pub state_dir: std::path::PathBuf,
+}
+
+/// Build the snapshot view under TARGET and return once it is ready (exit 0, the ready line on
+/// stdout) or failed (non-zero, the reason on stderr). The view stays until `stop-snapshot`.
+#[derive(Debug, Parser)]
+#[command(name = "start-snapshot", version, after_help = exit::HELP)]
+pub struct StartCli {
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// Tear down the view that start-snapshot built under TARGET and report how it went.
+#[derive(Debug, Parser)]
+#[command(name = "stop-snapshot", version, after_help = exit::HELP)]
+pub struct StopCli {
+    /// The TARGET given to start-snapshot (default: the configuration's, else /mnt).
+    #[arg(short, long, value_name = "TARGET", default_value = "/mnt")]
+    pub target: PathBuf,
+
+    /// Configuration file (for the default TARGET); default /etc/snapshot/snapshot.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More detail on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Directory for locks and scratch mounts.
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
+    pub runtime_dir: PathBuf,
+}
