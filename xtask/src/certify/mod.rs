@@ -12,7 +12,7 @@ mod session;
 mod workloads;
 
 use anyhow::{bail, Context, Result};
-use fixtures::{Fixture, Kind, ProviderSpec};
+use fixtures::{Backing, Fixture, Kind, ProviderSpec};
 use invariants::{check_all, copy_tree, Invariant, Violation, Window};
 use report::{ComboReport, CycleRecord, Report};
 use session::{Manifest, Session};
@@ -175,10 +175,13 @@ fn certify_into(
     interrupted: &AtomicBool,
 ) -> Result<()> {
     let tag = format!("{}/{}", spec.name, kind.name());
-    eprintln!(
-        "certify: {tag}: two {} filesystems on loop devices",
-        kind.name()
-    );
+    let on = match spec.backing {
+        Backing::Plain | Backing::Reflink => "on loop devices",
+        Backing::LvmClassic => "on two classic LVs of one VG",
+        Backing::LvmThin => "on two thin LVs of one pool",
+        Backing::ZfsPool => "as two datasets of one pool",
+    };
+    eprintln!("certify: {tag}: two {} filesystems {on}", kind.name());
     let fx = Fixture::build(spec, kind, scripts)?;
     // Declared after `fx`, so dropped first: files closed before the unmount.
     let mut wl = Workloads::start(&fx.roots(), &fx.ctl)?;
