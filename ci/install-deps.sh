@@ -12,11 +12,20 @@ declare -A need=(
   [losetup]=mount
   [setpriv]=util-linux
   [sqlite3]=sqlite3
+  # the database writer hooks' tests (crates/snapshot-cli/tests/dbwriters.rs) run real servers
+  [psql]=postgresql-client
+  [mariadb]=mariadb-client
+  [mariadbd]=mariadb-server
+  [mariadb-install-db]=mariadb-server
 )
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# initdb and pg_ctl are not on PATH: Debian puts them in /usr/lib/postgresql/VERSION/bin.
+# (Installing the package creates and may start Debian's default cluster; the tests neither
+# use nor touch it, and no service is enabled here.)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

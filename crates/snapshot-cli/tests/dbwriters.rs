@@ -1,0 +1,1216 @@
+//! The shipped database writer hooks (`writers.d/postgresql`, `writers.d/mariadb`) against real
+//! database servers (loop tier: root, plus the PostgreSQL and MariaDB server packages).
+//!
+//! Every test starts its own server on a data directory on a loop-device btrfs filesystem, with
+//! a private socket directory and no TCP listener, and stops it in `Drop`; nothing here talks to
+//! a system cluster. Every file, mount and server carries the `snaptest-dbw-` prefix.
+
+mod common;
+use anyhow::{bail, Context, Result};
+use common::*;
+use snapshot_testkit::find_tool;
+use std::io::Write;
+use std::os::unix::fs::chown;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// Gate: root, loop devices, mkfs (require_privileges) and the database packages.
+
+/// Newest `/usr/lib/postgresql/VERSION/bin` holding initdb, pg_ctl and postgres (Debian keeps
+/// them off PATH).
+fn pg_bin() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            ["initdb", "pg_ctl", "postgres"]
+                .iter()
+                .all(|t| bin.join(t).is_file())
+                .then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, b)| b)
+}
+
+/// `(uid, gid)` of an OS user, from /etc/passwd.
+fn os_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Db {
+    Postgres,
+    Mariadb,
+}
+
+fn db_missing(db: Db) -> Option<String> {
+    let mut missing = Vec::new();
+    let tools: &[&str] = match db {
+        Db::Postgres => {
+            if pg_bin().is_none() {
+                missing.push("/usr/lib/postgresql/*/bin/initdb (package postgresql)".to_owned());
+            }
+            if os_user("postgres").is_none() {
+                missing.push("OS user postgres".to_owned());
+            }
+            &["psql", "runuser"]
+        }
+        Db::Mariadb => {
+            if os_user("mysql").is_none() {
+                missing.push("OS user mysql".to_owned());
+            }
+            &["mariadb", "mariadbd", "mariadb-install-db"]
+        }
+    };
+    missing.extend(
+        tools
+            .iter()
+            .filter(|t| find_tool(t).is_none())
+            .map(|t| t.to_string()),
+    );
+    (!missing.is_empty()).then(|| {
+        format!(
+            "missing {} (ci/install-deps.sh installs them)",
+            missing.join(", ")
+        )
+    })
+}
+
+/// [`require_privileges`] plus the database's programs: with `CI` set a missing one fails the
+/// test; otherwise the test is skipped, and says so.
+fn require_db(test: &str, db: Db) -> bool {
+    if !require_privileges(test) {
+        return false;
+    }
+    match db_missing(db) {
+        None => true,
+        Some(reason) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: cannot run database test: {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+
+/// Runs a command (stdin /dev/null, from `/`); its stdout, or an error with its stderr.
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Creates `dir` (and parents) and gives it to `user`.
+fn dir_for(dir: &Path, user: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (uid, gid) = os_user(user).with_context(|| format!("no OS user {user}"))?;
+    chown(dir, Some(uid), Some(gid)).with_context(|| format!("chown {}", dir.display()))
+}
+
+/// `cp -a FROM TO`: copies a data directory out of the view, owners and modes kept.
+fn copy_tree(from: &Path, to: &Path) {
+    output(Command::new("cp").arg("-a").arg(from).arg(to)).unwrap();
+}
+
+fn hook(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../writers.d")
+        .join(name)
+        .canonicalize()
+        .expect("the shipped hook")
+}
+
+/// A writer directory holding only `hook` (as a symlink, the way one installs it).
+fn writers_dir_with(scratch: &Scratch, hook_name: &str) -> PathBuf {
+    let dir = scratch.join("writers.d");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(hook(hook_name), dir.join(format!("10-{hook_name}"))).unwrap();
+    dir
+}
+
+/// Waits until `f` returns Some, at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One call of a hook, as `snapshot` makes it (own process group, stdin /dev/null, the
+/// session's environment), output to files (a helper left behind cannot hold a pipe open).
+struct HookRun {
+    code: Option<i32>,
+    stderr: String,
+    took: Duration,
+}
+
+/// Process groups of the hook calls of a test: killed on drop, so that a test failing while a
+/// helper holds a lock leaves nothing running. Declare it after the server, so it drops first.
+#[derive(Default)]
+struct HookGroups(std::sync::Mutex<Vec<rustix::process::Pid>>);
+
+impl HookGroups {
+    fn call(
+        &self,
+        scratch: &Scratch,
+        hook: &Path,
+        phase: &str,
+        dirs: &[&Path],
+        session: &str,
+        env: &[(&str, &Path)],
+    ) -> HookRun {
+        use std::os::unix::process::CommandExt;
+        let err = scratch.join(format!("snaptest-dbw-hook-{session}-{phase}.err"));
+        let mut cmd = Command::new(hook);
+        cmd.arg(phase)
+            .args(dirs)
+            .env("SNAPSHOT_PHASE", phase)
+            .env("SNAPSHOT_SESSION", session)
+            .env("SNAPSHOT_TARGET", scratch.join("T"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&err).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&err).unwrap())
+            .process_group(0);
+        let t = Instant::now();
+        let mut child = cmd.spawn().expect("spawn hook");
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            self.0.lock().unwrap().push(pid);
+        }
+        let status = wait_timeout(&mut child, Duration::from_secs(60));
+        let took = t.elapsed();
+        let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+        eprintln!(
+            "hook {} {phase} -> {status} in {took:?}:\n{stderr}",
+            hook.display()
+        );
+        HookRun {
+            code: status.code(),
+            stderr,
+            took,
+        }
+    }
+}
+
+impl Drop for HookGroups {
+    fn drop(&mut self) {
+        let groups = self.0.get_mut().map(std::mem::take).unwrap_or_default();
+        for pgid in groups {
+            let members = group_members(pgid.as_raw_nonzero().get());
+            if members.is_empty() {
+                continue;
+            }
+            eprintln!("test: hook group {pgid:?} still has {members:?}");
+            match rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL) {
+                Ok(()) => eprintln!("test: killed what was left of hook group {pgid:?}"),
+                Err(rustix::io::Errno::SRCH) => {}
+                Err(e) => eprintln!("test: killing hook group {pgid:?}: {e}"),
+            }
+        }
+    }
+}
+
+/// Files under `dir` whose names contain `part`.
+fn files_with(dir: &Path, part: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(part))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live (not zombie) processes of process group `pgid`, as "PID COMM".
+fn group_members(pgid: i32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let f: Vec<&str> = rest.split(' ').collect();
+            (f.first() != Some(&"Z") && f.get(2)?.parse::<i32>().ok()? == pgid)
+                .then(|| head.replacen(" (", " ", 1))
+        })
+        .collect()
+}
+
+fn proc_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL server fixture.
+
+/// The port only names the socket file in our private socket directory (no TCP listener).
+const PG_PORT: &str = "5432";
+
+/// A PostgreSQL server of our own: `pg_ctl` as the `postgres` user, data in `data`, socket and
+/// log in `sock`; stopped (`-m immediate`) on drop, killed by its recorded pid if that fails.
+struct PgServer {
+    bin: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+    name: String,
+}
+
+impl PgServer {
+    /// initdb into `data` (created for postgres), then start.
+    fn init(name: &str, data: &Path, sock: &Path) -> Result<Self> {
+        let bin = pg_bin().context("no initdb")?;
+        dir_for(data, "postgres")?;
+        std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        output(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join("initdb"))
+                .arg("-D")
+                .arg(data)
+                .args(["-U", "postgres", "-A", "peer", "--auth-host=scram-sha-256"])
+                .args(["-E", "UTF8", "--no-sync"]),
+        )
+        .context("initdb")?;
+        Self::start(name, data, sock)
+    }
+
+    /// Starts a server on an existing data directory.
+    fn start(name: &str, data: &Path, sock: &Path) -> Result<Self> {
+        let bin = pg_bin().context("no pg_ctl")?;
+        dir_for(sock, "postgres")?;
+        let srv = PgServer {
+            bin,
+            data: data.to_owned(),
+            sock: sock.to_owned(),
+            name: name.to_owned(),
+        };
+        // From here on, Drop stops whatever did start.
+        let opts = format!(
+            "-k {} -p {PG_PORT} -c listen_addresses='' -c cluster_name={name} -c fsync=on",
+            s(sock)
+        );
+        output(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(srv.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(data)
+                .arg("-l")
+                .arg(sock.join("server.log"))
+                .args(["-w", "-t", "60", "-o", &opts, "start"]),
+        )
+        .with_context(|| {
+            format!(
+                "starting {name}: {}",
+                std::fs::read_to_string(sock.join("server.log")).unwrap_or_default()
+            )
+        })?;
+        Ok(srv)
+    }
+
+    fn psql_cmd(&self) -> Command {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--", "psql", "-X", "-q", "-A", "-t"])
+            .args([
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                "postgres",
+                "-p",
+                PG_PORT,
+                "-h",
+            ])
+            .arg(&self.sock)
+            .current_dir("/");
+        cmd
+    }
+
+    fn sql(&self, sql: &str) -> Result<String> {
+        output(self.psql_cmd().arg("-c").arg(sql)).map(|o| o.trim().to_owned())
+    }
+
+    fn sql_u64(&self, sql: &str) -> u64 {
+        let out = self.sql(sql).unwrap();
+        out.parse().unwrap_or_else(|_| panic!("{sql}: {out:?}"))
+    }
+
+    /// A hook config file pointing at this server.
+    fn hook_conf(&self, path: &Path) -> PathBuf {
+        std::fs::write(
+            path,
+            format!("PGHOST={}\nPGPORT={PG_PORT}\n", s(&self.sock)),
+        )
+        .unwrap();
+        path.to_owned()
+    }
+
+    /// The postmaster's pid, if its lock file names one that is running on our data directory.
+    fn postmaster(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains(s(&self.data))
+            .then_some(pid)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if self.postmaster().is_none() {
+            return;
+        }
+        let stop = output(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "-t", "30", "stop"]),
+        );
+        if let Err(e) = stop {
+            eprintln!("test: stopping {}: {e:#}", self.name);
+        }
+        if let Some(pid) = self.postmaster() {
+            eprintln!("test: {} (pid {pid}) still running; killing it", self.name);
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MariaDB server fixture.
+
+/// Options for both the bootstrap and the server: small, private, no networking.
+const MARIADB_OPTS: &[&str] = &[
+    "--innodb-log-file-size=8M",
+    "--innodb-buffer-pool-size=32M",
+    "--skip-networking",
+    "--user=mysql",
+];
+
+/// A MariaDB server of our own (`mariadbd` as our child, dropping to `mysql`), data in `data`,
+/// socket, pid file and error log in `sock`; TERM (then KILL) on drop.
+struct MariaServer {
+    child: Option<Child>,
+    sock: PathBuf,
+    name: String,
+}
+
+impl MariaServer {
+    /// mariadb-install-db into `data` (created for mysql), then start.
+    fn init(name: &str, data: &Path, sock: &Path) -> Result<Self> {
+        dir_for(data, "mysql")?;
+        output(
+            Command::new(find_tool("mariadb-install-db").context("no mariadb-install-db")?)
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", s(data)))
+                .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
+                .args(MARIADB_OPTS),
+        )
+        .context("mariadb-install-db")?;
+        Self::start(name, data, sock)
+    }
+
+    fn start(name: &str, data: &Path, sock: &Path) -> Result<Self> {
+        dir_for(sock, "mysql")?;
+        let child = Command::new(find_tool("mariadbd").context("no mariadbd")?)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", s(data)))
+            .arg(format!("--socket={}", s(&sock.join("mysqld.sock"))))
+            .arg(format!("--pid-file={}", s(&sock.join("mysqld.pid"))))
+            .arg(format!("--log-error={}", s(&sock.join("error.log"))))
+            .args(MARIADB_OPTS)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning mariadbd")?;
+        let mut srv = MariaServer {
+            child: Some(child),
+            sock: sock.to_owned(),
+            name: name.to_owned(),
+        };
+        let t = Instant::now();
+        loop {
+            if srv.sql("SELECT 1").is_ok() {
+                return Ok(srv);
+            }
+            let exited = srv.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || t.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "{name}: mariadbd not ready ({exited:?}): {}",
+                    std::fs::read_to_string(sock.join("error.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.sock.join("mysqld.sock")
+    }
+
+    fn client_cmd(&self) -> Command {
+        let mut cmd = Command::new("mariadb");
+        cmd.arg("--no-defaults")
+            .arg(format!("--socket={}", s(&self.socket())))
+            .args(["--user=root", "--batch", "--skip-column-names"])
+            .current_dir("/");
+        cmd
+    }
+
+    fn sql(&self, sql: &str) -> Result<String> {
+        output(self.client_cmd().arg("-e").arg(sql)).map(|o| o.trim().to_owned())
+    }
+
+    fn sql_u64(&self, sql: &str) -> u64 {
+        let out = self.sql(sql).unwrap();
+        out.parse().unwrap_or_else(|_| panic!("{sql}: {out:?}"))
+    }
+
+    /// A hook config file pointing at this server; helper files in `run_dir`.
+    fn hook_conf(&self, path: &Path, run_dir: &Path, watchdog_s: u32) -> PathBuf {
+        std::fs::write(
+            path,
+            format!(
+                "MARIADB_SOCKET={}\nMARIADB_RUN_DIR={}\nMARIADB_WATCHDOG={watchdog_s}\n",
+                s(&self.socket()),
+                s(run_dir)
+            ),
+        )
+        .unwrap();
+        path.to_owned()
+    }
+}
+
+impl Drop for MariaServer {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("test: {} ignored TERM for 30 s; killing it", self.name);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workload: money moves between accounts, each move one transaction with a ledger row.
+// Invariants: the total never changes, and each balance equals its start plus its ledger.
+
+const ACCOUNTS: u64 = 20;
+const START_BALANCE: u64 = 1000;
+
+fn pg_schema() -> String {
+    format!(
+        "CREATE TABLE acct (id int PRIMARY KEY, bal bigint NOT NULL);
+         INSERT INTO acct SELECT g, {START_BALANCE} FROM generate_series(1, {ACCOUNTS}) g;
+         CREATE TABLE ledger (id bigserial PRIMARY KEY, src int NOT NULL, dst int NOT NULL,
+                              amount int NOT NULL);"
+    )
+}
+
+fn mariadb_schema() -> String {
+    let rows: Vec<String> = (1..=ACCOUNTS)
+        .map(|i| format!("({i}, {START_BALANCE})"))
+        .collect();
+    format!(
+        "CREATE DATABASE bank;
+         CREATE TABLE bank.acct (id INT PRIMARY KEY, bal BIGINT NOT NULL) ENGINE=InnoDB;
+         INSERT INTO bank.acct VALUES {};
+         CREATE TABLE bank.ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, src INT NOT NULL,
+                                   dst INT NOT NULL, amount INT NOT NULL) ENGINE=InnoDB;
+         CREATE TABLE bank.events (id BIGINT AUTO_INCREMENT PRIMARY KEY, note INT NOT NULL)
+                                   ENGINE=MyISAM;",
+        rows.join(", ")
+    )
+}
+
+/// The checks of the invariants, as `(query, expected)`.
+fn invariant_queries(ledger: &str, acct: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            format!("SELECT sum(bal) FROM {acct}"),
+            (ACCOUNTS * START_BALANCE).to_string(),
+        ),
+        (
+            format!(
+                "SELECT count(*) FROM {acct} a WHERE a.bal <> {START_BALANCE}
+                   - coalesce((SELECT sum(amount) FROM {ledger} WHERE src = a.id), 0)
+                   + coalesce((SELECT sum(amount) FROM {ledger} WHERE dst = a.id), 0)"
+            ),
+            "0".to_owned(),
+        ),
+    ]
+}
+
+/// A client fed transfers on its stdin by a thread until stopped.
+struct Workload {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<u64>>>,
+}
+
+impl Workload {
+    /// `mariadb`: also one MyISAM row after each commit (not transactional: only the lock keeps
+    /// it in step with the ledger in a snapshot).
+    fn start(mut client: Command, mariadb: bool) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let mut child = client
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the workload's client");
+        let thread = std::thread::spawn(move || -> Result<u64> {
+            let mut stdin = child.stdin.take().unwrap();
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut next = |n: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % n
+            };
+            let mut n = 0u64;
+            let (begin, prefix) = if mariadb {
+                ("START TRANSACTION", "bank.")
+            } else {
+                ("BEGIN", "")
+            };
+            let mut result = Ok(());
+            while !flag.load(Ordering::Relaxed) {
+                let (src, dst, amount) = (next(ACCOUNTS) + 1, next(ACCOUNTS) + 1, next(50) + 1);
+                let mut txn = format!(
+                    "{begin};
+                     UPDATE {prefix}acct SET bal = bal - {amount} WHERE id = {src};
+                     UPDATE {prefix}acct SET bal = bal + {amount} WHERE id = {dst};
+                     INSERT INTO {prefix}ledger (src, dst, amount) VALUES ({src}, {dst}, {amount});
+                     COMMIT;\n"
+                );
+                if mariadb {
+                    txn.push_str(&format!("INSERT INTO bank.events (note) VALUES ({n});\n"));
+                }
+                if let Err(e) = stdin.write_all(txn.as_bytes()) {
+                    result = Err(e).context("feeding the workload's client");
+                    break;
+                }
+                n += 1;
+            }
+            drop(stdin);
+            let status = child.wait()?;
+            result?;
+            if !status.success() {
+                bail!("the workload's client failed: {status}");
+            }
+            Ok(n)
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops feeding, lets the client finish; the number of transactions sent.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("workload thread")
+            .expect("workload")
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => eprintln!("test: workload: {e:#}"),
+                Err(_) => eprintln!("test: workload thread panicked"),
+            }
+        }
+    }
+}
+
+/// Starts `snapshot -v --json --writers-dir WRITERS -t T DIR` with `env`, waits for the view,
+/// checks it is a btrfs snapshot, copies `data` out of it into `copy`, ends the session and
+/// checks that it left nothing; returns the session's stderr.
+fn snapshot_and_copy(
+    scratch: &Scratch,
+    writers: &Path,
+    dir: &Path,
+    data: &Path,
+    copy: &Path,
+    env: &[(&str, &str)],
+) -> String {
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+    let t = Instant::now();
+    let mut run = Running::start_env(
+        &[
+            "--writers-dir",
+            s(writers),
+            "-v",
+            "--json",
+            "--strict-writers",
+            "-t",
+            s(&target),
+            s(dir),
+        ],
+        &rt,
+        env,
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&run.ready()).expect("manifest");
+    eprintln!("test: view ready after {:?}", t.elapsed());
+    let mounts = manifest["mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 1, "{manifest}");
+    assert_eq!(mounts[0]["provider"], "btrfs", "{manifest}");
+    assert_eq!(manifest["consistent"], true, "{manifest}");
+    copy_tree(&in_view(&target, data), copy);
+    let (status, stderr) = run.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_clean(&target);
+    assert_no_journal(&rt);
+    stderr
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// `snapshot` with the postgresql hook over a busy cluster's filesystem: the hook checkpoints,
+/// and the data directory copied out of the view starts as a server whose data is consistent
+/// and holds at least what was committed before the session began.
+#[test]
+fn postgresql_view_of_a_busy_cluster_starts_and_is_consistent() {
+    if !require_db(
+        "postgresql_view_of_a_busy_cluster_starts_and_is_consistent",
+        Db::Postgres,
+    ) {
+        return;
+    }
+    let scratch = Scratch::new("dbw-pg-view").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("dbw-pg-view", FsKind::Btrfs, 300, &m).unwrap();
+    let data = m.join("pgdata");
+    let srv = PgServer::init("snaptest-dbw-pg-view", &data, &scratch.join("sock")).unwrap();
+    srv.sql(&pg_schema()).unwrap();
+    let work = Workload::start(srv.psql_cmd(), false);
+    wait_for("50 transfers committed", Duration::from_secs(30), || {
+        (srv.sql_u64("SELECT count(*) FROM ledger") >= 50).then_some(())
+    });
+    let before = srv.sql_u64("SELECT count(*) FROM ledger");
+
+    let writers = writers_dir_with(&scratch, "postgresql");
+    let conf = srv.hook_conf(&scratch.join("snaptest-dbw-pg.conf"));
+    let copy = scratch.join("copy");
+    let stderr = snapshot_and_copy(
+        &scratch,
+        &writers,
+        &m,
+        &data,
+        &copy,
+        &[("SNAPSHOT_POSTGRESQL_CONF", s(&conf))],
+    );
+    assert!(
+        stderr.contains("writer 10-postgresql: postgresql: CHECKPOINT on"),
+        "the hook found its cluster: {stderr}"
+    );
+
+    // A backup restores the files without the lock file of the server that was running
+    // (pg_basebackup leaves it out too); the original is still running here.
+    std::fs::remove_file(copy.join("postmaster.pid")).unwrap();
+    let restored =
+        PgServer::start("snaptest-dbw-pg-copy", &copy, &scratch.join("sock-copy")).unwrap();
+    for (q, want) in invariant_queries("ledger", "acct") {
+        assert_eq!(restored.sql(&q).unwrap(), want, "{q}");
+    }
+    let in_copy = restored.sql_u64("SELECT count(*) FROM ledger");
+    assert!(
+        in_copy >= before,
+        "the view lost commits: {in_copy} < {before}"
+    );
+    // The workload went on past the snapshot: the view is of a live cluster.
+    wait_for("writes after the snapshot", Duration::from_secs(30), || {
+        (srv.sql_u64("SELECT count(*) FROM ledger") > in_copy).then_some(())
+    });
+    let sent = work.stop();
+    let live = srv.sql_u64("SELECT count(*) FROM ledger");
+    eprintln!("test: {before} committed before the session, {in_copy} in the view, {live} at the end ({sent} sent)");
+    assert_eq!(live, sent);
+    for (q, want) in invariant_queries("ledger", "acct") {
+        assert_eq!(srv.sql(&q).unwrap(), want, "live: {q}");
+    }
+}
+
+/// The postgresql hook alone: CHECKPOINT (a new checkpoint in pg_control) when the data
+/// directory, a directory inside it, or a tablespace is among the DIRs; exit 1 and no checkpoint
+/// for other DIRs and when no server answers; thaw is a no-op.
+#[test]
+fn postgresql_hook_checkpoints_only_its_own_data() {
+    if !require_db(
+        "postgresql_hook_checkpoints_only_its_own_data",
+        Db::Postgres,
+    ) {
+        return;
+    }
+    let scratch = Scratch::new("dbw-pg-hook").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("dbw-pg-hook", FsKind::Btrfs, 200, &m).unwrap();
+    let data = m.join("pgdata");
+    let srv = PgServer::init("snaptest-dbw-pg-hook", &data, &scratch.join("sock")).unwrap();
+    let ts = scratch.join("tablespace");
+    dir_for(&ts, "postgres").unwrap();
+    srv.sql(&format!(
+        "CREATE TABLESPACE snaptest_dbw LOCATION '{}'",
+        s(&ts)
+    ))
+    .unwrap();
+    let elsewhere = scratch.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let conf = srv.hook_conf(&scratch.join("snaptest-dbw-pg.conf"));
+    let env = [("SNAPSHOT_POSTGRESQL_CONF", conf.as_path())];
+    let hooks = HookGroups::default();
+    let pg = hook("postgresql");
+    let checkpoint = || {
+        srv.sql("SELECT checkpoint_lsn FROM pg_control_checkpoint()")
+            .unwrap()
+    };
+    let session = "snaptest-dbw-pg-hook";
+
+    let lsn = checkpoint();
+    let r = hooks.call(
+        &scratch,
+        &pg,
+        "freeze",
+        &[&elsewhere, &scratch.join("m2")],
+        session,
+        &env,
+    );
+    assert_eq!(r.code, Some(1), "not my data: {}", r.stderr);
+    assert!(r.stderr.contains("is not in"), "{}", r.stderr);
+    assert_eq!(checkpoint(), lsn, "no checkpoint for other directories");
+
+    let mut lsn = lsn;
+    for dirs in [
+        vec![m.as_path()],
+        vec![&elsewhere, &data.join("base")],
+        vec![&ts],
+    ] {
+        let r = hooks.call(&scratch, &pg, "freeze", &dirs, session, &env);
+        assert_eq!(r.code, Some(0), "{dirs:?}: {}", r.stderr);
+        assert!(r.stderr.contains("CHECKPOINT on"), "{}", r.stderr);
+        let now = checkpoint();
+        assert_ne!(now, lsn, "{dirs:?}: a new checkpoint");
+        lsn = now;
+        let r = hooks.call(&scratch, &pg, "thaw", &dirs, session, &env);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+    }
+
+    // No server behind the configured socket: "not my data", said clearly.
+    let nobody = scratch.join("no-server");
+    dir_for(&nobody, "postgres").unwrap();
+    let bad = scratch.join("snaptest-dbw-pg-none.conf");
+    std::fs::write(&bad, format!("PGHOST={}\nPGPORT={PG_PORT}\n", s(&nobody))).unwrap();
+    let r = hooks.call(
+        &scratch,
+        &pg,
+        "freeze",
+        &[&m],
+        session,
+        &[("SNAPSHOT_POSTGRESQL_CONF", bad.as_path())],
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no PostgreSQL server reachable"),
+        "{}",
+        r.stderr
+    );
+    // A config file that is named but missing is an error, not "not my data".
+    let r = hooks.call(
+        &scratch,
+        &pg,
+        "freeze",
+        &[&m],
+        session,
+        &[(
+            "SNAPSHOT_POSTGRESQL_CONF",
+            scratch.join("missing.conf").as_path(),
+        )],
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert_eq!(checkpoint(), lsn);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MariaDB
+
+/// `snapshot` with the mariadb hook over a busy server's filesystem: the view is taken under
+/// FLUSH TABLES WITH READ LOCK, the lock is gone after the session, and the data directory
+/// copied out of the view starts as a server whose InnoDB data is consistent, holds at least
+/// what was committed before, and whose MyISAM table is clean and in step with the ledger.
+#[test]
+fn mariadb_view_of_a_busy_server_starts_and_is_consistent() {
+    if !require_db(
+        "mariadb_view_of_a_busy_server_starts_and_is_consistent",
+        Db::Mariadb,
+    ) {
+        return;
+    }
+    let scratch = Scratch::new("dbw-maria-view").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("dbw-maria-view", FsKind::Btrfs, 300, &m).unwrap();
+    let data = m.join("mysql");
+    let srv = MariaServer::init("snaptest-dbw-maria-view", &data, &scratch.join("sock")).unwrap();
+    srv.sql(&mariadb_schema()).unwrap();
+    let work = Workload::start(srv.client_cmd(), true);
+    wait_for("50 transfers committed", Duration::from_secs(30), || {
+        (srv.sql_u64("SELECT count(*) FROM bank.ledger") >= 50).then_some(())
+    });
+    let before = srv.sql_u64("SELECT count(*) FROM bank.ledger");
+
+    let writers = writers_dir_with(&scratch, "mariadb");
+    let hook_run = scratch.join("hook-run");
+    let conf = srv.hook_conf(&scratch.join("snaptest-dbw-maria.conf"), &hook_run, 120);
+    let copy = scratch.join("copy");
+    let stderr = snapshot_and_copy(
+        &scratch,
+        &writers,
+        &m,
+        &data,
+        &copy,
+        &[("SNAPSHOT_MARIADB_CONF", s(&conf))],
+    );
+    assert!(
+        stderr.contains("writer 10-mariadb: mariadb: FLUSH TABLES WITH READ LOCK on"),
+        "the hook locked its server: {stderr}"
+    );
+    assert!(
+        stderr.contains("writer 10-mariadb: mariadb: lock released"),
+        "{stderr}"
+    );
+    assert_eq!(files_with(&hook_run, "mariadb-"), Vec::<String>::new());
+
+    let restored =
+        MariaServer::start("snaptest-dbw-maria-copy", &copy, &scratch.join("sock-copy")).unwrap();
+    for (q, want) in invariant_queries("bank.ledger", "bank.acct") {
+        assert_eq!(restored.sql(&q).unwrap(), want, "{q}");
+    }
+    let in_copy = restored.sql_u64("SELECT count(*) FROM bank.ledger");
+    assert!(
+        in_copy >= before,
+        "the view lost commits: {in_copy} < {before}"
+    );
+    // MyISAM was flushed and closed under the lock: clean, and one row per committed transfer
+    // (the client may have been stopped between a COMMIT and its MyISAM row).
+    assert_eq!(
+        restored.sql("CHECK TABLE bank.events").unwrap(),
+        "bank.events\tcheck\tstatus\tOK"
+    );
+    let events = restored.sql_u64("SELECT count(*) FROM bank.events");
+    assert!(
+        in_copy == events || in_copy == events + 1,
+        "ledger {in_copy}, events {events}"
+    );
+    wait_for("writes after the snapshot", Duration::from_secs(30), || {
+        (srv.sql_u64("SELECT count(*) FROM bank.ledger") > in_copy).then_some(())
+    });
+    let sent = work.stop();
+    let live = srv.sql_u64("SELECT count(*) FROM bank.ledger");
+    eprintln!("test: {before} committed before the session, {in_copy} in the view, {live} at the end ({sent} sent)");
+    assert_eq!(live, sent);
+}
+
+/// Spawns `INSERT INTO bank.x` in its own client; returns it once the server shows it waiting
+/// for the global read lock.
+fn blocked_insert(srv: &MariaServer, value: u32) -> Child {
+    let child = srv
+        .client_cmd()
+        .arg("-e")
+        .arg(format!("INSERT INTO bank.x VALUES ({value})"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the insert waiting for the lock",
+        Duration::from_secs(10),
+        || {
+            let n = srv
+                .sql(&format!(
+                    "SELECT count(*) FROM information_schema.processlist
+                  WHERE info = 'INSERT INTO bank.x VALUES ({value})' AND state LIKE 'Waiting for%'"
+                ))
+                .unwrap();
+            (n == "1").then_some(())
+        },
+    );
+    child
+}
+
+/// A write succeeds at once (it would wait out lock_wait_timeout behind a read lock).
+fn assert_writable(srv: &MariaServer, value: u32) {
+    let t = Instant::now();
+    srv.sql(&format!(
+        "SET SESSION lock_wait_timeout = 3; INSERT INTO bank.x VALUES ({value})"
+    ))
+    .expect("a write with no lock held");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+/// The mariadb hook alone: freeze over other DIRs or with no server is "not my data" and takes
+/// no lock; a lock that cannot be had within MARIADB_LOCK_WAIT fails freeze (2) and leaves
+/// nothing; freeze over the data returns with the lock held, a write then waits until thaw and
+/// completes right after it; thaw is idempotent; a freeze whose thaw never comes is released
+/// by the watchdog, which the late thaw reports.
+#[test]
+fn mariadb_hook_lock_thaw_and_watchdog() {
+    if !require_db("mariadb_hook_lock_thaw_and_watchdog", Db::Mariadb) {
+        return;
+    }
+    let scratch = Scratch::new("dbw-maria-hook").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("dbw-maria-hook", FsKind::Btrfs, 200, &m).unwrap();
+    let data = m.join("mysql");
+    let srv = MariaServer::init("snaptest-dbw-maria-hook", &data, &scratch.join("sock")).unwrap();
+    srv.sql("CREATE DATABASE bank; CREATE TABLE bank.x (a INT) ENGINE=InnoDB")
+        .unwrap();
+    let run_dir = scratch.join("hook-run");
+    let conf = srv.hook_conf(&scratch.join("snaptest-dbw-maria.conf"), &run_dir, 120);
+    let env = [("SNAPSHOT_MARIADB_CONF", conf.as_path())];
+    let hooks = HookGroups::default();
+    let maria = hook("mariadb");
+    let elsewhere = scratch.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+
+    // Not my data: exit 1, no helper, no lock.
+    let session = "snaptest-dbw-s1";
+    let r = hooks.call(&scratch, &maria, "freeze", &[&elsewhere], session, &env);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("is not in"), "{}", r.stderr);
+    assert_eq!(files_with(&run_dir, session), Vec::<String>::new());
+    assert_writable(&srv, 1);
+    let r = hooks.call(&scratch, &maria, "thaw", &[&elsewhere], session, &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+
+    // No server behind the configured socket.
+    let bad = scratch.join("snaptest-dbw-maria-none.conf");
+    std::fs::write(
+        &bad,
+        format!(
+            "MARIADB_SOCKET={}\nMARIADB_RUN_DIR={}\n",
+            s(&scratch.join("none.sock")),
+            s(&run_dir)
+        ),
+    )
+    .unwrap();
+    let r = hooks.call(
+        &scratch,
+        &maria,
+        "freeze",
+        &[&m],
+        session,
+        &[("SNAPSHOT_MARIADB_CONF", bad.as_path())],
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no MariaDB/MySQL server reachable"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(files_with(&run_dir, session), Vec::<String>::new());
+
+    // The lock cannot be had in time (a session holds a table write lock): freeze gives up
+    // after MARIADB_LOCK_WAIT, exit 2, and leaves no helper and no lock behind.
+    let session = "snaptest-dbw-s1b";
+    let mut locker = srv
+        .client_cmd()
+        .arg("-e")
+        .arg("LOCK TABLES bank.x WRITE; SELECT SLEEP(3); UNLOCK TABLES")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the table lock", Duration::from_secs(10), || {
+        let n = srv
+            .sql("SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'SELECT SLEEP(3)%'")
+            .unwrap();
+        (n == "1").then_some(())
+    });
+    let short = scratch.join("snaptest-dbw-maria-short.conf");
+    std::fs::write(
+        &short,
+        format!(
+            "MARIADB_SOCKET={}\nMARIADB_RUN_DIR={}\nMARIADB_LOCK_WAIT=1\n",
+            s(&srv.socket()),
+            s(&run_dir)
+        ),
+    )
+    .unwrap();
+    let short_env = [("SNAPSHOT_MARIADB_CONF", short.as_path())];
+    let r = hooks.call(&scratch, &maria, "freeze", &[&m], session, &short_env);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("Lock wait timeout"), "{}", r.stderr);
+    assert_eq!(files_with(&run_dir, session), Vec::<String>::new());
+    assert!(wait_timeout(&mut locker, Duration::from_secs(20)).success());
+    assert_writable(&srv, 10);
+    let r = hooks.call(&scratch, &maria, "thaw", &[&m], session, &short_env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+
+    // Freeze over the data (a DIR inside the data directory counts too): the lock is held when
+    // freeze returns; a write waits; thaw releases it and the write completes right after.
+    let session = "snaptest-dbw-s2";
+    let r = hooks.call(
+        &scratch,
+        &maria,
+        "freeze",
+        &[&data.join("bank")],
+        session,
+        &env,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.took < Duration::from_secs(10), "freeze took {:?}", r.took);
+    let pidfile = run_dir.join(format!("mariadb-{session}.pid"));
+    let helper: u32 = std::fs::read_to_string(&pidfile)
+        .expect("helper pid file")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(proc_alive(helper), "helper {helper} holds the lock");
+    let mut insert = blocked_insert(&srv, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        insert.try_wait().unwrap().is_none(),
+        "the insert waits while frozen"
+    );
+    let r = hooks.call(
+        &scratch,
+        &maria,
+        "thaw",
+        &[&data.join("bank")],
+        session,
+        &env,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.took < Duration::from_secs(5), "thaw took {:?}", r.took);
+    let t = Instant::now();
+    let status = wait_timeout(&mut insert, Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "the insert completes after thaw: {status}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "{:?} after thaw",
+        t.elapsed()
+    );
+    assert!(!proc_alive(helper), "helper {helper} is gone after thaw");
+    assert_eq!(files_with(&run_dir, session), Vec::<String>::new());
+    assert_writable(&srv, 3);
+    // Thaw again: nothing to release, still fine.
+    let r = hooks.call(&scratch, &maria, "thaw", &[&m], session, &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("nothing to release"), "{}", r.stderr);
+
+    // A thaw that never comes: the watchdog releases the lock by itself.
+    let session = "snaptest-dbw-s3";
+    let dog_conf = srv.hook_conf(&scratch.join("snaptest-dbw-maria-dog.conf"), &run_dir, 3);
+    let dog_env = [("SNAPSHOT_MARIADB_CONF", dog_conf.as_path())];
+    let r = hooks.call(&scratch, &maria, "freeze", &[&m], session, &dog_env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let frozen = Instant::now();
+    let mut insert = blocked_insert(&srv, 4);
+    let status = wait_timeout(&mut insert, Duration::from_secs(20));
+    let waited = frozen.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "released by the 3 s watchdog after {waited:?}"
+    );
+    assert_writable(&srv, 5);
+    wait_for("the helper to go", Duration::from_secs(5), || {
+        files_with(&run_dir, &format!("{session}.pid"))
+            .is_empty()
+            .then_some(())
+    });
+    let r = hooks.call(&scratch, &maria, "thaw", &[&m], session, &dog_env);
+    assert_eq!(
+        r.code,
+        Some(3),
+        "a late thaw reports the watchdog: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("released by the watchdog"),
+        "{}",
+        r.stderr
+    );
+    let r = hooks.call(&scratch, &maria, "thaw", &[&m], session, &dog_env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(files_with(&run_dir, "mariadb-"), Vec::<String>::new());
+    assert_eq!(srv.sql_u64("SELECT count(*) FROM bank.x"), 6);
+}
