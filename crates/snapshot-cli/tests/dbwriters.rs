@@ -447,10 +447,14 @@ impl MariaServer {
     /// mariadb-install-db into `data` (created for mysql), then start.
     fn init(name: &str, data: &Path, sock: &Path) -> Result<Self> {
         dir_for(data, "mysql")?;
+        dir_for(sock, "mysql")?;
         output(
             Command::new(find_tool("mariadb-install-db").context("no mariadb-install-db")?)
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", s(data)))
+                // A tmpdir of its own: a server starting meanwhile (another test) removes the
+                // `#sql*` files it finds in its tmpdir, the bootstrap's temporary tables too.
+                .arg(format!("--tmpdir={}", s(sock)))
                 .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
                 .args(MARIADB_OPTS),
         )
@@ -466,6 +470,7 @@ impl MariaServer {
             .arg(format!("--socket={}", s(&sock.join("mysqld.sock"))))
             .arg(format!("--pid-file={}", s(&sock.join("mysqld.pid"))))
             .arg(format!("--log-error={}", s(&sock.join("error.log"))))
+            .arg(format!("--tmpdir={}", s(sock)))
             .args(MARIADB_OPTS)
             .current_dir("/")
             .stdin(Stdio::null())
