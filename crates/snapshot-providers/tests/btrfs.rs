@@ -308,6 +308,13 @@ fn dir_inside_a_nested_subvolume() {
     assert_removed(&fs, &scratch, &ct);
 }
 
+/// Unmounts a staging mount as a crash would leave it gone. Retried while busy, as the
+/// provider does: a process another test forks meanwhile holds copies of this process's
+/// descriptors until it execs (close-on-exec), which makes the mount busy for a moment.
+fn unmount_staging(path: &Path) {
+    snapshot_core::view::unmount_patiently(path).unwrap();
+}
+
 #[test]
 fn remove_from_another_process_and_from_the_journalled_intent() {
     if !require_privileges("btrfs::remove_from_another_process") {
@@ -322,7 +329,7 @@ fn remove_from_another_process_and_from_the_journalled_intent() {
     let ctx0 = ctx(&scratch, 0);
     let created = BtrfsProvider.create(&unit, &ctx0).unwrap();
     let staging = scratch.join("run/btrfs-0");
-    sys::unmount_path(&staging).unwrap();
+    unmount_staging(&staging);
     std::fs::remove_dir(&staging).unwrap();
     assert_eq!(our_snapshots(&fs).len(), 1);
     BtrfsProvider.remove(&created).unwrap();
@@ -336,7 +343,7 @@ fn remove_from_another_process_and_from_the_journalled_intent() {
         .remove(&intent)
         .expect("nothing made yet: a no-op");
     let created = BtrfsProvider.create(&unit, &ctx1).unwrap();
-    sys::unmount_path(&scratch.join("run/btrfs-1")).unwrap();
+    unmount_staging(&scratch.join("run/btrfs-1"));
     BtrfsProvider.remove(&intent).unwrap();
     assert_removed(&fs, &scratch, &created);
 }
