@@ -911,6 +911,46 @@ impl Stat {
     }
 }
 
+/// One row of a provider configuration's table: a session measure beside the raw baseline it
+/// is a ratio to, and what that baseline is.
+type Row<'a> = (&'a str, &'a Stat, &'a Stat, &'a str);
+
+/// A [`Row`] of a session measure and its (baseline, what it is).
+fn row<'a>(what: &'a str, sess: &'a Stat, (raw, label): (&'a Stat, &'a str)) -> Row<'a> {
+    (what, sess, raw, label)
+}
+
+/// The table of one provider configuration (freeze, LVM, ZFS): a heading, then each session
+/// measure with its median (min–max), the raw baseline, the ratio and the difference.
+fn provider_table(o: &mut String, heading: &str, baseline: &str, decimals: usize, rows: &[Row]) {
+    use std::fmt::Write;
+    let st = |s: &Stat| {
+        format!(
+            "{:.d$} ({:.d$}–{:.d$})",
+            s.median,
+            s.min,
+            s.max,
+            d = decimals
+        )
+    };
+    let _ = writeln!(o, "\n{heading}");
+    let _ = writeln!(
+        o,
+        "  {:<36} {:>24}  {:<44} {:>7} {:>9}",
+        "measure", "session ms", baseline, "ratio", "extra"
+    );
+    for (what, sess, raw, label) in rows {
+        let _ = writeln!(
+            o,
+            "  {what:<36} {:>24}  {:<44} {:>7} {:>9}",
+            st(sess),
+            format!("{} {label}", st(raw)),
+            format!("{:.2}x", sess.median / raw.median),
+            format!("{:+.d$}", sess.median - raw.median, d = decimals),
+        );
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct SessionStats {
     /// spawn → `done` + EOF on stdout, no writers.
@@ -1201,9 +1241,17 @@ impl Report {
         let st = |s: &Stat| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
         let _ = writeln!(
             o,
-            "snapshot bench: loop devices, {} cores, Linux {}; {} runs per configuration\n\
-             ms as median (min–max); ratio and extra = session against the raw kernel baseline",
-            self.machine.cores, self.machine.kernel, self.runs
+            "snapshot bench: {}, {} cores, Linux {}; {} runs per configuration\n\
+             ms as median (min–max); ratio and extra = session against the raw baseline \
+             (kernel or tool) measured in the same run",
+            if self.lvm.is_empty() && self.zfs.is_empty() {
+                "loop devices"
+            } else {
+                "LVM/ZFS fixtures on loop files"
+            },
+            self.machine.cores,
+            self.machine.kernel,
+            self.runs
         );
         for c in &self.configs {
             let (s, r) = (&c.session, &c.raw);

@@ -4,7 +4,7 @@
 //! the provider cannot go below), then the clone attached read-only and mounted (ready), then
 //! unmount + delete (teardown).
 
-use super::{ms, run_session, writer_stamps, SessionDirs, SessionRun, Stat, HOLD};
+use super::{ms, row, run_session, writer_stamps, SessionDirs, SessionRun, Stat, HOLD};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use snapshot_core::sys;
@@ -390,63 +390,44 @@ impl FreezeConfig {
     pub(super) fn table(&self, o: &mut String) {
         use std::fmt::Write;
         let (s, r) = (&self.session, &self.raw);
-        let st = |s: &Stat| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
-        let _ = writeln!(o, "\nfreeze, {}", self.label);
-        let _ = writeln!(
+        let (ready, window, teardown) = (
+            (&r.ready_ms, "clone+attach+mount"),
+            (&r.frozen_window_ms, "FIFREEZE..FITHAW"),
+            (&r.teardown_ms, "unmount+delete"),
+        );
+        super::provider_table(
             o,
-            "  {:<36} {:>22}  {:<40} {:>7} {:>8}",
-            "measure", "session ms", "raw kernel baseline ms", "ratio", "extra"
+            &format!("freeze, {}", self.label),
+            "raw kernel baseline ms",
+            2,
+            &[
+                row("ready, no writers", &s.ready_ms, ready),
+                row("ready, 1 writer hook", &s.ready_with_writer_ms, ready),
+                row(
+                    "frozen window, hook clock",
+                    &s.frozen_window_hook_ms,
+                    window,
+                ),
+                row("frozen window, session -v", &s.frozen_window_log_ms, window),
+                row(
+                    "snapshot creation, -v, no writers",
+                    &s.snapshot_creation_ms,
+                    window,
+                ),
+                row(
+                    "FIFREEZE..FITHAW, provider -vv",
+                    &s.provider_frozen_ms,
+                    window,
+                ),
+                row("teardown, no writers", &s.teardown_ms, teardown),
+                row(
+                    "teardown, 1 writer hook",
+                    &s.teardown_with_writer_ms,
+                    teardown,
+                ),
+            ],
         );
-        let mut row = |what: &str, sess: &Stat, raw_text: &str, base: f64| {
-            let _ = writeln!(
-                o,
-                "  {what:<36} {:>22}  {raw_text:<40} {:>7} {:>8}",
-                st(sess),
-                format!("{:.2}x", sess.median / base),
-                format!("{:+.2}", sess.median - base),
-            );
-        };
-        let ready = format!("{} clone+attach+mount", st(&r.ready_ms));
-        let window = format!("{} FIFREEZE..FITHAW", st(&r.frozen_window_ms));
-        let teardown = format!("{} unmount+delete", st(&r.teardown_ms));
-        let (rb, wb, tb) = (
-            r.ready_ms.median,
-            r.frozen_window_ms.median,
-            r.teardown_ms.median,
-        );
-        row("ready, no writers", &s.ready_ms, &ready, rb);
-        row("ready, 1 writer hook", &s.ready_with_writer_ms, &ready, rb);
-        row(
-            "frozen window, hook clock",
-            &s.frozen_window_hook_ms,
-            &window,
-            wb,
-        );
-        row(
-            "frozen window, session -v",
-            &s.frozen_window_log_ms,
-            &window,
-            wb,
-        );
-        row(
-            "snapshot creation, -v, no writers",
-            &s.snapshot_creation_ms,
-            &window,
-            wb,
-        );
-        row(
-            "FIFREEZE..FITHAW, provider -vv",
-            &s.provider_frozen_ms,
-            &window,
-            wb,
-        );
-        row("teardown, no writers", &s.teardown_ms, &teardown, tb);
-        row(
-            "teardown, 1 writer hook",
-            &s.teardown_with_writer_ms,
-            &teardown,
-            tb,
-        );
+        let st = |s: &Stat| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
         let _ = writeln!(
             o,
             "  raw detail: FIFREEZE {}, FICLONE {}, FITHAW {} (sums); open + create clones {}; \

@@ -5,7 +5,7 @@
 //! it), `lvchange -ay -K` for thin snapshots, the read-only mount (ready), then unmount +
 //! `lvremove` (teardown).
 
-use super::{ms, run_session, writer_stamps, SessionDirs, Stat, HOLD};
+use super::{ms, row, run_session, writer_stamps, SessionDirs, Stat, HOLD};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use snapshot_core::sys;
@@ -320,66 +320,48 @@ impl LvmConfig {
 
     pub(super) fn table(&self, o: &mut String) {
         use std::fmt::Write;
-        let st = |s: &Stat| format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max);
-        let _ = writeln!(o, "\nlvm, {}", self.label);
-        let _ = writeln!(
-            o,
-            "  {:<36} {:>24}  {:<44} {:>7} {:>9}",
-            "measure", "session ms", "raw LVM baseline ms", "ratio", "extra"
-        );
-        let mut row = |what: &str, sess: &Stat, raw_text: &str, base: f64| {
-            let _ = writeln!(
-                o,
-                "  {what:<36} {:>24}  {raw_text:<44} {:>7} {:>9}",
-                st(sess),
-                format!("{:.2}x", sess.median / base),
-                format!("{:+.1}", sess.median - base),
-            );
+        let ready_label = if self.thin {
+            "lvcreate+lvchange +mount"
+        } else {
+            "lvcreate+mount"
         };
-        let ready = format!(
-            "{} lvcreate{}+mount",
-            st(&self.raw_ready_ms),
-            if self.thin { "+lvchange " } else { "" }
+        let (ready, create, teardown) = (
+            (&self.raw_ready_ms, ready_label),
+            (&self.raw_lvcreate_ms, "lvcreate -s"),
+            (&self.raw_teardown_ms, "umount+lvremove"),
         );
-        let create = format!("{} lvcreate -s", st(&self.raw_lvcreate_ms));
-        let teardown = format!("{} umount+lvremove", st(&self.raw_teardown_ms));
-        let (rr, rc, rt) = (
-            self.raw_ready_ms.median,
-            self.raw_lvcreate_ms.median,
-            self.raw_teardown_ms.median,
+        super::provider_table(
+            o,
+            &format!("lvm, {}", self.label),
+            "raw LVM baseline ms",
+            1,
+            &[
+                row("ready, no writers", &self.ready_ms, ready),
+                row("ready, 1 writer hook", &self.ready_with_writer_ms, ready),
+                row(
+                    "frozen window, hook clock",
+                    &self.frozen_window_hook_ms,
+                    create,
+                ),
+                row(
+                    "frozen window, session -v",
+                    &self.frozen_window_log_ms,
+                    create,
+                ),
+                row(
+                    "snapshot creation, -v, no writers",
+                    &self.snapshot_creation_ms,
+                    create,
+                ),
+                row("teardown, no writers", &self.teardown_ms, teardown),
+                row(
+                    "teardown, 1 writer hook",
+                    &self.teardown_with_writer_ms,
+                    teardown,
+                ),
+            ],
         );
-        row("ready, no writers", &self.ready_ms, &ready, rr);
-        row(
-            "ready, 1 writer hook",
-            &self.ready_with_writer_ms,
-            &ready,
-            rr,
-        );
-        row(
-            "frozen window, hook clock",
-            &self.frozen_window_hook_ms,
-            &create,
-            rc,
-        );
-        row(
-            "frozen window, session -v",
-            &self.frozen_window_log_ms,
-            &create,
-            rc,
-        );
-        row(
-            "snapshot creation, -v, no writers",
-            &self.snapshot_creation_ms,
-            &create,
-            rc,
-        );
-        row("teardown, no writers", &self.teardown_ms, &teardown, rt);
-        row(
-            "teardown, 1 writer hook",
-            &self.teardown_with_writer_ms,
-            &teardown,
-            rt,
-        );
+        let st = |s: &Stat| format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max);
         let _ = writeln!(
             o,
             "  raw detail: lvcreate {}, lvchange -ay -K {}, mount {}",

@@ -5,7 +5,7 @@
 //! window: all the provider does inside it), `zfs hold` and the read-only mounts (ready), then
 //! unmount + `zfs release` + `zfs destroy` (teardown).
 
-use super::{ms, run_session, writer_stamps, SessionDirs, SessionRun, Stat, HOLD};
+use super::{ms, row, run_session, writer_stamps, SessionDirs, SessionRun, Stat, HOLD};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use snapshot_core::sys;
@@ -325,62 +325,43 @@ impl ZfsConfig {
 
     pub(super) fn table(&self, o: &mut String) {
         use std::fmt::Write;
-        let st = |s: &Stat| format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max);
-        let _ = writeln!(o, "\nzfs, {}", self.label);
-        let _ = writeln!(
+        let (ready, create, teardown) = (
+            (&self.raw_ready_ms, "snapshot+hold+mount"),
+            (&self.raw_zfs_snapshot_ms, "zfs snapshot"),
+            (&self.raw_teardown_ms, "umount+release+destroy"),
+        );
+        super::provider_table(
             o,
-            "  {:<36} {:>24}  {:<44} {:>7} {:>9}",
-            "measure", "session ms", "raw ZFS baseline ms", "ratio", "extra"
+            &format!("zfs, {}", self.label),
+            "raw ZFS baseline ms",
+            1,
+            &[
+                row("ready, no writers", &self.ready_ms, ready),
+                row("ready, 1 writer hook", &self.ready_with_writer_ms, ready),
+                row(
+                    "frozen window, hook clock",
+                    &self.frozen_window_hook_ms,
+                    create,
+                ),
+                row(
+                    "frozen window, session -v",
+                    &self.frozen_window_log_ms,
+                    create,
+                ),
+                row(
+                    "snapshot creation, -v, no writers",
+                    &self.snapshot_creation_ms,
+                    create,
+                ),
+                row("teardown, no writers", &self.teardown_ms, teardown),
+                row(
+                    "teardown, 1 writer hook",
+                    &self.teardown_with_writer_ms,
+                    teardown,
+                ),
+            ],
         );
-        let mut row = |what: &str, sess: &Stat, raw_text: &str, base: f64| {
-            let _ = writeln!(
-                o,
-                "  {what:<36} {:>24}  {raw_text:<44} {:>7} {:>9}",
-                st(sess),
-                format!("{:.2}x", sess.median / base),
-                format!("{:+.1}", sess.median - base),
-            );
-        };
-        let ready = format!("{} snapshot+hold+mount", st(&self.raw_ready_ms));
-        let create = format!("{} zfs snapshot", st(&self.raw_zfs_snapshot_ms));
-        let teardown = format!("{} umount+release+destroy", st(&self.raw_teardown_ms));
-        let (rr, rc, rt) = (
-            self.raw_ready_ms.median,
-            self.raw_zfs_snapshot_ms.median,
-            self.raw_teardown_ms.median,
-        );
-        row("ready, no writers", &self.ready_ms, &ready, rr);
-        row(
-            "ready, 1 writer hook",
-            &self.ready_with_writer_ms,
-            &ready,
-            rr,
-        );
-        row(
-            "frozen window, hook clock",
-            &self.frozen_window_hook_ms,
-            &create,
-            rc,
-        );
-        row(
-            "frozen window, session -v",
-            &self.frozen_window_log_ms,
-            &create,
-            rc,
-        );
-        row(
-            "snapshot creation, -v, no writers",
-            &self.snapshot_creation_ms,
-            &create,
-            rc,
-        );
-        row("teardown, no writers", &self.teardown_ms, &teardown, rt);
-        row(
-            "teardown, 1 writer hook",
-            &self.teardown_with_writer_ms,
-            &teardown,
-            rt,
-        );
+        let st = |s: &Stat| format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max);
         let _ = writeln!(
             o,
             "  raw detail: zfs snapshot {}, zfs hold {}, mount {}",
