@@ -206,6 +206,60 @@ fn sigterm_during_hold_tears_down() {
     assert_clean(&target);
 }
 
+/// A mount stacked over TARGET during the hold hides the view, and unmounting by path would
+/// remove it: the teardown leaves it alone (it is not the session's), reports what it could
+/// not remove (81, journal kept), never claims a clean exit; once its owner has removed it,
+/// `snapshot cleanup` removes the rest (view, snapshot, journal).
+#[test]
+fn a_mount_stacked_over_the_view_is_left_alone_and_reported() {
+    if !require_privileges("a_mount_stacked_over_the_view_is_left_alone_and_reported") {
+        return;
+    }
+    let scratch = Scratch::new("stacked").unwrap();
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("stacked", FsKind::Btrfs, 128, &m).unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+    let mut run = Running::start(&["--no-writers", "-t", s(&target), s(&m)], &rt);
+    assert_eq!(run.ready(), "done\n");
+    let mount = |args: &[&str]| {
+        let st = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{args:?}");
+    };
+    mount(&["mount", "-t", "tmpfs", "snaptest-stacked", s(&target)]);
+    std::fs::write(target.join("theirs"), "x").unwrap();
+    let (status, stderr) = run.finish();
+    assert_eq!(status.code(), Some(81), "{stderr}");
+    assert!(
+        stderr.contains("covered by a mount this session did not make"),
+        "{stderr}"
+    );
+    // Still there, untouched: the stacked tmpfs is on top at TARGET.
+    assert_eq!(
+        std::fs::read_to_string(target.join("theirs")).unwrap(),
+        "x",
+        "the foreign mount was removed"
+    );
+    mount(&["umount", s(&target)]);
+    let out = std::process::Command::new(bin("snapshot"))
+        .args(["cleanup", "--state-dir", s(&rt.join("state"))])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean(&target);
+    assert_no_journal(&rt);
+    assert_eq!(run_btrfs_list(&m), Vec::<String>::new(), "snapshots left");
+}
+
 /// A second session on the same target is refused as busy (75) and disturbs nothing.
 #[test]
 fn second_session_on_one_target_is_busy() {

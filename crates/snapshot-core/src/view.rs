@@ -34,12 +34,23 @@ enum Kind {
     Snapshot,
 }
 
-/// Mounts made under TARGET, in the order made; torn down in reverse.
+/// Mounts made under TARGET, in the order made, each with the identity of the mount made
+/// there ([`identity`]); torn down in reverse.
 #[derive(Debug)]
 pub struct View {
     target: PathBuf,
-    mounts: Vec<(PathBuf, Kind)>,
+    mounts: Vec<(PathBuf, Kind, Option<u64>)>,
     skeleton_name: String,
+}
+
+/// The identity of the mount on top at `path`: statx's unique mount id (Linux 6.8; never
+/// reused), else the reusable one; `None` when the path does not resolve.
+fn identity(path: &Path) -> Option<u64> {
+    match sys::path_mount(path) {
+        Ok(pm) => Some(pm.unique_id),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => sys::mount_id(path).ok(),
+        Err(_) => None,
+    }
 }
 
 impl View {
@@ -49,7 +60,7 @@ impl View {
             .map_err(io_err("mounting the view's tmpfs at", target))?;
         Ok(Self {
             target: target.to_owned(),
-            mounts: vec![(target.to_owned(), Kind::Skeleton)],
+            mounts: vec![(target.to_owned(), Kind::Skeleton, identity(target))],
             skeleton_name: name.to_owned(),
         })
     }
@@ -101,7 +112,8 @@ impl View {
             }
             sys::mount_skeleton_tmpfs(&existing, &self.skeleton_name)
                 .map_err(io_err("mounting a skeleton tmpfs at", &existing))?;
-            self.mounts.push((existing.clone(), Kind::Skeleton));
+            let id = identity(&existing);
+            self.mounts.push((existing.clone(), Kind::Skeleton, id));
         }
         std::fs::create_dir_all(&at).map_err(io_err("creating", &at))?;
         Ok(at)
@@ -110,7 +122,7 @@ impl View {
     /// Whether `path` lies on one of the view's skeleton tmpfs mounts.
     fn in_skeleton(&self, path: &Path) -> Result<bool, ViewError> {
         let id = sys::mount_id(path).map_err(io_err("finding the mount of", path))?;
-        for (p, kind) in &self.mounts {
+        for (p, kind, _) in &self.mounts {
             if *kind == Kind::Skeleton && sys::mount_id(p).ok() == Some(id) {
                 return Ok(true);
             }
@@ -120,12 +132,13 @@ impl View {
 
     /// Records a snapshot mounted at `at` (returned by [`prepare`](Self::prepare)).
     pub fn mounted(&mut self, at: PathBuf) {
-        self.mounts.push((at, Kind::Snapshot));
+        let id = identity(&at);
+        self.mounts.push((at, Kind::Snapshot, id));
     }
 
     /// Makes every skeleton read-only.
     pub fn seal(&self) -> Result<(), ViewError> {
-        for (p, kind) in &self.mounts {
+        for (p, kind, _) in &self.mounts {
             if *kind == Kind::Skeleton {
                 sys::remount_superblock_readonly(p).map_err(io_err("making read-only", p))?;
             }
@@ -135,14 +148,36 @@ impl View {
 
     /// Mount points of the view, in the order made.
     pub fn mount_points(&self) -> impl Iterator<Item = &Path> {
-        self.mounts.iter().map(|(p, _)| p.as_path())
+        self.mounts.iter().map(|(p, _, _)| p.as_path())
     }
 
     /// Unmounts everything, children before parents. A mount still busy after retries is
     /// detached lazily (it leaves the namespace at once) and reported.
+    ///
+    /// Unmounting by path takes whatever is on top there: a mount someone stacked over the
+    /// view during the backup is not the session's to remove. Such a mount is left alone and
+    /// reported, and so is every view mount holding it (unmounting those would need a lazy
+    /// detach that takes it along), so that the session keeps its journal and `snapshot
+    /// cleanup` finishes once it is gone.
     pub fn teardown(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
-        while let Some((p, _)) = self.mounts.pop() {
+        let mut held: Vec<PathBuf> = Vec::new();
+        while let Some((p, _, id)) = self.mounts.pop() {
+            if let Some(h) = held.iter().find(|h| h.starts_with(&p)) {
+                problems.push(format!("{p:?}: left mounted: it holds {h:?}"));
+                held.push(p);
+                continue;
+            }
+            if let (Some(ours), Some(now)) = (id, identity(&p)) {
+                if ours != now {
+                    problems.push(format!(
+                        "{p:?}: covered by a mount this session did not make; left alone \
+                         (unmount it, then run `snapshot cleanup`)"
+                    ));
+                    held.push(p);
+                    continue;
+                }
+            }
             if let Err(e) = unmount_patiently(&p) {
                 problems.push(e);
             }
