@@ -162,6 +162,7 @@ impl View {
     pub fn teardown(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut held: Vec<PathBuf> = Vec::new();
+        let session_ids: Vec<u64> = self.mounts.iter().filter_map(|(_, _, id)| *id).collect();
         while let Some((p, _, id)) = self.mounts.pop() {
             if let Some(h) = held.iter().find(|h| h.starts_with(&p)) {
                 problems.push(format!("{p:?}: left mounted: it holds {h:?}"));
@@ -169,10 +170,18 @@ impl View {
                 continue;
             }
             if let (Some(ours), Some(now)) = (id, identity(&p)) {
+                if ours != now && session_ids.contains(&now) {
+                    // The path shows another of the session's mounts (its parent): the one
+                    // made here is gone already (seen when an overflowing LVM snapshot's
+                    // filesystem went away during the hold). Nothing to unmount here.
+                    log::warn!("{p:?}: the mount the session made there is gone already");
+                    continue;
+                }
                 if ours != now {
                     problems.push(format!(
-                        "{p:?}: covered by a mount this session did not make; left alone \
-                         (unmount it, then run `snapshot cleanup`)"
+                        "{p:?}: covered by a mount this session did not make (mount {now}, \
+                         the session's {ours}); left alone (unmount it, then run `snapshot \
+                         cleanup`)"
                     ));
                     held.push(p);
                     continue;
