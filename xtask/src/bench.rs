@@ -911,6 +911,101 @@ impl Stat {
     }
 }
 
+/// The session side of a provider configuration (freeze, LVM, ZFS), per run: one session
+/// with the clock writer hook and one without.
+#[derive(Debug, Default)]
+struct SessionSamples {
+    ready: Vec<f64>,
+    ready_writer: Vec<f64>,
+    frozen_hook: Vec<f64>,
+    frozen_log: Vec<f64>,
+    create_log: Vec<f64>,
+    teardown: Vec<f64>,
+    teardown_writer: Vec<f64>,
+}
+
+impl SessionSamples {
+    /// Records one run: `w` with the clock hook, whose `freeze`/`thaw` stamps (µs) are
+    /// `stamps`, and `no_w` without writers.
+    fn push(&mut self, w: &SessionRun, stamps: (u64, u64), no_w: &SessionRun) -> Result<()> {
+        let (freeze, thaw) = stamps;
+        self.ready_writer.push(ms(w.ready));
+        self.teardown_writer.push(ms(w.teardown));
+        self.frozen_hook.push((thaw - freeze) as f64 / 1e3);
+        self.frozen_log.push(w.frozen_log()?.0);
+        self.ready.push(ms(no_w.ready));
+        self.teardown.push(ms(no_w.teardown));
+        self.create_log.push(no_w.frozen_log()?.1);
+        Ok(())
+    }
+}
+
+/// [`SessionSamples`] as medians (min–max).
+#[derive(Debug, Serialize)]
+struct ProviderSession {
+    /// spawn → `done` + EOF, no writers.
+    ready_ms: Stat,
+    ready_with_writer_ms: Stat,
+    /// Clock hook: `thaw` stamp − `freeze` stamp.
+    frozen_window_hook_ms: Stat,
+    /// The session's `-v` "frozen window" (first writer freeze → last thaw).
+    frozen_window_log_ms: Stat,
+    /// The session's `-v` "snapshot creation", no writers.
+    snapshot_creation_ms: Stat,
+    /// stdin close → exit.
+    teardown_ms: Stat,
+    teardown_with_writer_ms: Stat,
+}
+
+impl ProviderSession {
+    fn of(s: &SessionSamples) -> Self {
+        Self {
+            ready_ms: Stat::of(&s.ready),
+            ready_with_writer_ms: Stat::of(&s.ready_writer),
+            frozen_window_hook_ms: Stat::of(&s.frozen_hook),
+            frozen_window_log_ms: Stat::of(&s.frozen_log),
+            snapshot_creation_ms: Stat::of(&s.create_log),
+            teardown_ms: Stat::of(&s.teardown),
+            teardown_with_writer_ms: Stat::of(&s.teardown_writer),
+        }
+    }
+
+    /// The table rows, each beside its baseline: `(baseline, what it is)` for ready, the
+    /// frozen window (and snapshot creation) and teardown.
+    fn rows<'a>(
+        &'a self,
+        ready: (&'a Stat, &'a str),
+        window: (&'a Stat, &'a str),
+        teardown: (&'a Stat, &'a str),
+    ) -> Vec<Row<'a>> {
+        vec![
+            row("ready, no writers", &self.ready_ms, ready),
+            row("ready, 1 writer hook", &self.ready_with_writer_ms, ready),
+            row(
+                "frozen window, hook clock",
+                &self.frozen_window_hook_ms,
+                window,
+            ),
+            row(
+                "frozen window, session -v",
+                &self.frozen_window_log_ms,
+                window,
+            ),
+            row(
+                "snapshot creation, -v, no writers",
+                &self.snapshot_creation_ms,
+                window,
+            ),
+            row("teardown, no writers", &self.teardown_ms, teardown),
+            row(
+                "teardown, 1 writer hook",
+                &self.teardown_with_writer_ms,
+                teardown,
+            ),
+        ]
+    }
+}
+
 /// One row of a provider configuration's table: a session measure beside the raw baseline it
 /// is a ratio to, and what that baseline is.
 type Row<'a> = (&'a str, &'a Stat, &'a Stat, &'a str);

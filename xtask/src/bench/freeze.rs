@@ -4,7 +4,10 @@
 //! the provider cannot go below), then the clone attached read-only and mounted (ready), then
 //! unmount + delete (teardown).
 
-use super::{ms, row, run_session, writer_stamps, SessionDirs, SessionRun, Stat, HOLD};
+use super::{
+    ms, row, run_session, writer_stamps, ProviderSession, SessionDirs, SessionRun, SessionSamples,
+    Stat, HOLD,
+};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use snapshot_core::sys;
@@ -108,14 +111,8 @@ pub(super) struct FreezeSamples {
     raw_mount: Vec<f64>,
     raw_ready: Vec<f64>,
     raw_teardown: Vec<f64>,
-    ready: Vec<f64>,
-    ready_writer: Vec<f64>,
-    frozen_hook: Vec<f64>,
-    frozen_log: Vec<f64>,
-    create_log: Vec<f64>,
+    session: SessionSamples,
     provider_window: Vec<f64>,
-    teardown: Vec<f64>,
-    teardown_writer: Vec<f64>,
 }
 
 /// One run of the configuration `idx`; recorded into `keep` unless it is a warm-up.
@@ -130,7 +127,7 @@ pub(super) fn iteration(
     let raw = raw_round(&fs, &views)?;
     let dirs: Vec<&Path> = fs.iter().map(|f| f.mount_point.as_path()).collect();
     let w = run_session(bin, &fx.session, &dirs, true)?;
-    let (freeze, thaw) = writer_stamps(&fx.session.writer_log)?;
+    let stamps = writer_stamps(&fx.session.writer_log)?;
     let no_w = run_session(bin, &fx.session, &dirs, false)?;
 
     let Some(s) = keep else {
@@ -144,13 +141,7 @@ pub(super) fn iteration(
     s.raw_mount.push(raw.mount);
     s.raw_ready.push(raw.ready);
     s.raw_teardown.push(raw.teardown);
-    s.ready_writer.push(ms(w.ready));
-    s.teardown_writer.push(ms(w.teardown));
-    s.frozen_hook.push((thaw - freeze) as f64 / 1e3);
-    s.frozen_log.push(w.frozen_log()?.0);
-    s.ready.push(ms(no_w.ready));
-    s.teardown.push(ms(no_w.teardown));
-    s.create_log.push(no_w.frozen_log()?.1);
+    s.session.push(&w, stamps, &no_w)?;
     s.provider_window.push(provider_window(&no_w)?);
     Ok(())
 }
@@ -293,19 +284,10 @@ fn raw_round<'a>(fs: &[&'a LoopFs], views: &[&'a Path]) -> Result<RawTimes> {
 
 #[derive(Debug, Serialize)]
 pub(super) struct FreezeSession {
-    /// spawn → `done` + EOF, no writers.
-    ready_ms: Stat,
-    ready_with_writer_ms: Stat,
-    /// Clock hook: `thaw` stamp − `freeze` stamp (writers paused).
-    frozen_window_hook_ms: Stat,
-    /// The session's `-v` "frozen window" (first writer freeze → last thaw).
-    frozen_window_log_ms: Stat,
-    /// The session's `-v` "snapshot creation", no writers.
-    snapshot_creation_ms: Stat,
+    #[serde(flatten)]
+    session: ProviderSession,
     /// The provider's `-vv` first FIFREEZE → last FITHAW, no writers.
     provider_frozen_ms: Stat,
-    teardown_ms: Stat,
-    teardown_with_writer_ms: Stat,
 }
 
 #[derive(Debug, Serialize)]
@@ -349,14 +331,8 @@ pub(super) struct FreezeConfig {
 impl FreezeConfig {
     pub(super) fn new(label: String, filesystems: usize, s: &FreezeSamples) -> Self {
         let session = FreezeSession {
-            ready_ms: Stat::of(&s.ready),
-            ready_with_writer_ms: Stat::of(&s.ready_writer),
-            frozen_window_hook_ms: Stat::of(&s.frozen_hook),
-            frozen_window_log_ms: Stat::of(&s.frozen_log),
-            snapshot_creation_ms: Stat::of(&s.create_log),
+            session: ProviderSession::of(&s.session),
             provider_frozen_ms: Stat::of(&s.provider_window),
-            teardown_ms: Stat::of(&s.teardown),
-            teardown_with_writer_ms: Stat::of(&s.teardown_writer),
         };
         let raw = FreezeRaw {
             frozen_window_ms: Stat::of(&s.raw_window),
@@ -369,14 +345,15 @@ impl FreezeConfig {
             teardown_ms: Stat::of(&s.raw_teardown),
         };
         let (win, rdy) = (raw.frozen_window_ms.median, raw.ready_ms.median);
+        let (ps, provider_frozen) = (&session.session, &session.provider_frozen_ms);
         let ratios = FreezeRatios {
-            ready: session.ready_ms.median / rdy,
-            ready_with_writer: session.ready_with_writer_ms.median / rdy,
-            frozen_window_hook: session.frozen_window_hook_ms.median / win,
-            frozen_window_log: session.frozen_window_log_ms.median / win,
-            snapshot_creation: session.snapshot_creation_ms.median / win,
-            provider_frozen: session.provider_frozen_ms.median / win,
-            teardown: session.teardown_ms.median / raw.teardown_ms.median,
+            ready: ps.ready_ms.median / rdy,
+            ready_with_writer: ps.ready_with_writer_ms.median / rdy,
+            frozen_window_hook: ps.frozen_window_hook_ms.median / win,
+            frozen_window_log: ps.frozen_window_log_ms.median / win,
+            snapshot_creation: ps.snapshot_creation_ms.median / win,
+            provider_frozen: provider_frozen.median / win,
+            teardown: ps.teardown_ms.median / raw.teardown_ms.median,
         };
         Self {
             label,
@@ -400,32 +377,19 @@ impl FreezeConfig {
             &format!("freeze, {}", self.label),
             "raw kernel baseline ms",
             2,
-            &[
-                row("ready, no writers", &s.ready_ms, ready),
-                row("ready, 1 writer hook", &s.ready_with_writer_ms, ready),
-                row(
-                    "frozen window, hook clock",
-                    &s.frozen_window_hook_ms,
-                    window,
-                ),
-                row("frozen window, session -v", &s.frozen_window_log_ms, window),
-                row(
-                    "snapshot creation, -v, no writers",
-                    &s.snapshot_creation_ms,
-                    window,
-                ),
-                row(
-                    "FIFREEZE..FITHAW, provider -vv",
-                    &s.provider_frozen_ms,
-                    window,
-                ),
-                row("teardown, no writers", &s.teardown_ms, teardown),
-                row(
-                    "teardown, 1 writer hook",
-                    &s.teardown_with_writer_ms,
-                    teardown,
-                ),
-            ],
+            &{
+                let mut rows = s.session.rows(ready, window, teardown);
+                // The provider's own window, after snapshot creation.
+                rows.insert(
+                    5,
+                    row(
+                        "FIFREEZE..FITHAW, provider -vv",
+                        &s.provider_frozen_ms,
+                        window,
+                    ),
+                );
+                rows
+            },
         );
         let st = |s: &Stat| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
         let _ = writeln!(

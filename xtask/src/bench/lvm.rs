@@ -5,7 +5,9 @@
 //! it), `lvchange -ay -K` for thin snapshots, the read-only mount (ready), then unmount +
 //! `lvremove` (teardown).
 
-use super::{ms, row, run_session, writer_stamps, SessionDirs, Stat, HOLD};
+use super::{
+    ms, run_session, writer_stamps, ProviderSession, SessionDirs, SessionSamples, Stat, HOLD,
+};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use snapshot_core::sys;
@@ -105,13 +107,7 @@ pub(super) struct LvmSamples {
     raw_mount: Vec<f64>,
     raw_ready: Vec<f64>,
     raw_teardown: Vec<f64>,
-    ready: Vec<f64>,
-    ready_writer: Vec<f64>,
-    frozen_hook: Vec<f64>,
-    frozen_log: Vec<f64>,
-    create_log: Vec<f64>,
-    teardown: Vec<f64>,
-    teardown_writer: Vec<f64>,
+    session: SessionSamples,
 }
 
 pub(super) fn iteration(
@@ -127,7 +123,7 @@ pub(super) fn iteration(
     let raw = raw_round(&lvs, &fx.raw_views[..n], thin)?;
     let dirs: Vec<&Path> = lvs.iter().map(|f| f.mount_point.as_path()).collect();
     let w = run_session(bin, &fx.session, &dirs, true)?;
-    let (freeze, thaw) = writer_stamps(&fx.session.writer_log)?;
+    let stamps = writer_stamps(&fx.session.writer_log)?;
     let no_w = run_session(bin, &fx.session, &dirs, false)?;
     let Some(s) = keep else {
         return Ok(());
@@ -137,14 +133,7 @@ pub(super) fn iteration(
     s.raw_mount.push(raw.mount);
     s.raw_ready.push(raw.ready);
     s.raw_teardown.push(raw.teardown);
-    s.ready_writer.push(ms(w.ready));
-    s.teardown_writer.push(ms(w.teardown));
-    s.frozen_hook.push((thaw - freeze) as f64 / 1e3);
-    s.frozen_log.push(w.frozen_log()?.0);
-    s.ready.push(ms(no_w.ready));
-    s.teardown.push(ms(no_w.teardown));
-    s.create_log.push(no_w.frozen_log()?.1);
-    Ok(())
+    s.session.push(&w, stamps, &no_w)
 }
 
 struct RawTimes {
@@ -263,13 +252,8 @@ pub(super) struct LvmConfig {
     label: String,
     thin: bool,
     lvs: usize,
-    ready_ms: Stat,
-    ready_with_writer_ms: Stat,
-    frozen_window_hook_ms: Stat,
-    frozen_window_log_ms: Stat,
-    snapshot_creation_ms: Stat,
-    teardown_ms: Stat,
-    teardown_with_writer_ms: Stat,
+    #[serde(flatten)]
+    session: ProviderSession,
     /// `lvcreate --snapshot`, one per LV in parallel threads.
     raw_lvcreate_ms: Stat,
     /// `lvchange -ay -K` (thin only).
@@ -294,27 +278,22 @@ impl LvmConfig {
             st(&s.raw_create).median,
             st(&s.raw_teardown).median,
         );
+        let session = ProviderSession::of(&s.session);
         Self {
             label,
             thin,
             lvs,
-            ready_ms: st(&s.ready),
-            ready_with_writer_ms: st(&s.ready_writer),
-            frozen_window_hook_ms: st(&s.frozen_hook),
-            frozen_window_log_ms: st(&s.frozen_log),
-            snapshot_creation_ms: st(&s.create_log),
-            teardown_ms: st(&s.teardown),
-            teardown_with_writer_ms: st(&s.teardown_writer),
             raw_lvcreate_ms: st(&s.raw_create),
             raw_activate_ms: st(&s.raw_activate),
             raw_mount_ms: st(&s.raw_mount),
             raw_ready_ms: st(&s.raw_ready),
             raw_teardown_ms: st(&s.raw_teardown),
-            ratio_ready: st(&s.ready).median / rr,
-            ratio_frozen_window_hook: st(&s.frozen_hook).median / rc,
-            ratio_frozen_window_log: st(&s.frozen_log).median / rc,
-            ratio_snapshot_creation: st(&s.create_log).median / rc,
-            ratio_teardown: st(&s.teardown).median / rt,
+            ratio_ready: session.ready_ms.median / rr,
+            ratio_frozen_window_hook: session.frozen_window_hook_ms.median / rc,
+            ratio_frozen_window_log: session.frozen_window_log_ms.median / rc,
+            ratio_snapshot_creation: session.snapshot_creation_ms.median / rc,
+            ratio_teardown: session.teardown_ms.median / rt,
+            session,
         }
     }
 
@@ -335,31 +314,7 @@ impl LvmConfig {
             &format!("lvm, {}", self.label),
             "raw LVM baseline ms",
             1,
-            &[
-                row("ready, no writers", &self.ready_ms, ready),
-                row("ready, 1 writer hook", &self.ready_with_writer_ms, ready),
-                row(
-                    "frozen window, hook clock",
-                    &self.frozen_window_hook_ms,
-                    create,
-                ),
-                row(
-                    "frozen window, session -v",
-                    &self.frozen_window_log_ms,
-                    create,
-                ),
-                row(
-                    "snapshot creation, -v, no writers",
-                    &self.snapshot_creation_ms,
-                    create,
-                ),
-                row("teardown, no writers", &self.teardown_ms, teardown),
-                row(
-                    "teardown, 1 writer hook",
-                    &self.teardown_with_writer_ms,
-                    teardown,
-                ),
-            ],
+            &self.session.rows(ready, create, teardown),
         );
         let st = |s: &Stat| format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max);
         let _ = writeln!(
