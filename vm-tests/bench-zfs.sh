@@ -21,18 +21,7 @@ echo "VMTEST: bench --zfs --runs $runs at $(cut -d' ' -f1 /proc/uptime)s"
 "$bin/xtask" bench --zfs --runs "$runs" --snapshot-bin "$bin/snapshot" </dev/null \
   >/tmp/bench.txt || rc=1
 echo "VMTEST-BENCH-BEGIN"; cat /tmp/bench.txt; echo "VMTEST-BENCH-END"
-# Leak check, as certify-zfs.sh does: the fixture's pool, the bench's raw snapshots and the
-# tool's (their holds go with them), mounts, loop devices, backing files.
-left=$(zpool list -H -o name 2>/dev/null | grep snaptest-)
-[ -n "$left" ] && { echo "VMTEST-LEAK: ZFS pools left: $left"; rc=1; }
-left=$(zfs list -H -t snapshot -o name 2>/dev/null | grep -E 'snaptest-|@snapshot-')
-[ -n "$left" ] && { echo "VMTEST-LEAK: ZFS snapshots left: $left"; rc=1; }
-left=$(grep -E 'snaptest-|snapshot-' /proc/self/mountinfo)
-[ -n "$left" ] && { echo "VMTEST-LEAK: mounts left: $left"; rc=1; }
-left=$(losetup -n -O NAME,BACK-FILE 2>/dev/null | grep snaptest-)
-[ -n "$left" ] && { echo "VMTEST-LEAK: loop devices left: $left"; rc=1; }
-left=$(ls /var/tmp | grep snaptest-)
-[ -n "$left" ] && { echo "VMTEST-LEAK: files left in /var/tmp: $left"; rc=1; }
+bash /run/vmtest/leak-check.sh || rc=1
 if [ $rc -ne 0 ]; then
   echo "VMTEST: kernel messages (last 40):"
   dmesg | tail -40

@@ -23,12 +23,6 @@ echo "VMTEST: bench --lvm --runs $runs at $(cut -d' ' -f1 /proc/uptime)s"
 "$bin/xtask" bench --lvm --runs "$runs" --snapshot-bin "$bin/snapshot" </dev/null \
   >/tmp/bench.txt || rc=1
 echo "VMTEST-BENCH-BEGIN"; cat /tmp/bench.txt; echo "VMTEST-BENCH-END"
-# Leak check, as the test runner does.
-left=$(lvs --noheadings -o vg_name,lv_name 2>/dev/null | grep -E 'snaptest-|snapshot-')
-[ -n "$left" ] && { echo "VMTEST-LEAK: logical volumes left: $left"; rc=1; }
-left=$(grep -E 'snaptest-|snapshot-' /proc/self/mountinfo)
-[ -n "$left" ] && { echo "VMTEST-LEAK: mounts left: $left"; rc=1; }
-left=$(losetup -n -O NAME,BACK-FILE 2>/dev/null | grep snaptest-)
-[ -n "$left" ] && { echo "VMTEST-LEAK: loop devices left: $left"; rc=1; }
+bash /run/vmtest/leak-check.sh || rc=1
 echo "VMTEST: done at $(cut -d' ' -f1 /proc/uptime)s"
 exit $rc

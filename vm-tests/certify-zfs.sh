@@ -20,18 +20,7 @@ echo "VMTEST: certify --provider zfs --cycles $cycles at $(cut -d' ' -f1 /proc/u
 "$bin/xtask" certify --provider zfs --cycles "$cycles" --snapshot-bin "$bin/snapshot" \
   --report /tmp/certify-zfs.md </dev/null >/dev/null || rc=1
 echo "VMTEST-CERTIFY-BEGIN zfs"; cat /tmp/certify-zfs.md; echo "VMTEST-CERTIFY-END zfs"
-# Leak check, as the test runner does: the fixture's pool and the tool's snapshots (their
-# holds go with them), mounts, loop devices.
-left=$(zpool list -H -o name 2>/dev/null | grep snaptest-)
-[ -n "$left" ] && { echo "VMTEST-LEAK: ZFS pools left: $left"; rc=1; }
-left=$(zfs list -H -t snapshot -o name 2>/dev/null | grep -E 'snaptest-|@snapshot-')
-[ -n "$left" ] && { echo "VMTEST-LEAK: ZFS snapshots left: $left"; rc=1; }
-left=$(grep -E 'snaptest-|snapshot-' /proc/self/mountinfo)
-[ -n "$left" ] && { echo "VMTEST-LEAK: mounts left: $left"; rc=1; }
-left=$(losetup -n -O NAME,BACK-FILE 2>/dev/null | grep snaptest-)
-[ -n "$left" ] && { echo "VMTEST-LEAK: loop devices left: $left"; rc=1; }
-left=$(ls /var/tmp | grep snaptest-)
-[ -n "$left" ] && { echo "VMTEST-LEAK: files left in /var/tmp: $left"; rc=1; }
+bash /run/vmtest/leak-check.sh || rc=1
 if [ $rc -ne 0 ]; then
   echo "VMTEST: kernel messages (last 40):"
   dmesg | tail -40

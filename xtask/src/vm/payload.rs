@@ -160,6 +160,9 @@ pub fn pack(
     // Copied, not linked: the runner is run with bash, its mode does not matter.
     std::fs::copy(&runner, dir.join("run-tests.sh"))
         .with_context(|| format!("copying {}", runner.display()))?;
+    // The leak check every guest script ends with.
+    std::fs::copy(scripts.join("leak-check.sh"), dir.join("leak-check.sh"))
+        .context("copying vm-tests/leak-check.sh")?;
     let mut links = String::new();
     for (name, path) in &built.bins {
         place(path, &dir.join("bin").join(name))?;
