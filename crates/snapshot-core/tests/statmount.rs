@@ -3,231 +3,44 @@
 //! rebuilt from statmount must equal the parsed mountinfo line, field for field.
 //!
 //! Privileged (root, loop devices, btrfs-progs): without them the tests say SKIPPED, and with
-//! `CI` set they fail. The fixtures live in a scratch directory under /tmp and a backing file
-//! in /var/tmp, all named `snaptest-statmount-*`, and are removed on drop (mounts last made
-//! first). snapshot-testkit is not a dependency of this crate, so the few fixtures needed are
-//! here.
+//! `CI` set they fail. The fixtures are the testkit's (named `snaptest-statmount-*`, removed
+//! on drop, mounts last made first).
 
 use snapshot_core::mountinfo::{Lookup, Mount, MountTable};
 use snapshot_core::sys;
-use std::ffi::{OsStr, OsString};
+use snapshot_testkit::{require_privileges, run, FsKind, LoopFs, Scratch, TestMount};
+use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
-const TOOLS: &[&str] = &["mount", "losetup", "mkfs.btrfs", "btrfs"];
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+/// Test paths as `&str` (the scratch directory's are UTF-8 where a tool gets them).
+fn s(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 test path")
 }
 
-/// True when the test can run; otherwise SKIPPED on stderr, or a failure under `CI`.
-fn require_privileges(test: &str) -> bool {
-    let reason = if !sys::is_root() {
-        Some("not running as root".to_owned())
-    } else if !Path::new("/dev/loop-control").exists() {
-        Some("/dev/loop-control does not exist".to_owned())
-    } else {
-        let missing: Vec<_> = TOOLS.iter().filter(|t| find_tool(t).is_none()).collect();
-        (!missing.is_empty()).then(|| format!("missing tools: {missing:?}"))
-    };
-    match reason {
-        None => true,
-        Some(r) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: cannot run privileged test: {r}")
-        }
-        Some(r) => {
-            eprintln!("SKIPPED {test}: {r}");
-            false
-        }
-    }
+/// A btrfs on a loop device, its top level mounted at `top`, for more mounts of it.
+fn btrfs(name: &str, top: &Path) -> LoopFs {
+    LoopFs::new(name, FsKind::Btrfs, 128, top).unwrap()
 }
 
-/// Runs a tool; its stdout, or a panic with its stderr.
-fn run(tool: &str, args: &[&OsStr]) -> String {
-    let path = find_tool(tool).unwrap_or_else(|| panic!("{tool} not found"));
-    let out = Command::new(&path)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn btrfs_mount(fs: &LoopFs, options: &str, target: &Path) -> TestMount {
+    TestMount::new(&["-t", "btrfs", "-o", options, s(&fs.device)], target).unwrap()
 }
 
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
+fn tmpfs(source: &str, options: &str, target: &Path) -> TestMount {
+    TestMount::new(&["-t", "tmpfs", "-o", options, source], target).unwrap()
 }
 
-/// `/tmp/snaptest-statmount-<name>-<pid>`, removed on drop only when nothing is mounted at or
-/// below it (`remove_dir_all` would descend into a mount).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let p =
-            std::env::temp_dir().join(format!("snaptest-statmount-{name}-{}", std::process::id()));
-        std::fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
-        Self(p)
-    }
-
-    fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let left: Vec<_> = MountTable::read()
-            .map(|t| {
-                t.at_or_below(&self.0)
-                    .map(|m| m.mount_point.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !left.is_empty() {
-            eprintln!("leaving {}: still mounted: {left:?}", self.0.display());
-            return;
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("removing {}: {e}", self.0.display());
-        }
-    }
-}
-
-/// `mount ARGS... TARGET`; unmounted on drop while it is still the top mount at TARGET.
-struct Mounted {
-    target: PathBuf,
-    id: u64,
-}
-
-impl Mounted {
-    fn new(args: &[&OsStr], target: &Path) -> Self {
-        let mut argv = args.to_vec();
-        argv.push(target.as_os_str());
-        run("mount", &argv);
-        Self {
-            target: target.to_owned(),
-            id: sys::mount_id(target).unwrap(),
-        }
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        for _ in 0..20 {
-            if sys::mount_id(&self.target).ok() != Some(self.id) {
-                return;
-            }
-            match sys::unmount_path(&self.target) {
-                Ok(()) => return,
-                Err(e) if e.raw_os_error() == Some(16) => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-                Err(e) => {
-                    eprintln!("unmounting {}: {e}", self.target.display());
-                    return;
-                }
-            }
-        }
-        if let Err(e) = sys::detach_path(&self.target) {
-            eprintln!("detaching {}: {e}", self.target.display());
-        }
-    }
-}
-
-/// A btrfs on a loop device over a sparse file in /var/tmp, mounted at `top`.
-struct LoopBtrfs {
-    backing: PathBuf,
-    device: PathBuf,
-    top: Option<Mounted>,
-}
-
-impl LoopBtrfs {
-    fn new(name: &str, top: &Path) -> Self {
-        let backing = PathBuf::from(format!(
-            "/var/tmp/snaptest-statmount-{name}-{}.img",
-            std::process::id()
-        ));
-        let f = std::fs::File::create(&backing).unwrap();
-        f.set_len(128 << 20).unwrap();
-        drop(f);
-        let mut fs = Self {
-            backing,
-            device: PathBuf::new(),
-            top: None,
-        };
-        let out = run(
-            "losetup",
-            &[os("--find"), os("--show"), fs.backing.as_os_str()],
-        );
-        fs.device = PathBuf::from(out.trim());
-        run("mkfs.btrfs", &[os("-q"), os("-f"), fs.device.as_os_str()]);
-        std::fs::create_dir_all(top).unwrap();
-        fs.top = Some(Mounted::new(
-            &[os("-t"), os("btrfs"), fs.device.as_os_str()],
-            top,
-        ));
-        fs
-    }
-
-    fn mount(&self, options: &str, target: &Path) -> Mounted {
-        std::fs::create_dir_all(target).unwrap();
-        Mounted::new(
-            &[
-                os("-t"),
-                os("btrfs"),
-                os("-o"),
-                os(options),
-                self.device.as_os_str(),
-            ],
-            target,
-        )
-    }
-}
-
-impl Drop for LoopBtrfs {
-    fn drop(&mut self) {
-        drop(self.top.take());
-        if !self.device.as_os_str().is_empty() {
-            let _ = Command::new(find_tool("losetup").unwrap())
-                .arg("-d")
-                .arg(&self.device)
-                .status();
-        }
-        let _ = std::fs::remove_file(&self.backing);
-    }
-}
-
-fn tmpfs(source: &str, options: &str, target: &Path) -> Mounted {
-    std::fs::create_dir_all(target).unwrap();
-    Mounted::new(
-        &[os("-t"), os("tmpfs"), os("-o"), os(options), os(source)],
-        target,
-    )
-}
-
-fn bind(source: &Path, target: &Path) -> Mounted {
-    if source.is_dir() {
-        std::fs::create_dir_all(target).unwrap();
-    } else {
+/// A bind of a directory or, onto an empty file made for it, of a file.
+fn bind(source: &Path, target: &Path) -> TestMount {
+    if !source.is_dir() {
         std::fs::write(target, "").unwrap();
     }
-    Mounted::new(&[os("--bind"), source.as_os_str()], target)
+    TestMount::new(&["--bind", s(source)], target).unwrap()
 }
 
 fn make(propagation: &str, target: &Path) {
-    run("mount", &[os(propagation), target.as_os_str()]);
+    run("mount", &[propagation, s(target)]).unwrap();
 }
 
 /// Linux 6.15 reports what statmount supports: from there on, every mount must go through
@@ -297,35 +110,25 @@ fn for_paths_reproduces_mountinfo_for_every_reachable_mount() {
     if !require_privileges("for_paths_reproduces_mountinfo_for_every_reachable_mount") {
         return;
     }
-    let scratch = Scratch::new("every");
-    let btrfs = LoopBtrfs::new("every", &scratch.join("btrfs top"));
+    let scratch = Scratch::new("statmount-every").unwrap();
     let top = scratch.join("btrfs top");
-    run(
-        "btrfs",
-        &[
-            os("-q"),
-            os("subvolume"),
-            os("create"),
-            top.join("@home").as_os_str(),
-        ],
-    );
-    run(
-        "btrfs",
-        &[
-            os("-q"),
-            os("subvolume"),
-            os("create"),
-            top.join("@odd name,x").as_os_str(),
-        ],
-    );
+    let fs = btrfs("statmount-every", &top);
+    for sub in ["@home", "@odd name,x"] {
+        run("btrfs", &["-q", "subvolume", "create", s(&top.join(sub))]).unwrap();
+    }
     std::fs::create_dir_all(top.join("@home/alice")).unwrap();
     let odd_id = sys::ioctl::btrfs_subvol_id(&top.join("@odd name,x")).unwrap();
 
     let mut mounts = Vec::new();
     let home = scratch.join("home");
-    mounts.push(btrfs.mount("subvol=@home", &home));
-    mounts.push(btrfs.mount(&format!("subvolid={odd_id}"), &scratch.join("odd mnt")));
-    mounts.push(btrfs.mount("ro,subvol=/@home", &scratch.join("home ro")));
+    mounts.push(btrfs_mount(&fs, "subvol=@home", &home));
+    let odd = format!("subvolid={odd_id}");
+    mounts.push(btrfs_mount(&fs, &odd, &scratch.join("odd mnt")));
+    mounts.push(btrfs_mount(
+        &fs,
+        "ro,subvol=/@home",
+        &scratch.join("home ro"),
+    ));
     mounts.push(bind(&home.join("alice"), &scratch.join("alice")));
 
     // Every per-mount and per-superblock flag mountinfo prints.
@@ -351,7 +154,7 @@ fn for_paths_reproduces_mountinfo_for_every_reachable_mount() {
     std::fs::write(base.join("file"), "x").unwrap();
     let sub = scratch.join("bind of sub");
     mounts.push(bind(&base.join("sub dir"), &sub));
-    run("mount", &[os("-o"), os("remount,bind,ro"), sub.as_os_str()]);
+    run("mount", &["-o", "remount,bind,ro", s(&sub)]).unwrap();
     mounts.push(bind(&base.join("file"), &scratch.join("file mount")));
 
     // Propagation: a shared mount and its peer, a slave that is also shared, an unbindable.
@@ -434,7 +237,7 @@ fn for_paths_reproduces_mountinfo_for_every_reachable_mount() {
     dirs.push(home.join("alice"));
     dirs.push(base.join("sub dir"));
     let (together, lookup) = MountTable::for_paths_via(&dirs).unwrap();
-    check_lookup(&lookup, &scratch.0);
+    check_lookup(&lookup, scratch.path());
     if lookup == Lookup::Statmount {
         let now = MountTable::read().unwrap();
         let expected: Vec<Mount> = now
@@ -455,7 +258,7 @@ fn for_paths_finds_the_mount_statx_names() {
     if !require_privileges("for_paths_finds_the_mount_statx_names") {
         return;
     }
-    let scratch = Scratch::new("names");
+    let scratch = Scratch::new("statmount-names").unwrap();
     let outer = scratch.join("outer");
     let _outer = tmpfs("outer", "size=1m", &outer);
     std::fs::create_dir_all(outer.join("a/b")).unwrap();
@@ -477,7 +280,7 @@ fn for_paths_finds_the_mount_statx_names() {
     ]
     .into();
     let (table, lookup) = MountTable::for_paths_via(&dirs).unwrap();
-    check_lookup(&lookup, &scratch.0);
+    check_lookup(&lookup, scratch.path());
     for d in &dirs {
         let m = table.by_id(sys::mount_id(d).unwrap()).unwrap();
         assert!(d.starts_with(&m.mount_point), "{d:?} in {m:?}");

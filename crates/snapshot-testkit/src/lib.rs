@@ -382,7 +382,8 @@ impl Drop for LoopFs {
     }
 }
 
-/// A mount made by a test with the `mount` program (`mount ARGS... TARGET`, TARGET created),
+/// A mount made by a test with the `mount` program (`mount ARGS... TARGET`; TARGET created as
+/// a directory unless it exists, so a file can be a bind target),
 /// unmounted on drop (retrying while busy, lazily as a last resort) if it is still the top
 /// mount at TARGET. Declare it after the fixtures it depends on, so that it drops first.
 #[derive(Debug)]
@@ -394,8 +395,10 @@ pub struct TestMount {
 
 impl TestMount {
     pub fn new(args: &[&str], target: &Path) -> Result<Self> {
-        std::fs::create_dir_all(target)
-            .with_context(|| format!("creating {}", target.display()))?;
+        if !target.exists() {
+            std::fs::create_dir_all(target)
+                .with_context(|| format!("creating {}", target.display()))?;
+        }
         let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
         argv.push(target.as_os_str());
         run_tool("mount", &argv)?;
@@ -478,20 +481,27 @@ struct MountLine {
 
 /// Mount points and sources of /proc/self/mountinfo, in order; empty when unreadable.
 fn read_mountinfo() -> Vec<MountLine> {
-    let text = match std::fs::read("/proc/self/mountinfo") {
-        Ok(t) => t,
+    match std::fs::read("/proc/self/mountinfo") {
+        Ok(text) => parse_mountinfo(&text),
         Err(e) => {
             eprintln!("testkit: reading /proc/self/mountinfo: {e}");
-            return Vec::new();
+            Vec::new()
         }
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
+    }
+}
+
+/// The lines of a mountinfo text, as bytes: a mount point may hold any byte but the escaped
+/// ones, UTF-8 or not.
+fn parse_mountinfo(text: &[u8]) -> Vec<MountLine> {
+    let field = |b: &u8| *b == b' ';
+    text.split(|b| *b == b'\n')
         .filter_map(|line| {
-            let (head, tail) = line.split_once(" - ")?;
-            let id = head.split(' ').next()?.parse().ok()?;
-            let mount_point = head.split(' ').nth(4)?;
-            let source = tail.split(' ').nth(1)?;
+            let sep = line.windows(3).position(|w| w == b" - ")?;
+            let (head, tail) = (&line[..sep], &line[sep + 3..]);
+            let mut head = head.split(field);
+            let id = std::str::from_utf8(head.next()?).ok()?.parse().ok()?;
+            let mount_point = head.nth(3)?;
+            let source = tail.split(field).nth(1)?;
             Some(MountLine {
                 id,
                 mount_point: PathBuf::from(unescape(mount_point)),
@@ -502,8 +512,7 @@ fn read_mountinfo() -> Vec<MountLine> {
 }
 
 /// Undoes the kernel's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` `\`).
-fn unescape(s: &str) -> OsString {
-    let b = s.as_bytes();
+fn unescape(b: &[u8]) -> OsString {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -591,9 +600,22 @@ mod tests {
 
     #[test]
     fn unescapes_octal() {
-        assert_eq!(unescape(r"/a\040b\011c\134d"), OsString::from("/a b\tc\\d"));
-        assert_eq!(unescape(r"/trailing\04"), OsString::from(r"/trailing\04"));
-        assert_eq!(unescape(r"\"), OsString::from(r"\"));
+        assert_eq!(
+            unescape(br"/a\040b\011c\134d"),
+            OsString::from("/a b\tc\\d")
+        );
+        assert_eq!(unescape(br"/trailing\04"), OsString::from(r"/trailing\04"));
+        assert_eq!(unescape(br"\"), OsString::from(r"\"));
+        // A mount point that is not UTF-8 comes through byte for byte.
+        let line = b"36 25 0:33 / /tmp/new\\012line\\040caf\xe9 rw - tmpfs a\\134b rw\n";
+        let m = parse_mountinfo(line);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].id, 36);
+        assert_eq!(
+            m[0].mount_point.as_os_str().as_encoded_bytes(),
+            b"/tmp/new\nline caf\xe9"
+        );
+        assert_eq!(m[0].source, "a\\b");
     }
 
     #[test]
