@@ -6,6 +6,7 @@ use crate::exit;
 use snapshot_core::session::{
     FailureKind, Interrupt, Manifest, Session, SessionError, TeardownReport,
 };
+use snapshot_core::sys::InPlaceBind;
 use snapshot_core::Provider;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -51,6 +52,25 @@ pub fn in_place_binds(manifest: &Manifest) -> Vec<(PathBuf, PathBuf)> {
     // Parents first: a child's bind must land on the parent's bind, not under it.
     binds.sort_by_key(|(_, d)| d.components().count());
     binds
+}
+
+/// The snapshots `snapshot run --in-place` puts over the DIRs, parents first (none for the
+/// other modes).
+fn in_place_trees(
+    session: &Session,
+    until: &HoldUntil,
+    manifest: &Manifest,
+) -> Result<Vec<InPlaceBind>, SessionError> {
+    let HoldUntil::Command(RunCommand { in_place: true, .. }) = until else {
+        return Ok(Vec::new());
+    };
+    in_place_binds(manifest)
+        .into_iter()
+        .map(|(view, dir)| {
+            log::info!("in place: {} shows {}", dir.display(), view.display());
+            session.in_place_bind(&dir)
+        })
+        .collect()
 }
 
 /// `--in-place` cannot cover `/` (the command would run on a read-only root, without its
@@ -108,7 +128,13 @@ impl Signals {
     }
 
     /// Blocks until the hold ends.
-    pub fn hold(&self, until: &HoldUntil, env: &[(&str, String)], manifest: &Manifest) -> HoldEnd {
+    /// `binds`: for `snapshot run --in-place`, the snapshots to put over the DIRs.
+    pub fn hold(
+        &self,
+        until: &HoldUntil,
+        env: &[(&str, String)],
+        binds: Vec<InPlaceBind>,
+    ) -> HoldEnd {
         use signal_hook::consts::SIGUSR1;
         let mut child_pid = None;
         match until {
@@ -127,11 +153,7 @@ impl Signals {
                 let mut cmd = std::process::Command::new(&argv[0]);
                 cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v)));
                 if *in_place {
-                    let binds = in_place_binds(manifest);
-                    for (view, dir) in &binds {
-                        log::info!("in place: {} shows {}", dir.display(), view.display());
-                    }
-                    if let Err(e) = snapshot_core::sys::in_private_namespace(&mut cmd, &binds) {
+                    if let Err(e) = snapshot_core::sys::in_private_namespace(&mut cmd, binds) {
                         say!("snapshot: error: --in-place: {e}");
                         return HoldEnd {
                             signal: None,
@@ -296,7 +318,16 @@ pub fn run_session(
         Ok(()) => {
             session.fault_point("after-ready");
             match signals.interrupt.load(Ordering::SeqCst) as i32 {
-                0 => signals.hold(&until, &env, &manifest),
+                0 => match in_place_trees(&session, &until, &manifest) {
+                    Ok(binds) => signals.hold(&until, &env, binds),
+                    Err(e) => {
+                        say!("snapshot: error: --in-place: {e}");
+                        HoldEnd {
+                            signal: None,
+                            command: Some(exit::SNAPSHOT_FAILED),
+                        }
+                    }
+                },
                 sig => HoldEnd {
                     signal: Some(sig),
                     command: None,

@@ -272,7 +272,11 @@ mod tests {
             ) -> Result<Created, ProviderError> {
                 Err(no_side_effects())
             }
-            fn mount(&self, _: &Created, _: &Mount, _: &Path) -> Result<(), ProviderError> {
+            fn mount(
+                &self,
+                _: &Created,
+                _: &Mount,
+            ) -> Result<crate::sys::DetachedMount, ProviderError> {
                 Err(no_side_effects())
             }
             fn remove(&self, _: &Created) -> Result<(), ProviderError> {

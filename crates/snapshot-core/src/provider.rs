@@ -5,6 +5,7 @@
 //! mount of the unit that holds a DIR) → at teardown `verify` then `remove`.
 
 use crate::mountinfo::Mount;
+use crate::sys::DetachedMount;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -151,9 +152,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Creates the snapshot. The only call inside the frozen window: keep it short.
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError>;
 
-    /// Mounts the part of the snapshot that `mount` showed, read-only, at `at` (an existing
-    /// directory). Called once per mount of the unit.
-    fn mount(&self, created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError>;
+    /// The part of the snapshot that `mount` showed, as a detached read-only mount tree
+    /// (`DetachedMount::clone_readonly` of the directory holding it), which the session
+    /// attaches in the view. Called once per mount of the unit. A path inside the snapshot is
+    /// looked up beneath the snapshot's root without following symlinks or crossing mounts
+    /// (`sys::open_dir_beneath`): its components were the filesystem's users' to name.
+    /// Mounting the snapshot itself, where needed, happens under the session's private
+    /// runtime directory (`SessionContext::runtime_dir`), which only root can change.
+    fn mount(&self, created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError>;
 
     /// Still valid at teardown?
     fn verify(&self, _created: &Created) -> Validity {

@@ -197,7 +197,11 @@ pub struct Session<'p> {
     pub id: String,
     request: SessionRequest,
     dirs: Vec<PathBuf>,
+    /// Device and inode of each DIR as validated (for `run --in-place`).
+    dir_identities: Vec<(u64, u64)>,
     target: PathBuf,
+    /// The TARGET directory as validated; the view's tmpfs goes on it.
+    target_dir: std::os::fd::OwnedFd,
     plan: Plan,
     /// Per unit of the plan: the provider that took it and what it made.
     created: Vec<Option<(usize, Created)>>,
@@ -256,7 +260,7 @@ impl<'p> Session<'p> {
         providers: &'p [Box<dyn Provider>],
         interrupt: &Interrupt,
     ) -> Result<Self, SessionError> {
-        let v = validate(&request.dirs, &request.target).map_err(usage)?;
+        let mut v = validate(&request.dirs, &request.target).map_err(usage)?;
         if !crate::sys::is_root() {
             return Err(SessionError::new(
                 FailureKind::NotPermitted,
@@ -267,6 +271,8 @@ impl<'p> Session<'p> {
         let mut target_was_full = false;
         if let Err(e) = check_target_empty(&v.target) {
             target_was_full = true;
+            // It may show a dead view, which the cleanup below unmounts: not while we hold it.
+            v.target_dir = None;
             if TargetLock::is_held(&request.runtime_dir, &v.target) {
                 return Err(SessionError::new(
                     FailureKind::Busy,
@@ -336,6 +342,16 @@ impl<'p> Session<'p> {
         // Checked again under the lock and after the cleanup: a dead session's view is gone
         // now, and a live session may have filled the target since the first look.
         check_target_empty(&v.target).map_err(usage)?;
+        let target_dir = match v.target_dir.take() {
+            Some(fd) => fd,
+            // Released above: hold the directory itself now that the cleanup is done.
+            None => crate::sys::open_dir_nofollow(&v.target).map_err(|e| {
+                usage(ValidationError::TargetInaccessible(
+                    v.target.clone(),
+                    e.to_string(),
+                ))
+            })?,
+        };
 
         let plan = crate::plan::plan(&v.dirs, &table, crate::sys::mount_id, providers)
             .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
@@ -399,8 +415,10 @@ impl<'p> Session<'p> {
         let mut session = Session {
             providers,
             id,
+            dir_identities: v.dir_identities(),
             dirs: v.dirs,
             target: v.target,
+            target_dir,
             request,
             plan,
             created: vec![None; units],
@@ -777,25 +795,59 @@ impl<'p> Session<'p> {
         }
     }
 
+    /// Mounts the view's tmpfs on the validated TARGET, attaches each snapshot in it, seals
+    /// it, and checks that every DIR is a directory reached without symlinks in the view.
     fn build_view(&mut self) -> Result<(), SessionError> {
         let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
-        self.view = Some(View::new(&self.target, &self.id).map_err(|e| failed(e.to_string()))?);
-        let view = self.view.as_mut().expect("just set");
+        let target_dir = self
+            .target_dir
+            .try_clone()
+            .map_err(|e| failed(format!("target {:?}: {e}", self.target)))?;
+        self.view =
+            Some(View::new(&self.target, target_dir, &self.id).map_err(|e| failed(e.to_string()))?);
+        let view = self.view.as_mut().ok_or_else(|| failed("no view".into()))?;
         for pm in &self.plan.mounts {
-            let (pi, created) = self.created[pm.unit]
-                .as_ref()
-                .expect("every unit was created");
-            let at = view
-                .prepare(&pm.mount.mount_point)
+            let Some((pi, created)) = self.created[pm.unit].as_ref() else {
+                return Err(failed(format!(
+                    "{:?}: no snapshot was made",
+                    pm.mount.mount_point
+                )));
+            };
+            let tree = self.providers[*pi]
+                .mount(created, &pm.mount)
+                .map_err(|e| failed(format!("mounting {}: {e}", created.name)))?;
+            view.attach(&pm.mount.mount_point, tree)
                 .map_err(|e| failed(e.to_string()))?;
-            self.providers[*pi]
-                .mount(created, &pm.mount, &at)
-                .map_err(|e| failed(format!("mounting {} at {at:?}: {e}", created.name)))?;
-            view.mounted(at);
             Fault::strike(self.request.fault.as_ref(), "during-mount");
         }
         view.seal().map_err(|e| failed(e.to_string()))?;
+        for dir in &self.dirs {
+            view.open_dir(dir).map_err(|e| failed(e.to_string()))?;
+        }
         self.journal_update(|r| r.view = Some(ObjectState::Done))
+    }
+
+    /// For `snapshot run --in-place`: the snapshot of `dir` (a DIR of the session) as a
+    /// detached read-only mount to put over `dir` in the command's namespace.
+    pub fn in_place_bind(&self, dir: &Path) -> Result<crate::sys::InPlaceBind, SessionError> {
+        let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
+        let index = self
+            .dirs
+            .iter()
+            .position(|d| d == dir)
+            .ok_or_else(|| failed(format!("{dir:?} is not a DIR of this session")))?;
+        let view = self
+            .view
+            .as_ref()
+            .ok_or_else(|| failed("the view is not built".into()))?;
+        let at = view.open_dir(dir).map_err(|e| failed(e.to_string()))?;
+        let tree = crate::sys::DetachedMount::clone_readonly(std::os::fd::AsFd::as_fd(&at))
+            .map_err(|e| failed(format!("cloning the snapshot of {dir:?}: {e}")))?;
+        Ok(crate::sys::InPlaceBind {
+            tree,
+            dir: dir.to_owned(),
+            identity: self.dir_identities[index],
+        })
     }
 
     /// Testing aid: strikes the request's fault at `step` (for steps the caller owns).
@@ -910,6 +962,16 @@ impl<'p> Session<'p> {
         // mount below it would need a directory in it): two statx calls and a readdir, where
         // the whole mount table grows with the machine's mounts. The table is read only to
         // name what was left behind.
+        if !self.target_still_there() {
+            // Renamed or swapped during the session (README "Security"): the path shows
+            // something else now, which is not ours to inspect. The view was mounted on the
+            // validated directory only, and its teardown said what it could not remove.
+            log::warn!(
+                "target {:?}: the path no longer leads to the directory validated at the start",
+                self.target
+            );
+            return self.finish_teardown(report);
+        }
         let clean = matches!(crate::sys::is_mount_point(&self.target), Ok(false))
             && check_target_empty(&self.target).is_ok();
         if !clean {
@@ -929,6 +991,24 @@ impl<'p> Session<'p> {
                 }
             }
         }
+        self.finish_teardown(report)
+    }
+
+    /// Whether the path TARGET still leads, without symlinks, to the directory validated at
+    /// the start, or to a mount on it (which the checks after it report).
+    fn target_still_there(&self) -> bool {
+        use std::os::fd::AsFd;
+        let Ok(now) = crate::sys::open_dir_nofollow(&self.target) else {
+            return false;
+        };
+        let same = crate::sys::file_identity(now.as_fd()).ok()
+            == crate::sys::file_identity(self.target_dir.as_fd()).ok();
+        same || matches!(crate::sys::is_mount_point(&self.target), Ok(true))
+    }
+
+    /// Removes the journal when nothing is left (otherwise it stays for cleanup) and logs
+    /// what is.
+    fn finish_teardown(mut self, mut report: TeardownReport) -> TeardownReport {
         // Nothing left: the record has served its purpose. Otherwise it stays for cleanup.
         if report.problems.is_empty() {
             if let Some(j) = self.journal.take() {

@@ -1,5 +1,6 @@
 //! Checks on the command line's DIRs and TARGET, before anything is created.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,11 +28,39 @@ pub enum ValidationError {
 }
 
 /// DIRs and TARGET after validation: canonical (symlinks resolved), DIRs deduplicated in the
-/// order given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// order given, each also held open (`O_PATH`, opened along the canonical path without
+/// following a symlink) so that later steps act on what was validated, not on whatever the
+/// path shows by then (README "Security").
+#[derive(Debug)]
 pub struct Validated {
     pub dirs: Vec<PathBuf>,
+    /// One per DIR, in the same order.
+    pub dir_fds: Vec<OwnedFd>,
     pub target: PathBuf,
+    /// `None` once released (a descriptor of a dead view on TARGET would keep it busy).
+    pub target_dir: Option<OwnedFd>,
+}
+
+impl Validated {
+    /// Device and inode of each DIR as validated.
+    pub fn dir_identities(&self) -> Vec<(u64, u64)> {
+        self.dir_fds
+            .iter()
+            .map(|fd| crate::sys::file_identity(fd.as_fd()).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Opens a canonical directory path without following symlinks: a path swapped between
+/// `canonicalize` and here fails instead of leading elsewhere.
+fn open_canonical(path: &Path) -> Result<OwnedFd, String> {
+    crate::sys::open_dir_nofollow(path).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            "changed while being validated (a symlink is on its path now)".to_owned()
+        } else {
+            io_reason(&e)
+        }
+    })
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -48,6 +77,7 @@ pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, Validation
         return Err(ValidationError::NoDirs);
     }
     let mut out: Vec<PathBuf> = Vec::new();
+    let mut dir_fds = Vec::new();
     for dir in dirs {
         if !dir.is_absolute() {
             return Err(ValidationError::NotAbsolute(dir.clone()));
@@ -64,7 +94,10 @@ pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, Validation
             .canonicalize()
             .map_err(|e| ValidationError::Inaccessible(dir.clone(), io_reason(&e)))?;
         if !out.contains(&canon) {
+            let fd = open_canonical(&canon)
+                .map_err(|reason| ValidationError::Inaccessible(dir.clone(), reason))?;
             out.push(canon);
+            dir_fds.push(fd);
         }
     }
     let meta = std::fs::metadata(target)
@@ -89,9 +122,13 @@ pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, Validation
             });
         }
     }
+    let target_dir = open_canonical(&canon_target)
+        .map_err(|reason| ValidationError::TargetInaccessible(target.to_owned(), reason))?;
     Ok(Validated {
         dirs: out,
+        dir_fds,
         target: canon_target,
+        target_dir: Some(target_dir),
     })
 }
 
@@ -123,6 +160,7 @@ mod tests {
                 target,
             )
         };
+        let v = |dirs: &[&Path], target: &Path| v(dirs, target).map(|v| v.dirs);
         assert_eq!(v(&[], &target), Err(ValidationError::NoDirs));
         assert_eq!(
             v(&[Path::new("rel")], &target),
@@ -153,7 +191,7 @@ mod tests {
             Err(ValidationError::TargetInsideDir { .. })
         ));
         let ok = v(&[&d, &d], &target).unwrap();
-        assert_eq!(ok.dirs.len(), 1, "duplicates collapse");
+        assert_eq!(ok.len(), 1, "duplicates collapse");
         assert!(check_target_empty(&target).is_ok());
         assert_eq!(
             check_target_empty(&d),

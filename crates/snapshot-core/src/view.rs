@@ -1,10 +1,19 @@
 //! The view under TARGET: a private tmpfs holding the skeleton of parent directories, with
 //! each snapshot mounted read-only at TARGET + its original mount point, parents before
 //! children; the skeleton is made read-only once everything is in place.
+//!
+//! Everything here works through descriptors (README "Security"): the tmpfs is attached to the
+//! TARGET directory the session validated, checked to be what the path TARGET shows before and
+//! after; every place in the view is looked up beneath the view's root without following a
+//! symlink, and directories are made there with `mkdirat`; a snapshot arrives as a detached
+//! mount tree and is attached onto the directory looked up. Teardown unmounts through
+//! `/proc/self/fd` paths that start at the view's root, so renaming TARGET's parents during
+//! the hold cannot redirect it.
 
-use crate::sys;
+use crate::sys::{self, DetachedMount, MountIds};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +27,10 @@ pub enum ViewError {
     },
     #[error("cannot place a mount at {path:?}: {reason}")]
     CannotPlace { path: PathBuf, reason: String },
+    #[error("target {path:?} changed during the session ({how}); nothing was mounted there")]
+    TargetChanged { path: PathBuf, how: String },
+    #[error("DIR {dir:?} changed during the session: {how} in the snapshot, refused")]
+    DirChanged { dir: PathBuf, how: &'static str },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ViewError + 'a {
@@ -28,39 +41,78 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> V
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Skeleton,
     Snapshot,
 }
 
-/// Mounts made under TARGET, in the order made, each with the identity of the mount made
-/// there ([`identity`]); torn down in reverse.
+/// One mount the session made below the view's root.
+#[derive(Debug)]
+struct ViewMount {
+    /// Relative to TARGET.
+    rel: PathBuf,
+    kind: Kind,
+    /// Identity of the mount made there (unique mount id where the kernel has one).
+    id: u64,
+}
+
+/// The view: its tmpfs at TARGET and the mounts made in it, torn down in reverse.
 #[derive(Debug)]
 pub struct View {
     target: PathBuf,
-    mounts: Vec<(PathBuf, Kind, Option<u64>)>,
+    /// The TARGET directory validated at the start (the one the tmpfs covers).
+    target_dir: OwnedFd,
+    /// The view tmpfs's root: where every lookup in the view starts. `None` once unmounted.
+    root: Option<OwnedFd>,
+    root_ids: MountIds,
+    mounts: Vec<ViewMount>,
     skeleton_name: String,
 }
 
-/// The identity of the mount on top at `path`: statx's unique mount id (Linux 6.8; never
-/// reused), else the reusable one; `None` when the path does not resolve.
-fn identity(path: &Path) -> Option<u64> {
-    match sys::path_mount(path) {
-        Ok(pm) => Some(pm.unique_id),
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => sys::mount_id(path).ok(),
-        Err(_) => None,
-    }
+/// Whether `a` and `b` are one object (device and inode) on one mount.
+fn same_place(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(sys::file_identity(a)? == sys::file_identity(b)?
+        && sys::mount_ids_of(a)? == sys::mount_ids_of(b)?)
 }
 
 impl View {
-    /// Mounts the skeleton tmpfs at `target` (named `name` in the mount table).
-    pub fn new(target: &Path, name: &str) -> Result<Self, ViewError> {
-        sys::mount_skeleton_tmpfs(target, name)
+    /// Mounts the skeleton tmpfs (named `name` in the mount table) on `target_dir`, the
+    /// directory validated as `target`. Refused, with nothing left mounted, when the path
+    /// `target` no longer leads to that directory before or after.
+    pub fn new(target: &Path, target_dir: OwnedFd, name: &str) -> Result<Self, ViewError> {
+        let changed = |how: String| ViewError::TargetChanged {
+            path: target.to_owned(),
+            how,
+        };
+        let now = sys::open_dir_nofollow(target).map_err(|e| changed(describe_lookup(&e)))?;
+        if !same_place(now.as_fd(), target_dir.as_fd()).map_err(io_err("inspecting", target))? {
+            return Err(changed("it is another directory now".into()));
+        }
+        drop(now);
+        let tmpfs = DetachedMount::new_tmpfs(name)
+            .map_err(io_err("making the view's tmpfs for", target))?;
+        let root = tmpfs
+            .attach(target_dir.as_fd())
             .map_err(io_err("mounting the view's tmpfs at", target))?;
+        let root_ids = sys::mount_ids_of(root.as_fd()).map_err(io_err("inspecting", target))?;
+        // Swapped between the check and the mount: the tmpfs is on the validated directory,
+        // but the path shows something else. Undo it.
+        let shown = sys::open_dir_nofollow(target).and_then(|fd| sys::mount_ids_of(fd.as_fd()));
+        if shown.as_ref().ok() != Some(&root_ids) {
+            let _ = sys::detach_fd_mount(root.as_fd());
+            let how = match shown {
+                Err(e) => describe_lookup(&e),
+                Ok(_) => "it is another directory now".into(),
+            };
+            return Err(changed(how));
+        }
         Ok(Self {
             target: target.to_owned(),
-            mounts: vec![(target.to_owned(), Kind::Skeleton, identity(target))],
+            target_dir,
+            root: Some(root),
+            root_ids,
+            mounts: Vec::new(),
             skeleton_name: name.to_owned(),
         })
     }
@@ -71,136 +123,289 @@ impl View {
             .join(mount_point.strip_prefix("/").unwrap_or(mount_point))
     }
 
-    /// Makes TARGET + `mount_point` an existing directory to mount on, and returns it.
+    fn root(&self) -> Result<BorrowedFd<'_>, ViewError> {
+        self.root
+            .as_ref()
+            .map(|r| r.as_fd())
+            .ok_or_else(|| ViewError::Io {
+                what: "using the view at",
+                path: self.target.clone(),
+                source: io::Error::new(io::ErrorKind::NotFound, "the view is unmounted"),
+            })
+    }
+
+    /// Attaches `tree` (a snapshot's detached mount) at TARGET + `mount_point`.
+    pub fn attach(&mut self, mount_point: &Path, tree: DetachedMount) -> Result<(), ViewError> {
+        let at = self.prepare(mount_point)?;
+        let path = self.path_for(mount_point);
+        let root = tree
+            .attach(at.as_fd())
+            .map_err(io_err("mounting a snapshot at", &path))?;
+        let id = sys::mount_ids_of(root.as_fd())
+            .map_err(io_err("inspecting", &path))?
+            .unique;
+        self.mounts.push(ViewMount {
+            rel: relative(mount_point),
+            kind: Kind::Snapshot,
+            id,
+        });
+        Ok(())
+    }
+
+    /// Opens TARGET + `mount_point` as an existing directory to mount on, making it if needed.
     ///
     /// Inside a skeleton the directories are created. Where the place lies inside an already
     /// mounted snapshot, it must exist there — unless the deepest existing ancestor is an empty
     /// directory (the mount point of a filesystem that is not part of the view), which then
-    /// gets a skeleton tmpfs of its own.
-    pub fn prepare(&mut self, mount_point: &Path) -> Result<PathBuf, ViewError> {
-        let at = self.path_for(mount_point);
-        let mut existing = at.clone();
-        while std::fs::symlink_metadata(&existing).is_err() {
-            existing = existing
-                .parent()
-                .expect("the target exists, so an ancestor exists")
-                .to_owned();
+    /// gets a skeleton tmpfs of its own. No symlink is followed on the way.
+    fn prepare(&mut self, mount_point: &Path) -> Result<OwnedFd, ViewError> {
+        let rel = relative(mount_point);
+        let mut cur = sys::open_dir_beneath(self.root()?, Path::new(""), true)
+            .map_err(io_err("opening", &self.target))?;
+        let mut cur_rel = PathBuf::new();
+        for part in rel.components() {
+            let Component::Normal(name) = part else {
+                return Err(self.cannot_place(mount_point, "not a plain path".into()));
+            };
+            let next = cur_rel.join(name);
+            cur = match sys::open_dir_beneath(self.root()?, &next, true) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.make_dir(cur.as_fd(), &cur_rel, name, mount_point)?
+                }
+                Err(e) => {
+                    let how = format!("{:?} {}", self.path_for(&next), describe_lookup(&e));
+                    return Err(self.cannot_place(mount_point, how));
+                }
+            };
+            cur_rel = next;
         }
-        let meta = std::fs::symlink_metadata(&existing).map_err(io_err("inspecting", &existing))?;
-        if !meta.is_dir() {
-            return Err(ViewError::CannotPlace {
-                path: at,
-                reason: format!("{existing:?} is not a directory in the view"),
-            });
-        }
-        if existing == at {
-            return Ok(at);
-        }
-        if !self.in_skeleton(&existing)? {
-            let empty = std::fs::read_dir(&existing)
-                .map_err(io_err("reading", &existing))?
-                .next()
-                .is_none();
-            if !empty {
-                return Err(ViewError::CannotPlace {
-                    path: at,
-                    reason: format!(
-                        "{existing:?} lies in a read-only snapshot and is not empty, so the \
-                         directories leading to the mount cannot be made"
-                    ),
-                });
-            }
-            sys::mount_skeleton_tmpfs(&existing, &self.skeleton_name)
-                .map_err(io_err("mounting a skeleton tmpfs at", &existing))?;
-            let id = identity(&existing);
-            self.mounts.push((existing.clone(), Kind::Skeleton, id));
-        }
-        std::fs::create_dir_all(&at).map_err(io_err("creating", &at))?;
-        Ok(at)
+        Ok(cur)
     }
 
-    /// Whether `path` lies on one of the view's skeleton tmpfs mounts.
-    fn in_skeleton(&self, path: &Path) -> Result<bool, ViewError> {
-        let id = sys::mount_id(path).map_err(io_err("finding the mount of", path))?;
-        for (p, kind, _) in &self.mounts {
-            if *kind == Kind::Skeleton && sys::mount_id(p).ok() == Some(id) {
-                return Ok(true);
-            }
+    fn cannot_place(&self, mount_point: &Path, reason: String) -> ViewError {
+        ViewError::CannotPlace {
+            path: self.path_for(mount_point),
+            reason,
         }
-        Ok(false)
     }
 
-    /// Records a snapshot mounted at `at` (returned by [`prepare`](Self::prepare)).
-    pub fn mounted(&mut self, at: PathBuf) {
-        let id = identity(&at);
-        self.mounts.push((at, Kind::Snapshot, id));
+    /// Makes the directory `name` in `parent` (at `parent_rel`): directly in a skeleton; in a
+    /// snapshot only by covering an empty directory with a skeleton tmpfs of its own.
+    fn make_dir(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        parent_rel: &Path,
+        name: &std::ffi::OsStr,
+        mount_point: &Path,
+    ) -> Result<OwnedFd, ViewError> {
+        let parent_path = self.path_for(parent_rel);
+        let ids = sys::mount_ids_of(parent).map_err(io_err("inspecting", &parent_path))?;
+        let in_skeleton = ids == self.root_ids
+            || self
+                .mounts
+                .iter()
+                .any(|m| m.kind == Kind::Skeleton && m.id == ids.unique);
+        if in_skeleton {
+            return sys::make_dir_in(parent, name)
+                .map_err(io_err("creating a directory in", &parent_path));
+        }
+        if !sys::dir_is_empty(parent).map_err(io_err("reading", &parent_path))? {
+            return Err(self.cannot_place(
+                mount_point,
+                format!(
+                    "{parent_path:?} lies in a read-only snapshot and is not empty, so the \
+                     directories leading to the mount cannot be made"
+                ),
+            ));
+        }
+        let tmpfs = DetachedMount::new_tmpfs(&self.skeleton_name)
+            .map_err(io_err("making a skeleton tmpfs for", &parent_path))?;
+        let skeleton = tmpfs
+            .attach(parent)
+            .map_err(io_err("mounting a skeleton tmpfs at", &parent_path))?;
+        let id = sys::mount_ids_of(skeleton.as_fd())
+            .map_err(io_err("inspecting", &parent_path))?
+            .unique;
+        self.mounts.push(ViewMount {
+            rel: parent_rel.to_owned(),
+            kind: Kind::Skeleton,
+            id,
+        });
+        sys::make_dir_in(skeleton.as_fd(), name)
+            .map_err(io_err("creating a directory in", &parent_path))
     }
 
     /// Makes every skeleton read-only.
     pub fn seal(&self) -> Result<(), ViewError> {
-        for (p, kind, _) in &self.mounts {
-            if *kind == Kind::Skeleton {
-                sys::remount_superblock_readonly(p).map_err(io_err("making read-only", p))?;
-            }
+        let root = self.root()?;
+        sys::seal_superblock(root).map_err(io_err("making read-only", &self.target))?;
+        for m in self.mounts.iter().filter(|m| m.kind == Kind::Skeleton) {
+            let path = self.path_for(&m.rel);
+            let fd = sys::open_dir_beneath(root, &m.rel, true).map_err(io_err("opening", &path))?;
+            sys::seal_superblock(fd.as_fd()).map_err(io_err("making read-only", &path))?;
         }
         Ok(())
     }
 
-    /// Mount points of the view, in the order made.
-    pub fn mount_points(&self) -> impl Iterator<Item = &Path> {
-        self.mounts.iter().map(|(p, _, _)| p.as_path())
+    /// Opens `dir` (an absolute DIR) in the view, refusing a DIR that is not a directory
+    /// reached without symlinks there: a user who owns a DIR could have replaced it (or a
+    /// directory above it) with a symlink before the snapshot instant, and following it would
+    /// show anything on the host, live.
+    pub fn open_dir(&self, dir: &Path) -> Result<OwnedFd, ViewError> {
+        sys::open_dir_beneath(self.root()?, &relative(dir), true).map_err(|e| {
+            let how = match e.raw_os_error() {
+                Some(n) if n == rustix::io::Errno::LOOP.raw_os_error() => "it is a symlink",
+                Some(n) if n == rustix::io::Errno::NOENT.raw_os_error() => "it is gone",
+                Some(n) if n == rustix::io::Errno::NOTDIR.raw_os_error() => "it is not a directory",
+                Some(n) if n == rustix::io::Errno::XDEV.raw_os_error() => "it leaves the view",
+                _ => "it cannot be opened",
+            };
+            ViewError::DirChanged {
+                dir: dir.to_owned(),
+                how,
+            }
+        })
+    }
+
+    /// Mount points of the view (TARGET and the mounts in it), in the order made.
+    pub fn mount_points(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        std::iter::once(self.target.clone())
+            .chain(self.mounts.iter().map(|m| self.path_for(&m.rel)))
     }
 
     /// Unmounts everything, children before parents. A mount still busy after retries is
     /// detached lazily (it leaves the namespace at once) and reported.
     ///
-    /// Unmounting by path takes whatever is on top there: a mount someone stacked over the
-    /// view during the backup is not the session's to remove. Such a mount is left alone and
+    /// Unmounting takes whatever is on top at a place: a mount someone stacked over the view
+    /// during the backup is not the session's to remove. Such a mount is left alone and
     /// reported, and so is every view mount holding it (unmounting those would need a lazy
     /// detach that takes it along), so that the session keeps its journal and `snapshot
     /// cleanup` finishes once it is gone.
     pub fn teardown(&mut self) -> Vec<String> {
+        let Some(root) = self.root.take() else {
+            return Vec::new();
+        };
         let mut problems = Vec::new();
         let mut held: Vec<PathBuf> = Vec::new();
-        let session_ids: Vec<u64> = self.mounts.iter().filter_map(|(_, _, id)| *id).collect();
-        while let Some((p, _, id)) = self.mounts.pop() {
-            if let Some(h) = held.iter().find(|h| h.starts_with(&p)) {
-                problems.push(format!("{p:?}: left mounted: it holds {h:?}"));
-                held.push(p);
+        let session_ids: Vec<u64> = self
+            .mounts
+            .iter()
+            .map(|m| m.id)
+            .chain([self.root_ids.unique])
+            .collect();
+        while let Some(m) = self.mounts.pop() {
+            let shown = self.path_for(&m.rel);
+            if let Some(h) = held.iter().find(|h| h.starts_with(&m.rel)) {
+                problems.push(format!(
+                    "{shown:?}: left mounted: it holds {:?}",
+                    self.path_for(h)
+                ));
+                held.push(m.rel);
                 continue;
             }
-            if let (Some(ours), Some(now)) = (id, identity(&p)) {
-                if ours != now && session_ids.contains(&now) {
-                    // The path shows another of the session's mounts (its parent): the one
+            let at = sys::fd_path(root.as_fd(), &m.rel);
+            let now = sys::open_dir_beneath(root.as_fd(), &m.rel, true)
+                .and_then(|fd| sys::mount_ids_of(fd.as_fd()))
+                .map(|ids| ids.unique);
+            match now {
+                Ok(now) if now != m.id && session_ids.contains(&now) => {
+                    // The place shows another of the session's mounts (its parent): the one
                     // made here is gone already (seen when an overflowing LVM snapshot's
                     // filesystem went away during the hold). Nothing to unmount here.
-                    log::warn!("{p:?}: the mount the session made there is gone already");
+                    log::warn!("{shown:?}: the mount the session made there is gone already");
                     continue;
                 }
-                if ours != now {
-                    problems.push(format!(
-                        "{p:?}: covered by a mount this session did not make (mount {now}, \
-                         the session's {ours}); left alone (unmount it, then run `snapshot \
-                         cleanup`)"
-                    ));
-                    held.push(p);
+                Ok(now) if now != m.id => {
+                    problems.push(covered(&shown, now, m.id));
+                    held.push(m.rel);
                     continue;
                 }
+                _ => {}
             }
-            if let Err(e) = unmount_patiently(&p) {
+            if let Err(e) = unmount_retrying(&at, &shown, true) {
                 problems.push(e);
             }
         }
+        if !held.is_empty() {
+            problems.push(format!(
+                "{:?}: left mounted: it holds {:?}",
+                self.target, held
+            ));
+            return problems;
+        }
+        // Our own descriptor of the tmpfs would keep it busy.
+        drop(root);
+        if let Err(e) = self.unmount_root() {
+            problems.push(e);
+        }
         problems
+    }
+
+    /// Unmounts the view's tmpfs: the topmost mount on the validated TARGET directory, once it
+    /// is known to be ours.
+    fn unmount_root(&self) -> Result<(), String> {
+        let at = sys::fd_path(self.target_dir.as_fd(), Path::new(""));
+        let shown =
+            sys::open_dir_nofollow(&self.target).and_then(|fd| sys::mount_ids_of(fd.as_fd()));
+        if shown.as_ref().ok() != Some(&self.root_ids) {
+            // Covered by a mount of someone else's, or TARGET's path was changed: only the
+            // mount table tells which.
+            let table = crate::MountTable::read().map_err(|e| e.to_string())?;
+            if let Some(m) = table
+                .mounts
+                .iter()
+                .find(|m| m.parent_id == self.root_ids.reusable)
+            {
+                let now = shown.map(|s| s.unique).unwrap_or(m.id);
+                return Err(covered(&self.target, now, self.root_ids.unique));
+            }
+            log::warn!(
+                "target {:?}: its path no longer leads to the view; unmounting the view where it is",
+                self.target
+            );
+        }
+        unmount_retrying(&at, &self.target, true)
     }
 }
 
-/// Unmounts `path`, retrying while busy (a backup program may just be closing its files);
-/// detaches lazily as a last resort. Err describes what happened when it was not clean.
+fn covered(shown: &Path, now: u64, ours: u64) -> String {
+    format!(
+        "{shown:?}: covered by a mount this session did not make (mount {now}, the session's \
+         {ours}); left alone (unmount it, then run `snapshot cleanup`)"
+    )
+}
+
+/// `mount_point` without its leading `/`.
+fn relative(path: &Path) -> PathBuf {
+    path.strip_prefix("/").unwrap_or(path).to_owned()
+}
+
+/// Why a no-symlink lookup failed, in words.
+fn describe_lookup(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) if n == rustix::io::Errno::LOOP.raw_os_error() => {
+            "a symlink is on its path now".into()
+        }
+        Some(n) if n == rustix::io::Errno::NOENT.raw_os_error() => "it is gone".into(),
+        Some(n) if n == rustix::io::Errno::NOTDIR.raw_os_error() => "it is no directory now".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Unmounts `path` (a plain path: a symlink at its end is not followed), retrying while busy
+/// (a backup program may just be closing its files); detaches lazily as a last resort. Err
+/// describes what happened when it was not clean.
 pub fn unmount_patiently(path: &Path) -> Result<(), String> {
+    unmount_retrying(path, path, false)
+}
+
+/// [`unmount_patiently`] of a `/proc/self/fd` path (`follow`: its magic link is followed),
+/// named `shown` in messages.
+fn unmount_retrying(path: &Path, shown: &Path, follow: bool) -> Result<(), String> {
     let mut last = None;
-    for attempt in 0..20 {
-        match sys::unmount_path(path) {
+    for attempt in 0..20u64 {
+        match sys::unmount(path, follow, false) {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
                 last = Some(e);
@@ -214,11 +419,11 @@ pub fn unmount_patiently(path: &Path) -> Result<(), String> {
                 // unmounted the tmpfs it lay in): nothing is mounted there, nothing to do.
                 return Ok(());
             }
-            Err(e) => return Err(format!("unmounting {path:?}: {e}")),
+            Err(e) => return Err(format!("unmounting {shown:?}: {e}")),
         }
     }
-    let e = last.expect("loop ran");
-    log::warn!("{path:?} is still busy ({e}); detaching it lazily");
-    sys::detach_path(path).map_err(|d| format!("unmounting {path:?}: {e}; lazy detach: {d}"))?;
-    Ok(())
+    let busy = last.map(|e| e.to_string()).unwrap_or_default();
+    log::warn!("{shown:?} is still busy ({busy}); detaching it lazily");
+    sys::unmount(path, follow, true)
+        .map_err(|d| format!("unmounting {shown:?}: {busy}; lazy detach: {d}"))
 }

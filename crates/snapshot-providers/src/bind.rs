@@ -4,8 +4,8 @@
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest,
 };
+use snapshot_core::sys::DetachedMount;
 use snapshot_core::{sys, Mount};
-use std::path::Path;
 
 #[derive(Debug, Default)]
 pub struct BindProvider;
@@ -35,10 +35,10 @@ impl Provider for BindProvider {
         })
     }
 
-    fn mount(&self, _created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError> {
-        sys::bind_readonly(&mount.mount_point, at).map_err(|e| {
+    fn mount(&self, _created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError> {
+        sys::clone_live_mount(&mount.mount_point, mount.id).map_err(|e| {
             ProviderError::io(
-                format!("bind-mounting {:?} read-only at {at:?}", mount.mount_point),
+                format!("cloning the live mount {:?} read-only", mount.mount_point),
                 e,
             )
         })

@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
+use snapshot_core::sys::DetachedMount;
 use snapshot_core::sys::{self, ioctl};
 use snapshot_core::Mount;
 use std::io;
@@ -197,7 +198,7 @@ impl Provider for BtrfsProvider {
         Ok(())
     }
 
-    fn mount(&self, created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError> {
+    fn mount(&self, created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError> {
         let d = SnapshotData::from_created(created)?;
         let subdir = subdir_of(&mount.root, &d.origin_subvol).map_err(ProviderError::Other)?;
         if !staging_mounted(&d)? {
@@ -208,14 +209,13 @@ impl Provider for BtrfsProvider {
                 return Err(e);
             }
         }
-        let source = d.staging.join(&d.snapshot).join(&subdir);
-        sys::bind_readonly(&source, at).map_err(|e| {
+        let inside = Path::new(&d.snapshot).join(&subdir);
+        sys::clone_beneath(&d.staging, &inside).map_err(|e| {
             ProviderError::io(
                 format!(
-                    "bind-mounting {} ({}) read-only at {}",
+                    "cloning {} ({}) read-only",
                     d.describe(),
-                    source.display(),
-                    at.display()
+                    d.staging.join(&inside).display()
                 ),
                 e,
             )

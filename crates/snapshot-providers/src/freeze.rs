@@ -78,6 +78,7 @@ use snapshot_core::exec;
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
+use snapshot_core::sys::DetachedMount;
 use snapshot_core::{sys, Mount, MountTable};
 use std::fs::File;
 use std::io;
@@ -420,7 +421,7 @@ impl Provider for FreezeProvider {
         Ok(self.created(unit, ctx, &FreezeData { copies }))
     }
 
-    fn mount(&self, created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError> {
+    fn mount(&self, created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError> {
         let d = FreezeData::from_created(created)?;
         let copy = d
             .copies
@@ -434,14 +435,12 @@ impl Provider for FreezeProvider {
             })?;
         stage(copy)?;
         let rel = mount.root.strip_prefix("/").unwrap_or(&mount.root);
-        let source = copy.staging.join(rel);
-        sys::bind_readonly(&source, at).map_err(|e| {
+        sys::clone_beneath(&copy.staging, rel).map_err(|e| {
             ProviderError::io(
                 format!(
-                    "bind-mounting the copy of {} ({}) read-only at {}",
+                    "cloning the copy of {} ({}) read-only",
                     copy.mount_point.display(),
-                    source.display(),
-                    at.display()
+                    copy.staging.join(rel).display()
                 ),
                 e,
             )

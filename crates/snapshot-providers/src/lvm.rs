@@ -47,6 +47,7 @@ use snapshot_core::exec::{self, CommandError};
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
+use snapshot_core::sys::DetachedMount;
 use snapshot_core::{sys, Mount, MountTable};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -729,7 +730,7 @@ fn is_mounted_at(path: &Path) -> Result<bool, ProviderError> {
     Ok(table.mounted_at(path).is_some())
 }
 
-fn mount(provider: &str, created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError> {
+fn mount(provider: &str, created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError> {
     let data = SnapshotData::from_created(created)?;
     if data.is_thin() {
         // Thin snapshots skip activation by default; -K overrides that.
@@ -737,25 +738,19 @@ fn mount(provider: &str, created: &Created, mount: &Mount, at: &Path) -> Result<
         run_lvm(cmd.args(["--activate", "y", "--ignoreactivationskip", &data.path()]))?;
     }
     let device = device_of(&data)?;
-    if mount.root == Path::new("/") {
-        return mount_snapshot(&device, &data.fstype, at);
-    }
-    // A mount of a subdirectory: the whole snapshot goes to the staging directory once, the
-    // subdirectory is bound from there.
-    if !is_mounted_at(&data.staging)? {
+    // The whole snapshot goes to the private staging directory once; the part the mount
+    // showed is cloned from there.
+    if !matches!(sys::is_mount_point(&data.staging), Ok(true)) {
         std::fs::create_dir_all(&data.staging)
             .map_err(|e| ProviderError::io(format!("creating {}", data.staging.display()), e))?;
         mount_snapshot(&device, &data.fstype, &data.staging)?;
     }
-    let sub = data
-        .staging
-        .join(mount.root.strip_prefix("/").unwrap_or(&mount.root));
-    sys::bind_readonly(&sub, at).map_err(|e| {
+    let rel = mount.root.strip_prefix("/").unwrap_or(&mount.root);
+    sys::clone_beneath(&data.staging, rel).map_err(|e| {
         ProviderError::io(
             format!(
-                "{provider}: bind-mounting {} read-only at {}",
-                sub.display(),
-                at.display()
+                "{provider}: cloning {} read-only",
+                data.staging.join(rel).display()
             ),
             e,
         )
@@ -940,8 +935,8 @@ impl Provider for LvmProvider {
         create(self.name(), unit, ctx)
     }
 
-    fn mount(&self, created: &Created, m: &Mount, at: &Path) -> Result<(), ProviderError> {
-        mount(self.name(), created, m, at)
+    fn mount(&self, created: &Created, m: &Mount) -> Result<DetachedMount, ProviderError> {
+        mount(self.name(), created, m)
     }
 
     fn verify(&self, created: &Created) -> Validity {
@@ -973,8 +968,8 @@ impl Provider for LvmThinProvider {
         create(self.name(), unit, ctx)
     }
 
-    fn mount(&self, created: &Created, m: &Mount, at: &Path) -> Result<(), ProviderError> {
-        mount(self.name(), created, m, at)
+    fn mount(&self, created: &Created, m: &Mount) -> Result<DetachedMount, ProviderError> {
+        mount(self.name(), created, m)
     }
 
     fn verify(&self, created: &Created) -> Validity {

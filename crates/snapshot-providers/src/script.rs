@@ -10,6 +10,7 @@ use snapshot_core::exec::{self, CommandError};
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest,
 };
+use snapshot_core::sys::DetachedMount;
 use snapshot_core::writers::hook_executables;
 use snapshot_core::{sys, Mount, MountTable};
 use std::ffi::OsString;
@@ -180,12 +181,12 @@ impl Provider for ScriptProvider {
         )))
     }
 
-    fn mount(&self, created: &Created, _mount: &Mount, at: &Path) -> Result<(), ProviderError> {
+    fn mount(&self, created: &Created, _mount: &Mount) -> Result<DetachedMount, ProviderError> {
         let data = ScriptData::from_json(&created.data)?;
-        sys::bind_readonly(&data.staging, at).map_err(|e| {
+        sys::clone_beneath(&data.staging, Path::new("")).map_err(|e| {
             ProviderError::io(
                 format!(
-                    "bind-mounting {:?} (snapshot of {:?}) read-only at {at:?}",
+                    "cloning {:?} (snapshot of {:?}) read-only",
                     data.staging, data.source
                 ),
                 e,
@@ -888,9 +889,11 @@ esac"#,
             ("tmpfs", "snaptest-script")
         );
 
-        provider
-            .mount(&created, &s.request.mounts[0], &view)
+        let tree = provider
+            .mount(&created, &s.request.mounts[0])
             .expect("mount");
+        let at = sys::open_dir_nofollow(&view.canonicalize().unwrap()).unwrap();
+        tree.attach(std::os::fd::AsFd::as_fd(&at)).expect("attach");
         assert_eq!(
             std::fs::read_to_string(view.join("marker")).unwrap(),
             format!("snapshot of {}\n", s.src().display())

@@ -52,6 +52,7 @@ use snapshot_core::exec::{self, CommandError};
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
+use snapshot_core::sys::DetachedMount;
 use snapshot_core::{sys, Mount, MountTable};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -610,7 +611,7 @@ impl Provider for ZfsProvider {
         Ok(created(unit, ctx, &data))
     }
 
-    fn mount(&self, created: &Created, mount: &Mount, at: &Path) -> Result<(), ProviderError> {
+    fn mount(&self, created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError> {
         let data = SnapshotData::from_created(created)?;
         let dataset = mount.source.as_str();
         if !data.datasets.iter().any(|d| d == dataset) {
@@ -623,25 +624,22 @@ impl Provider for ZfsProvider {
         }
         self.hold(&data)?;
         let snapshot = format!("{dataset}@{}", data.name);
-        if mount.root == Path::new("/") {
-            return mount_snapshot(&snapshot, at);
-        }
-        // A mount of a subdirectory: the whole snapshot goes to its staging directory once,
-        // the subdirectory is bound from there.
-        let staging = data.staging_for(dataset).expect("checked above");
-        if !is_mounted_at(&staging)? {
+        // The whole snapshot goes to its private staging directory once; the part the mount
+        // showed is cloned from there.
+        let Some(staging) = data.staging_for(dataset) else {
+            return Err(ProviderError::Other(format!(
+                "no staging place for {dataset}"
+            )));
+        };
+        if !matches!(sys::is_mount_point(&staging), Ok(true)) {
             std::fs::create_dir_all(&staging)
                 .map_err(|e| ProviderError::io(format!("creating {}", staging.display()), e))?;
             mount_snapshot(&snapshot, &staging)?;
         }
-        let sub = staging.join(mount.root.strip_prefix("/").unwrap_or(&mount.root));
-        sys::bind_readonly(&sub, at).map_err(|e| {
+        let rel = mount.root.strip_prefix("/").unwrap_or(&mount.root);
+        sys::clone_beneath(&staging, rel).map_err(|e| {
             ProviderError::io(
-                format!(
-                    "zfs: bind-mounting {} read-only at {}",
-                    sub.display(),
-                    at.display()
-                ),
+                format!("zfs: cloning {} read-only", staging.join(rel).display()),
                 e,
             )
         })

@@ -78,7 +78,9 @@ struct View(PathBuf);
 impl View {
     fn new(created: &Created, origin: &Mount, at: PathBuf) -> Self {
         std::fs::create_dir_all(&at).unwrap();
-        BtrfsProvider.mount(created, origin, &at).unwrap();
+        let tree = BtrfsProvider.mount(created, origin).unwrap();
+        let dir = sys::open_dir_nofollow(&at.canonicalize().unwrap()).unwrap();
+        tree.attach(std::os::fd::AsFd::as_fd(&dir)).unwrap();
         View(at)
     }
 }

@@ -13,13 +13,19 @@ pub use loopdev::{
 
 pub mod ioctl;
 mod namespace;
-pub use namespace::in_private_namespace;
+pub use namespace::{in_private_namespace, InPlaceBind};
+mod mountfd;
+pub use mountfd::{
+    detach_fd_mount, dir_is_empty, fd_path, file_identity, make_dir_in, mount_ids_of,
+    open_dir_beneath, open_dir_nofollow, seal_superblock, clone_beneath, clone_live_mount,
+    DetachedMount, MountIds,
+};
 pub mod statmount;
 pub use statmount::{path_mount, statmount, PathMount, StatMount};
 
 use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
 use rustix::mount::{
-    mount, mount_bind, mount_change, mount_remount, unmount, MountFlags, MountPropagationFlags,
+    mount, mount_bind, mount_change, mount_remount, MountFlags, MountPropagationFlags,
     UnmountFlags,
 };
 use std::io;
@@ -64,7 +70,7 @@ pub fn bind_readonly(source: &Path, target: &Path) -> io::Result<()> {
         mount_remount(target, view_flags() | MountFlags::BIND, "").map_err(io::Error::from)
     });
     if let Err(e) = rest {
-        let _ = unmount(target, UnmountFlags::empty());
+        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
         return Err(e);
     }
     Ok(())
@@ -76,7 +82,7 @@ pub fn mount_readonly(source: &Path, target: &Path, fstype: &str, data: &str) ->
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in mount options"))?;
     mount(source, target, fstype, view_flags(), data.as_c_str())?;
     if let Err(e) = make_private(target) {
-        let _ = unmount(target, UnmountFlags::empty());
+        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
         return Err(e);
     }
     Ok(())
@@ -92,7 +98,7 @@ pub fn mount_skeleton_tmpfs(target: &Path, name: &str) -> io::Result<()> {
         c"mode=0755,size=1m",
     )?;
     if let Err(e) = make_private(target) {
-        let _ = unmount(target, UnmountFlags::empty());
+        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
         return Err(e);
     }
     Ok(())
@@ -114,12 +120,26 @@ pub fn make_private(target: &Path) -> io::Result<()> {
 
 /// Unmounts `target` (not lazily: a busy mount is an error the caller reports).
 pub fn unmount_path(target: &Path) -> io::Result<()> {
-    unmount(target, UnmountFlags::NOFOLLOW).map_err(Into::into)
+    unmount(target, false, false)
 }
 
-/// Detaches `target` lazily: last resort for a busy mount at teardown.
+/// Detaches `target` lazily: last resort for a busy mount.
 pub fn detach_path(target: &Path) -> io::Result<()> {
-    unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH).map_err(Into::into)
+    unmount(target, false, true)
+}
+
+/// umount2(2) of `target`, lazily with `detach`. With `follow` a symlink at its end is
+/// followed: for `/proc/self/fd/N` paths, which name a descriptor's mount, not a place a user
+/// could change; otherwise it is not.
+pub fn unmount(target: &Path, follow: bool, detach: bool) -> io::Result<()> {
+    let mut flags = UnmountFlags::empty();
+    if !follow {
+        flags |= UnmountFlags::NOFOLLOW;
+    }
+    if detach {
+        flags |= UnmountFlags::DETACH;
+    }
+    rustix::mount::unmount(target, flags).map_err(Into::into)
 }
 
 pub fn is_root() -> bool {
