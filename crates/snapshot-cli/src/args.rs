@@ -149,7 +149,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("{s:?}: the duration must be positive"));
     }
-    Ok(Duration::from_secs_f64(v * scale))
+    match Duration::try_from_secs_f64(v * scale) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{s:?}: the duration must be positive")),
+        Err(_) => Err(format!("{s:?}: the duration is too long")),
+    }
 }
 
 #[cfg(test)]

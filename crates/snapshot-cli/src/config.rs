@@ -5,6 +5,7 @@ use crate::args::{parse_duration, SessionArgs};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use serde::Deserialize;
+use snapshot_core::trust::{self, TrustError};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PATH: &str = "/etc/snapshot/snapshot.toml";
@@ -28,6 +29,10 @@ pub struct Config {
 pub enum ConfigError {
     #[error("configuration {path:?}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// Refused by the trust rule: whoever can write it decides what runs as root
+    /// (`writers_dirs`, `scripts_dir`, `freeze_command`).
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
 }
 
 impl Config {
@@ -43,6 +48,8 @@ impl Config {
             reason,
         };
         let text = std::fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
+        // After reading, so that a missing or unreadable file is said as such.
+        trust::check("configuration", &path)?;
         let cfg: Self = toml::from_str(&text).map_err(|e| invalid(e.message().to_owned()))?;
         Ok((cfg, Some(path)))
     }
@@ -115,6 +122,10 @@ pub fn resolve(args: &mut SessionArgs, matches: &ArgMatches) -> Result<(), Confi
 }
 
 #[cfg(test)]
+#[path = "config_proptests.rs"]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser};
@@ -184,5 +195,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/snapshot.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.toml");
+        std::fs::write(&path, "target = \"/srv/view\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Config::load(Some(&path)).unwrap_err();
+        assert!(matches!(e, ConfigError::Untrusted(_)), "{e:?}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "configuration {}: not trusted: {} is writable by group and others (mode 0666)",
+                path.display(),
+                path.display()
+            )),
+            "{e}"
+        );
+        // Positive control: writable by its owner only.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (cfg, _) = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.target, Some(PathBuf::from("/srv/view")));
     }
 }

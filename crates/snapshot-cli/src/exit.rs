@@ -15,9 +15,9 @@ pub const SNAPSHOT_FAILED: u8 = 73;
 pub const BUSY: u8 = 75;
 /// EX_NOPERM: not root.
 pub const NO_PERMISSION: u8 = 77;
-/// EX_CONFIG: the configuration file is unreadable or wrong.
+/// EX_CONFIG: the configuration file is unreadable, untrusted or wrong.
 pub const CONFIG: u8 = 78;
-/// A writer hook failed `freeze` under `--strict-writers`.
+/// A writer hook failed `freeze` (or the trust rule) under `--strict-writers`.
 pub const WRITER_FAILED: u8 = 79;
 /// A snapshot became invalid during the backup: what was read may be broken.
 pub const INVALID: u8 = 80;
@@ -49,8 +49,8 @@ Exit status:
   73   a snapshot or the view could not be created (everything made was removed)
   75   another session holds TARGET
   77   not root
-  78   the configuration file is unreadable or has a bad key or value
-  79   a writer hook failed freeze under --strict-writers
+  78   the configuration file is unreadable, fails the trust rule, or has a bad key or value
+  79   a writer hook failed freeze, or was refused by the trust rule, under --strict-writers
   80   a snapshot became invalid during the backup: what was read may be broken
   81   teardown incomplete: something was left behind (see the log)
   128+N  ended by signal N (SIGINT, SIGTERM, SIGHUP) after an orderly teardown";

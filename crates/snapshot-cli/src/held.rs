@@ -1,5 +1,6 @@
 //! `start-snapshot` / `stop-snapshot`: a detached `snapshot --holder` process keeps the view;
-//! its state lives in `RUNTIME/held/<target>.{json,log,status,offset}`.
+//! its state lives in `RUNTIME/held/<target>.{json,log,status,offset}` — root's alone (the
+//! directories 0700, the files 0600): `stop-snapshot` signals the pid it finds there.
 
 use crate::args::SessionArgs;
 use crate::exit;
@@ -12,6 +13,7 @@ use std::process::{Command, Stdio};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HeldState {
     pub pid: u32,
+    #[serde(with = "snapshot_core::journal::path_json")]
     pub target: PathBuf,
     pub session: String,
 }
@@ -44,12 +46,30 @@ impl HeldPaths {
     }
 }
 
-/// Write, fsync, rename: readers never see a half-written file.
+/// `RUNTIME/held`, checked to be root's alone (and created 0700 with `RUNTIME` when missing
+/// and `create`); `Ok(false)`: missing.
+fn check_held_dir(runtime: &Path, create: bool) -> anyhow::Result<bool> {
+    use snapshot_core::lock::{
+        check_private_dir, check_private_subdir, private_dir, private_subdir,
+    };
+    use std::os::fd::AsFd;
+    if create {
+        let dir = private_dir(runtime)?;
+        private_subdir(dir.as_fd(), runtime, "held")?;
+        return Ok(true);
+    }
+    Ok(match check_private_dir(runtime)? {
+        Some(dir) => check_private_subdir(dir.as_fd(), runtime, "held")?.is_some(),
+        None => false,
+    })
+}
+
+/// Write (mode 0600), fsync, rename: readers never see a half-written file.
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.to_owned().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = snapshot_core::lock::create_private_file(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -58,6 +78,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Holder side: records who holds the target (before the ready line goes out).
 pub fn holder_ready(runtime: &Path, target: &Path, session: &str) -> anyhow::Result<()> {
     let paths = HeldPaths::new(runtime, target);
+    check_held_dir(runtime, true)?;
     let state = HeldState {
         pid: std::process::id(),
         target: target.to_owned(),
@@ -76,8 +97,27 @@ pub fn holder_finished(runtime: &Path, target: &Path, status: u8) {
     let _ = std::fs::remove_file(&paths.state);
 }
 
+/// The holder's state, when there is one that only root could have written.
 fn read_state(paths: &HeldPaths) -> Option<HeldState> {
-    serde_json::from_slice(&std::fs::read(&paths.state).ok()?).ok()
+    let mut data = Vec::new();
+    match snapshot_core::lock::open_private_file(&paths.state) {
+        Ok(mut f) => f.read_to_end(&mut data).ok()?,
+        Err(snapshot_core::lock::PrivateDirError::Io { .. }) => return None,
+        Err(e) => {
+            log::warn!("{e}");
+            return None;
+        }
+    };
+    serde_json::from_slice(&data).ok()
+}
+
+/// start-snapshot and stop-snapshot act as root, on root's state.
+fn require_root(program: &str) -> Option<u8> {
+    if snapshot_core::sys::is_root() {
+        return None;
+    }
+    say!("{program}: error: must run as root: snapshots and mounts need CAP_SYS_ADMIN");
+    Some(exit::NO_PERMISSION)
 }
 
 /// Whether `pid` is a live `snapshot --holder` (not a recycled pid).
@@ -99,6 +139,11 @@ fn print_log_from(log: &Path, offset: u64) {
 
 /// `start-snapshot`: returns once the view is ready (0) or failed (the holder's status).
 pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::Result<u8> {
+    if let Some(code) = require_root("start-snapshot") {
+        return Ok(code);
+    }
+    // Before anything is read from it: the runtime directory and `held/` are root's alone.
+    check_held_dir(&args.runtime_dir, true)?;
     let paths = HeldPaths::new(&args.runtime_dir, &args.target);
     if let Some(state) = read_state(&paths) {
         if is_holder(state.pid) {
@@ -109,13 +154,11 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
             return Ok(exit::BUSY);
         }
     }
-    let dir = paths.state.parent().expect("has a parent");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {dir:?}"))?;
     for stale in [&paths.status, &paths.offset] {
         let _ = std::fs::remove_file(stale);
     }
-    let log =
-        std::fs::File::create(&paths.log).with_context(|| format!("creating {:?}", paths.log))?;
+    let log = snapshot_core::lock::create_private_file(&paths.log)
+        .with_context(|| format!("creating {:?}", paths.log))?;
     let exe = std::env::current_exe()
         .context("finding this program")?
         .with_file_name("snapshot");
@@ -163,8 +206,13 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
 pub fn stop(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
     use rustix::event::{poll, PollFd, PollFlags};
     use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    if let Some(code) = require_root("stop-snapshot") {
+        return Ok(code);
+    }
+    // A pid read from a file others could write is not one to signal.
+    let held = check_held_dir(runtime, false)?;
     let paths = HeldPaths::new(runtime, target);
-    let Some(state) = read_state(&paths) else {
+    let Some(state) = read_state(&paths).filter(|_| held) else {
         say!("stop-snapshot: error: no start-snapshot session holds {target:?}");
         return Ok(exit::UNAVAILABLE);
     };
@@ -201,3 +249,7 @@ pub fn stop(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
         exit::TEARDOWN_INCOMPLETE
     }))
 }
+
+#[cfg(test)]
+#[path = "held_proptests.rs"]
+mod proptests;

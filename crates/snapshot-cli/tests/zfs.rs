@@ -429,7 +429,9 @@ fn cleanup_after_sigkill_removes_snapshots_and_holds() {
     assert_eq!(ours.len(), 2, "{ours:?}");
     let holds = pool.holds();
     assert_eq!(holds.len(), 2, "{holds:?}");
-    assert_eq!(pool.snapshot_mounts().len(), 2);
+    // Each snapshot is mounted in the session's private staging directory and cloned into
+    // the view: two mounts each.
+    assert_eq!(pool.snapshot_mounts().len(), 4);
 
     let out = std::process::Command::new(bin("snapshot"))
         .args(["cleanup", "-v", "--state-dir", s(&rt.join("state"))])

@@ -10,7 +10,7 @@
 //! target not empty — but not with every session start: a normal start reads no mount table
 //! beyond the mounts of its DIRs.
 
-use crate::journal::{Journal, Record};
+use crate::journal::{Journal, LivenessToken, Record};
 use crate::mountinfo::MountTable;
 use crate::provider::Provider;
 use crate::view::unmount_patiently;
@@ -90,7 +90,7 @@ pub fn dead_sessions(state_dir: &Path) -> bool {
 /// A journal's session is running: its process (same boot, same start time) or its liveness
 /// token, whichever state directory it journals in.
 fn is_alive(record: &Record) -> bool {
-    record.is_live() || crate::journal::LivenessToken::is_held(&record.session)
+    record.is_live() || LivenessToken::is_held(&record.session)
 }
 
 /// [`cleanup`] with a mount table the caller has just read (a session starting on the slow
@@ -106,6 +106,12 @@ pub fn cleanup_with(
     skip: Option<&str>,
 ) -> CleanupReport {
     let mut report = CleanupReport::default();
+    // Journals in a directory others can write could be forged, and liveness tokens in one
+    // faked: act on neither (`snapshot cleanup` refuses before it gets here).
+    if let Err(e) = crate::journal::check_cleanup_dirs(state_dir) {
+        report.unreadable.push(e.to_string());
+        return report;
+    }
     // Sessions with a journal: the orphan sweep below leaves their mounts to the replay.
     let mut known_ids = Vec::new();
     for j in Journal::list(state_dir) {
@@ -136,7 +142,33 @@ pub fn cleanup_with(
             .sessions
             .extend(orphan_views(&table, &known_ids, dry_run));
     }
+    // Token files whose holders died (killed sessions, watchdogs): nobody holds them, so they
+    // mean nothing; removed so they do not pile up until the next boot.
+    if !dry_run {
+        match LivenessToken::sweep_stale() {
+            Ok(names) if !names.is_empty() => {
+                log::debug!("removed stale liveness tokens: {}", names.join(", "))
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("removing stale liveness tokens: {e}"),
+        }
+    }
     report
+}
+
+/// Removes the (stale) liveness tokens of a session cleaned up, and of its watchdog.
+fn remove_stale_tokens(session: &str, out: &mut SessionCleanup) {
+    for name in [session.to_owned(), crate::watchdog::token_name(session)] {
+        match LivenessToken::remove_stale(&name) {
+            Ok(true) => out
+                .actions
+                .push(format!("remove stale liveness token {name}")),
+            Ok(false) => {}
+            Err(e) => out
+                .problems
+                .push(format!("removing the liveness token {name}: {e}")),
+        }
+    }
 }
 
 /// Undoes one dead session's journal, backwards.
@@ -161,7 +193,7 @@ fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) 
     // is bounded by the writers' timeouts.
     let t = std::time::Instant::now();
     let watchdog = crate::watchdog::token_name(&r.session);
-    while crate::journal::LivenessToken::is_held(&watchdog) {
+    while LivenessToken::is_held(&watchdog) {
         if dry_run {
             out.actions
                 .push("wait for the session's watchdog to finish".into());
@@ -299,6 +331,7 @@ fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) 
         if let Err(e) = journal.remove() {
             out.problems.push(e.to_string());
         }
+        remove_stale_tokens(&r.session, &mut out);
     }
     out
 }
@@ -313,7 +346,7 @@ fn orphan_views(table: &MountTable, known_ids: &[String], dry_run: bool) -> Vec<
             continue;
         }
         // A live session keeps its views, whatever state directory it journals in.
-        if crate::journal::LivenessToken::is_held(&m.source) {
+        if LivenessToken::is_held(&m.source) {
             continue;
         }
         // Only the outermost one: the nested skeletons go with it.
@@ -339,6 +372,9 @@ fn orphan_views(table: &MountTable, known_ids: &[String], dry_run: bool) -> Vec<
                     sc.problems.push(e);
                 }
             }
+        }
+        if !dry_run && sc.problems.is_empty() {
+            remove_stale_tokens(&m.source, &mut sc);
         }
         out.push(sc);
     }

@@ -4,10 +4,17 @@
 //! (write, fsync, rename, fsync the directory), so a crash at any instant leaves a record that
 //! `snapshot cleanup` can replay backwards.
 
+use crate::lock::{
+    check_private_dir, check_private_subdir, create_private_file, open_private_file, private_dir,
+    private_subdir, PrivateDirError,
+};
 use crate::provider::Created;
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Default state directory.
 pub const STATE_DIR: &str = "/var/lib/snapshot";
@@ -33,8 +40,75 @@ pub struct SnapshotEntry {
 /// Writers sent `freeze` and not yet `thaw`: a cleanup in the same boot thaws them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrozenWriters {
+    #[serde(with = "path_json::many")]
     pub writers: Vec<PathBuf>,
+    #[serde(with = "path_json::many")]
     pub dirs: Vec<PathBuf>,
+}
+
+/// Paths in a record without loss: a string when UTF-8 (nearly always), else the array of
+/// its bytes. A TARGET, a DIR or a writer may be named with any bytes, which serde's own
+/// `PathBuf` refuses to write. Either form is read.
+pub mod path_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr<'a> {
+        Text(std::borrow::Cow<'a, str>),
+        Bytes(std::borrow::Cow<'a, [u8]>),
+    }
+
+    fn repr(p: &Path) -> Repr<'_> {
+        match p.to_str() {
+            Some(s) => Repr::Text(s.into()),
+            None => Repr::Bytes(p.as_os_str().as_bytes().into()),
+        }
+    }
+
+    fn path(r: Repr<'_>) -> PathBuf {
+        match r {
+            Repr::Text(s) => PathBuf::from(s.into_owned()),
+            Repr::Bytes(b) => PathBuf::from(OsString::from_vec(b.into_owned())),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        repr(p).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Repr::deserialize(d).map(path)
+    }
+
+    /// The same for a list of paths.
+    pub mod many {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(|p| repr(p)))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+            Vec::<Repr<'_>>::deserialize(d).map(|v| v.into_iter().map(path).collect())
+        }
+    }
+
+    /// The same for an optional path (`null` when absent).
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+            p.as_deref().map(repr).serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+            Option::<Repr<'_>>::deserialize(d).map(|p| p.map(path))
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,8 +122,10 @@ pub struct Record {
     pub boot_id: String,
     /// Seconds since the epoch.
     pub started: u64,
+    #[serde(with = "path_json")]
     pub target: PathBuf,
     /// The session's scratch directory (`/run/snapshot/<id>`); everything mounted below is its own.
+    #[serde(with = "path_json")]
     pub runtime_dir: PathBuf,
     /// The view's tmpfs at `target` may exist (it is named after the session).
     pub view: Option<ObjectState>,
@@ -65,6 +141,9 @@ pub enum JournalError {
         #[source]
         source: io::Error,
     },
+    /// The state directory, or the journal, is not root's alone: it could be forged.
+    #[error(transparent)]
+    Unsafe(#[from] PrivateDirError),
     #[error("journal {path:?}: {source}")]
     Parse {
         path: PathBuf,
@@ -73,34 +152,270 @@ pub enum JournalError {
     },
 }
 
-/// A live session's token: an abstract-namespace unix socket named after the session id.
-/// It needs no file, is visible whatever state or runtime directory a session uses, and
-/// vanishes with the process — so "is session X alive?" has one answer machine-wide.
+/// Where liveness tokens live: one fixed, machine-wide directory, whatever runtime or state
+/// directory a session uses (a cleanup over any state directory must see every live session),
+/// and root's alone (0700, like its parent `/run/snapshot`): nobody else can create, open or
+/// lock a token there.
+pub const LIVENESS_DIR: &str = "/run/snapshot/live";
+
+/// A live session's token (and its watchdog's, [`crate::watchdog::token_name`]): an
+/// exclusive `flock` held on [`LIVENESS_DIR`]`/<name>` for the holder's life. The kernel
+/// drops the lock when the holder dies, however it dies; the descriptor is close-on-exec, so
+/// no child inherits it. Only root can reach the file, so only root can assert that a
+/// session lives: a name in another namespace (the abstract unix socket this used to be) or a
+/// file elsewhere proves nothing. The holder removes the file when it lets go; a killed
+/// holder's file stays, unlocked (stale), until `snapshot cleanup` removes it.
 #[derive(Debug)]
 pub struct LivenessToken {
-    _listener: std::os::unix::net::UnixListener,
+    _file: std::fs::File,
+    dir: OwnedFd,
+    name: String,
+    /// Device and inode of the file locked.
+    identity: (u64, u64),
 }
 
-fn token_addr(session: &str) -> io::Result<std::os::unix::net::SocketAddr> {
-    use std::os::linux::net::SocketAddrExt;
-    std::os::unix::net::SocketAddr::from_abstract_name(format!("snapshot-session/{session}"))
+/// A token's name is a file name: a session id, or one with a suffix (`.watchdog`).
+fn valid_token_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+fn identity_of(st: &rustix::fs::Stat) -> (u64, u64) {
+    #[allow(clippy::unnecessary_cast)] // c_ulong on some targets
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// [`LIVENESS_DIR`], checked (and created when `create`); `Ok(None)`: it does not exist.
+fn liveness_dir(create: bool) -> Result<Option<OwnedFd>, PrivateDirError> {
+    let live = Path::new(LIVENESS_DIR);
+    let base = live.parent().expect("LIVENESS_DIR has a parent");
+    let name = live.file_name().and_then(|n| n.to_str()).expect("a name");
+    if create {
+        let runtime = private_dir(base)?;
+        return private_subdir(runtime.as_fd(), base, name).map(Some);
+    }
+    match check_private_dir(base)? {
+        Some(runtime) => check_private_subdir(runtime.as_fd(), base, name),
+        None => Ok(None),
+    }
+}
+
+fn invalid_name(name: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{name:?} is not a liveness token name"),
+    )
 }
 
 impl LivenessToken {
-    pub fn acquire(session: &str) -> io::Result<Self> {
-        let listener = std::os::unix::net::UnixListener::bind_addr(&token_addr(session)?)?;
-        Ok(Self {
-            _listener: listener,
-        })
+    /// Takes the token `name` in [`LIVENESS_DIR`] (created, and checked to be root's alone).
+    /// Fails when another process holds it.
+    pub fn acquire(name: &str) -> io::Result<Self> {
+        let dir = liveness_dir(true)?.expect("created");
+        Self::acquire_at(dir, name)
     }
 
-    /// True when a live process holds the token of `session`.
-    pub fn is_held(session: &str) -> bool {
-        match token_addr(session).and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a)) {
-            Ok(_probe) => false,
-            Err(e) => e.kind() == io::ErrorKind::AddrInUse,
+    /// [`LivenessToken::acquire`] in another directory (`dir`, created 0700 and checked like
+    /// [`LIVENESS_DIR`]): for tests.
+    pub fn acquire_in(dir: &Path, name: &str) -> io::Result<Self> {
+        Self::acquire_at(private_dir(dir)?, name)
+    }
+
+    fn acquire_at(dir: OwnedFd, name: &str) -> io::Result<Self> {
+        if !valid_token_name(name) {
+            return Err(invalid_name(name));
+        }
+        // A cleanup probing the token (a shared lock, for an instant) or removing it as stale
+        // (an exclusive lock, then unlink) can be in the way: try again for a while.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let fd = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::CREATE
+                    | OFlags::RDWR
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC
+                    | OFlags::NONBLOCK,
+                Mode::RUSR | Mode::WUSR,
+            )?;
+            let st = rustix::fs::fstat(&fd)?;
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+            {
+                return Err(io::Error::other(format!(
+                    "{LIVENESS_DIR}/{name} is not a regular file"
+                )));
+            }
+            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    // Still the file under that name? A cleanup may have removed it as stale
+                    // between the open and the lock: then make a new one.
+                    let now = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW);
+                    if now.is_ok_and(|now| identity_of(&now) == identity_of(&st)) {
+                        return Ok(Self {
+                            _file: std::fs::File::from(fd),
+                            dir,
+                            name: name.to_owned(),
+                            identity: identity_of(&st),
+                        });
+                    }
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    if Instant::now() >= deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("liveness token {name} is held by another process"),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
+
+    /// True when a live process holds the token `name`. When [`LIVENESS_DIR`] is not root's
+    /// alone the answer cannot be trusted either way: true (leave things alone), with a
+    /// warning; `snapshot cleanup` refuses to start then anyway.
+    pub fn is_held(name: &str) -> bool {
+        match liveness_dir(false) {
+            Ok(None) => false,
+            Ok(Some(dir)) => held_at(&dir, name),
+            Err(e) => {
+                log::warn!("{e}; taking {name} for alive");
+                true
+            }
+        }
+    }
+
+    /// [`LivenessToken::is_held`] in another directory: for tests.
+    pub fn is_held_in(dir: &Path, name: &str) -> bool {
+        match check_private_dir(dir) {
+            Ok(None) => false,
+            Ok(Some(dir)) => held_at(&dir, name),
+            Err(e) => {
+                log::warn!("{e}; taking {name} for alive");
+                true
+            }
+        }
+    }
+
+    /// Removes the token file `name` when no process holds it (a killed holder's). Returns
+    /// whether it removed one.
+    pub fn remove_stale(name: &str) -> io::Result<bool> {
+        match liveness_dir(false)? {
+            Some(dir) => remove_stale_at(&dir, name),
+            None => Ok(false),
+        }
+    }
+
+    /// [`LivenessToken::remove_stale`] in another directory: for tests.
+    pub fn remove_stale_in(dir: &Path, name: &str) -> io::Result<bool> {
+        match check_private_dir(dir)? {
+            Some(dir) => remove_stale_at(&dir, name),
+            None => Ok(false),
+        }
+    }
+
+    /// Removes every token file that no process holds; returns their names.
+    pub fn sweep_stale() -> io::Result<Vec<String>> {
+        match liveness_dir(false)? {
+            Some(dir) => sweep_stale_at(&dir),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`LivenessToken::sweep_stale`] in another directory: for tests.
+    pub fn sweep_stale_in(dir: &Path) -> io::Result<Vec<String>> {
+        match check_private_dir(dir)? {
+            Some(dir) => sweep_stale_at(&dir),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Drop for LivenessToken {
+    /// Removes the file (still locked: nobody can mistake it for a stale one meanwhile), then
+    /// the lock goes with the descriptor.
+    fn drop(&mut self) {
+        let ours = rustix::fs::statat(&self.dir, self.name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| identity_of(&st) == self.identity);
+        if ours {
+            let _ = rustix::fs::unlinkat(&self.dir, self.name.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// Opens the token file `name` in `dir` for a lock probe; `Ok(None)`: no such file.
+fn open_token(dir: &OwnedFd, name: &str) -> io::Result<Option<OwnedFd>> {
+    if !valid_token_name(name) {
+        return Ok(None);
+    }
+    match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn held_at(dir: &OwnedFd, name: &str) -> bool {
+    // A shared lock, for an instant: it conflicts with the holder's exclusive one only.
+    let result = open_token(dir, name).and_then(|fd| match fd {
+        None => Ok(false),
+        Some(fd) => match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => Ok(false),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
+            Err(e) => Err(e.into()),
+        },
+    });
+    result.unwrap_or_else(|e| {
+        log::warn!("probing the liveness token {name}: {e}; taking it for alive");
+        true
+    })
+}
+
+fn remove_stale_at(dir: &OwnedFd, name: &str) -> io::Result<bool> {
+    let Some(fd) = open_token(dir, name)? else {
+        return Ok(false);
+    };
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // Locked by us, so nobody holds it; unlinked only if it is still the file locked (a new
+    // holder that opened it meanwhile sees it gone after its lock, and makes a new one).
+    let st = rustix::fs::fstat(&fd)?;
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(now) if identity_of(&now) == identity_of(&st) => {
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn sweep_stale_at(dir: &OwnedFd) -> io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if valid_token_name(name) && remove_stale_at(dir, name)? {
+            removed.push(name.to_owned());
+        }
+    }
+    Ok(removed)
 }
 
 /// This process's liveness identity.
@@ -119,8 +434,14 @@ pub fn boot_id() -> String {
 /// Start time of a process, from /proc/PID/stat (field 22; the command may contain spaces
 /// and parentheses, so count from the last ')').
 pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
+    stat_start_time(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Field 22 of a `/proc/PID/stat` line. The command name may hold any bytes (not UTF-8: cut
+/// at 15 bytes inside a character), spaces and `)` included.
+fn stat_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 2..)?).ok()?;
     rest.split(' ').nth(19)?.parse().ok()
 }
 
@@ -167,6 +488,30 @@ pub fn sessions_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sessions")
 }
 
+/// Checks that the state directory and its `sessions/` are root's alone (not symlinks, owned
+/// by root, mode 0700), creating them when missing and `create`. `Ok(false)`: one is missing
+/// (and not `create`).
+pub fn check_state_dir(state_dir: &Path, create: bool) -> Result<bool, PrivateDirError> {
+    if create {
+        let dir = private_dir(state_dir)?;
+        private_subdir(dir.as_fd(), state_dir, "sessions")?;
+        return Ok(true);
+    }
+    match check_private_dir(state_dir)? {
+        Some(dir) => Ok(check_private_subdir(dir.as_fd(), state_dir, "sessions")?.is_some()),
+        None => Ok(false),
+    }
+}
+
+/// Checks, without creating anything, the directories whose content `snapshot cleanup` acts
+/// on or trusts: the state directory and its `sessions/`, and [`LIVENESS_DIR`] with its
+/// parent. An error names the directory and the command that fixes it.
+pub fn check_cleanup_dirs(state_dir: &Path) -> Result<(), PrivateDirError> {
+    check_state_dir(state_dir, false)?;
+    liveness_dir(false)?;
+    Ok(())
+}
+
 /// Write to a temporary file, rename over: a reader sees the old record or the new one, never
 /// half of one. `durable` adds the fsyncs (file, then directory) that make it survive a crash
 /// of the machine.
@@ -174,7 +519,7 @@ fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().expect("journal path has a parent");
     let tmp = path.with_extension("json.tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = create_private_file(&tmp)?;
         f.write_all(data)?;
         if durable {
             f.sync_all()?;
@@ -188,14 +533,11 @@ fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
 }
 
 impl Journal {
-    /// Creates the journal of a new session.
+    /// Creates the journal of a new session (mode 0600), and the state directory and its
+    /// `sessions/` (0700) when missing; refuses directories that are not root's alone.
     pub fn create(state_dir: &Path, record: Record) -> Result<Self, JournalError> {
-        let dir = sessions_dir(state_dir);
-        let path = dir.join(format!("{}.json", record.session));
-        std::fs::create_dir_all(&dir).map_err(|source| JournalError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        check_state_dir(state_dir, true)?;
+        let path = sessions_dir(state_dir).join(format!("{}.json", record.session));
         let j = Self { path, record };
         j.write(true)?;
         Ok(j)
@@ -240,12 +582,16 @@ impl Journal {
         }
     }
 
-    /// Opens an existing journal (of another session, for cleanup).
+    /// Opens an existing journal (of another session, for cleanup): a regular file (not a
+    /// symlink) owned by root that nobody else may write.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        let data = std::fs::read(path).map_err(|source| JournalError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut data = Vec::new();
+        open_private_file(path)?
+            .read_to_end(&mut data)
+            .map_err(|source| JournalError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
         let record = serde_json::from_slice(&data).map_err(|source| JournalError::Parse {
             path: path.to_owned(),
             source,
@@ -256,8 +602,14 @@ impl Journal {
         })
     }
 
-    /// Every journal in the state directory (sorted by name), readable or not.
+    /// Every journal in the state directory (sorted by name), readable or not; just an
+    /// error when the state directory is not root's alone (its journals could be forged).
     pub fn list(state_dir: &Path) -> Vec<Result<Self, JournalError>> {
+        match check_state_dir(state_dir, false) {
+            Ok(true) => {}
+            Ok(false) => return Vec::new(),
+            Err(e) => return vec![Err(e.into())],
+        }
         let dir = sessions_dir(state_dir);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Vec::new();
@@ -275,6 +627,10 @@ impl Journal {
         paths.iter().map(|p| Self::open(p)).collect()
     }
 }
+
+#[cfg(test)]
+#[path = "journal_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -317,18 +673,190 @@ mod tests {
         assert!(Journal::list(dir.path()).is_empty());
     }
 
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn token_id() -> String {
+        format!("snapshot-{:08x}", std::process::id())
+    }
+
     #[test]
-    fn liveness_token_is_machine_wide_and_dies_with_its_holder() {
-        let id = format!("snapshot-{:08x}", std::process::id());
-        assert!(!LivenessToken::is_held(&id));
-        let token = LivenessToken::acquire(&id).unwrap();
-        assert!(LivenessToken::is_held(&id));
-        assert!(
-            LivenessToken::acquire(&id).is_err(),
-            "one holder per session"
-        );
+    fn liveness_token_is_a_lock_on_a_private_file() {
+        let t = tempfile::tempdir().unwrap();
+        let live = t.path().join("live");
+        let id = token_id();
+        assert!(!LivenessToken::is_held_in(&live, &id), "no directory yet");
+        let token = LivenessToken::acquire_in(&live, &id).unwrap();
+        assert_eq!(mode(&live), 0o700);
+        assert_eq!(mode(&live.join(&id)), 0o600);
+        assert!(LivenessToken::is_held_in(&live, &id));
+        // A probe (a shared lock for an instant) does not disturb the holder.
+        assert!(LivenessToken::is_held_in(&live, &id));
+        let e = LivenessToken::acquire_in(&live, &id).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "one holder: {e}");
+        assert!(!LivenessToken::remove_stale_in(&live, &id).unwrap());
+        assert!(live.join(&id).exists(), "a held token is not stale");
+        let watchdog = crate::watchdog::token_name(&id);
+        let w = LivenessToken::acquire_in(&live, &watchdog).unwrap();
+        assert!(LivenessToken::is_held_in(&live, &watchdog));
         drop(token);
-        assert!(!LivenessToken::is_held(&id));
+        assert!(!LivenessToken::is_held_in(&live, &id));
+        assert!(!live.join(&id).exists(), "the holder removes its file");
+        assert!(LivenessToken::is_held_in(&live, &watchdog));
+        drop(w);
+        // Names are file names in the directory, nothing else.
+        for bad in ["", "../x", "a/b", ".hidden", "snapshot-x\n"] {
+            assert!(LivenessToken::acquire_in(&live, bad).is_err(), "{bad:?}");
+            assert!(!LivenessToken::is_held_in(&live, bad), "{bad:?}");
+        }
+    }
+
+    /// A holder that dies (here `flock(1)`, killed) leaves an unlocked, stale file: not held;
+    /// `remove_stale` and `sweep_stale` remove such files and only those.
+    #[test]
+    fn a_killed_holders_token_is_stale() {
+        let t = tempfile::tempdir().unwrap();
+        let live = t.path().join("live");
+        private_dir(&live).unwrap();
+        let id = token_id();
+        let mut holder = std::process::Command::new("flock")
+            .args(["--exclusive", "--nonblock", "--no-fork"])
+            .arg(live.join(&id))
+            .args(["sleep", "60"])
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let t0 = Instant::now();
+        while !LivenessToken::is_held_in(&live, &id) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "flock(1) did not lock"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(LivenessToken::acquire_in(&live, &id).is_err());
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        // The lock went with the process (`--no-fork`: flock(1) became `sleep`).
+        assert!(!LivenessToken::is_held_in(&live, &id));
+        assert!(live.join(&id).exists(), "a killed holder leaves its file");
+        assert!(LivenessToken::remove_stale_in(&live, &id).unwrap());
+        assert!(!live.join(&id).exists());
+        assert!(!LivenessToken::remove_stale_in(&live, &id).unwrap());
+
+        // A stale file and a held token: the sweep takes the first only.
+        std::fs::write(live.join("snapshot-0000dead"), "").unwrap();
+        let held = LivenessToken::acquire_in(&live, &id).unwrap();
+        assert_eq!(
+            LivenessToken::sweep_stale_in(&live).unwrap(),
+            ["snapshot-0000dead"]
+        );
+        assert!(LivenessToken::is_held_in(&live, &id));
+        drop(held);
+        // A token acquired over a stale file of the same name is held like a new one.
+        std::fs::write(live.join(&id), "").unwrap();
+        let again = LivenessToken::acquire_in(&live, &id).unwrap();
+        assert!(LivenessToken::is_held_in(&live, &id));
+        drop(again);
+    }
+
+    #[test]
+    fn liveness_directories_others_can_write_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let live = t.path().join("live");
+        let id = token_id();
+        std::fs::create_dir(&live).unwrap();
+        chmod(&live, 0o777);
+        let e = LivenessToken::acquire_in(&live, &id)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{live:?}")) && e.contains("chmod 0700"),
+            "{e}"
+        );
+        // Anyone could have made a token there: the answer cannot be trusted, and a
+        // cleanup leaves the session alone rather than take it for dead.
+        std::fs::write(live.join(&id), "").unwrap();
+        assert!(LivenessToken::is_held_in(&live, &id));
+        assert!(LivenessToken::remove_stale_in(&live, &id).is_err());
+        let link = t.path().join("link");
+        chmod(&live, 0o700);
+        std::os::unix::fs::symlink(&live, &link).unwrap();
+        let e = LivenessToken::acquire_in(&link, &id)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn journals_are_private() {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        let id = "snapshot-0badf00e";
+        let rec = Record::new(id, Path::new("/t"), Path::new("/run/x"));
+        let j = Journal::create(&state, rec.clone()).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("sessions")), 0o700);
+        assert_eq!(mode(j.path()), 0o600);
+        check_state_dir(&state, false).unwrap();
+
+        // A journal others could have written is not trusted.
+        chmod(j.path(), 0o666);
+        let listed = Journal::list(&state);
+        let e = listed[0].as_ref().unwrap_err().to_string();
+        assert!(e.contains(&format!("{:?}", j.path())), "{e}");
+        chmod(j.path(), 0o600);
+        assert!(Journal::list(&state)[0].is_ok());
+
+        // Nor a state directory others can write: nothing of it is listed, and no journal
+        // is created there.
+        for dir in [state.clone(), state.join("sessions")] {
+            chmod(&dir, 0o777);
+            let listed = Journal::list(&state);
+            assert_eq!(listed.len(), 1);
+            let e = listed[0].as_ref().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{dir:?}")) && e.contains("chmod 0700"),
+                "{e}"
+            );
+            assert!(check_state_dir(&state, false).is_err());
+            let e = Journal::create(
+                &state,
+                Record::new("snapshot-0badf00f", Path::new("/t"), Path::new("/r")),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(&format!("{dir:?}")), "{e}");
+            assert!(!state.join("sessions/snapshot-0badf00f.json").exists());
+            chmod(&dir, 0o700);
+        }
+
+        // A symlinked state directory is refused, even to a good one.
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&state, &link).unwrap();
+        let e = Journal::create(&link, rec).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{link:?}")) && e.contains("symbolic link"),
+            "{e}"
+        );
+        assert_eq!(Journal::list(&link).len(), 1);
+        assert!(Journal::list(&link)[0].is_err());
+        // A missing one has no journals, and a check creates nothing.
+        let none = t.path().join("none");
+        assert!(Journal::list(&none).is_empty());
+        assert!(!check_state_dir(&none, false).unwrap());
+        assert!(!none.exists());
+        j.remove().unwrap();
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod provider;
 pub mod session;
 pub mod sys;
+pub mod trust;
 pub mod validate;
 pub mod view;
 pub mod watchdog;

@@ -31,7 +31,8 @@ pub struct Mount {
     pub source: String,
     /// Per-superblock options (`rw,subvolid=5,subvol=/`…), as the kernel wrote them: values
     /// keep their escapes (`subvol=/a\040b`), because an unescaped `,` or `=` would break the
-    /// option list apart. Use [`Mount::super_option_unescaped`] for the real value.
+    /// option list apart; bytes that are not UTF-8 are escaped the same way (`\351`). Use
+    /// [`Mount::super_option_unescaped`] for the real value.
     pub super_options: String,
 }
 
@@ -47,7 +48,7 @@ impl Mount {
     /// an `OsString` since a value such as `subvol=` is a path and need not be UTF-8.
     pub fn super_option_unescaped(&self, key: &str) -> Option<OsString> {
         self.super_option(key)
-            .map(|v| OsString::from_vec(unescape_bytes(v.as_bytes(), OPTION_ESCAPES)))
+            .map(|v| OsString::from_vec(unescape_bytes(v.as_bytes(), OPTION_UNESCAPES)))
     }
 
     /// Value of a per-mount option; `Some("")` for a flag.
@@ -209,7 +210,7 @@ fn super_options(sb_flags: u32, mandlock: bool, fs_opts: &[u8]) -> String {
     }
     if !fs_opts.is_empty() {
         s.push(',');
-        s.push_str(&text(fs_opts));
+        s.push_str(&option_text(fs_opts));
     }
     s
 }
@@ -413,7 +414,7 @@ fn parse_line(line: &[u8]) -> Result<Mount, &'static str> {
         optional,
         fstype: text(&unescape_bytes(fstype, PATH_ESCAPES)),
         source: text(&unescape_bytes(source, PATH_ESCAPES)),
-        super_options: text(&super_options),
+        super_options: option_text(&super_options),
     })
 }
 
@@ -441,6 +442,36 @@ fn text(s: &[u8]) -> String {
 const PATH_ESCAPES: &[u8] = b" \t\n\\";
 /// What it escapes in option values (`seq_show_option()`): also `,` and `=`.
 const OPTION_ESCAPES: &[u8] = b" \t\n\\,=";
+/// What [`Mount::super_option_unescaped`] undoes: [`OPTION_ESCAPES`], and the bytes that are
+/// not UTF-8 (all at or above 0x80), which [`option_text`] escapes.
+const OPTION_UNESCAPES: &[u8] = &{
+    let mut set = [0u8; OPTION_ESCAPES.len() + 128];
+    let mut i = 0;
+    while i < set.len() {
+        set[i] = if i < OPTION_ESCAPES.len() {
+            OPTION_ESCAPES[i]
+        } else {
+            (0x80 + i - OPTION_ESCAPES.len()) as u8
+        };
+        i += 1;
+    }
+    set
+};
+
+/// Option text without loss: UTF-8 as it is, each byte that is not UTF-8 as `\ooo` (the
+/// kernel escapes a backslash in an option value, so such an escape is never its own text).
+/// A btrfs `subvol=` is a path, and its bytes must come back whole from
+/// [`Mount::super_option_unescaped`].
+fn option_text(s: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for chunk in s.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    out
+}
 
 /// Undoes the kernel's three-digit octal escapes (`\040` → space) for the bytes in `escaped`;
 /// any other backslash sequence is kept verbatim, since the kernel never writes one.
@@ -473,6 +504,10 @@ fn octal(d: &[u8]) -> Option<u8> {
         })
         .and_then(|v| u8::try_from(v).ok())
 }
+
+#[cfg(test)]
+#[path = "mountinfo_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

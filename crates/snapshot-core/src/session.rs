@@ -407,8 +407,12 @@ impl<'p> Session<'p> {
 
         let id = new_session_id();
         let runtime = request.runtime_dir.join(&id);
+        // Root's alone (`/run/snapshot/live`): nobody else can make the session look alive.
         let token = crate::journal::LivenessToken::acquire(&id).map_err(|e| {
-            SessionError::new(FailureKind::Internal, format!("session token {id}: {e}"))
+            SessionError::new(
+                FailureKind::Internal,
+                format!("the liveness token of session {id}: {e}"),
+            )
         })?;
         log::debug!("session {id}");
         let units = plan.units.len();
@@ -1024,11 +1028,10 @@ impl<'p> Session<'p> {
     }
 }
 
-/// `mkdir -m 0700 -p`.
+/// `mkdir -m 0700 -p`, refusing a directory that is not root's alone (see
+/// [`crate::lock::private_dir`]).
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+    crate::lock::private_dir(path)
+        .map(drop)
+        .map_err(std::io::Error::from)
 }

@@ -18,24 +18,30 @@ use std::time::{Duration, Instant};
 pub enum Message {
     /// Writers about to be sent `freeze`, in order.
     WritersFreezing {
+        // Paths of any bytes (README "Security"): see `journal::path_json`.
+        #[serde(with = "crate::journal::path_json::many")]
         writers: Vec<PathBuf>,
+        #[serde(with = "crate::journal::path_json::many")]
         dirs: Vec<PathBuf>,
         session: String,
+        #[serde(with = "crate::journal::path_json")]
         target: PathBuf,
         timeout_ms: u64,
         /// The session's journal: after thawing the writers of a dead session the watchdog
         /// records it there, so that cleanup does not send `thaw` a second time.
-        #[serde(default)]
+        #[serde(default, with = "crate::journal::path_json::option")]
         journal: Option<PathBuf>,
     },
     /// Every writer was sent `thaw`.
     WritersThawed,
     /// A filesystem (mounted at `path`) is about to be frozen with FIFREEZE.
     FsFreezing {
+        #[serde(with = "crate::journal::path_json")]
         path: PathBuf,
         deadline_ms: u64,
     },
     FsThawed {
+        #[serde(with = "crate::journal::path_json")]
         path: PathBuf,
     },
     /// The session is done with freezing: exit quietly.
@@ -149,10 +155,11 @@ impl FreezeGuard {
     }
 }
 
-/// The name of a session's watchdog liveness token: while it is held, cleanup leaves the
-/// (dead) session to its watchdog.
+/// The name of a session's watchdog liveness token (a file name in
+/// [`crate::journal::LIVENESS_DIR`]): while it is held, cleanup leaves the (dead) session to
+/// its watchdog.
 pub fn token_name(session: &str) -> String {
-    format!("{session}/watchdog")
+    format!("{session}.watchdog")
 }
 
 /// What the watchdog must undo if the session dies.

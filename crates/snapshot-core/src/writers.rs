@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::trust::{self, Reason, TrustError};
+
 /// Writer directories in the order they are searched.
 pub const DEFAULT_DIRS: [&str; 2] = ["/usr/lib/snapshot/writers.d", "/etc/qemu/fsfreeze-hook.d"];
 
@@ -70,6 +72,9 @@ pub enum WriterError {
         phase: &'static str,
         status: String,
     },
+    /// Refused by the trust rule ([`crate::trust`]): never run.
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
     #[error(
         "writer {writer:?} {phase} did not finish within {timeout:?}; its process group was killed"
     )]
@@ -137,15 +142,30 @@ impl Writers {
         })
     }
 
-    /// Sends `freeze DIR...` to each writer in order.
+    /// Sends `freeze DIR...` to each writer in order. Writers the trust rule refuses are left
+    /// out (a warning); under `strict` one refused writer stops it before any is frozen.
     pub fn freeze(&self, dirs: &[PathBuf]) -> FreezeOutcome {
         let mut outcome = FreezeOutcome::default();
+        let mut trusted = Vec::with_capacity(self.writers.len());
         for writer in &self.writers {
+            match check_trust(writer, PHASE_FREEZE) {
+                Ok(()) => trusted.push(writer),
+                Err(e) if self.config.strict => {
+                    outcome.error = Some(e);
+                    return outcome;
+                }
+                Err(e) => {
+                    log::warn!("{e}");
+                    outcome.warnings.push(e);
+                }
+            }
+        }
+        for writer in trusted {
             match self.invoke(writer, PHASE_FREEZE, dirs) {
                 Ok(()) => outcome.sent.push(writer.clone()),
                 Err(e) => {
                     // A writer that ran (even if it failed or hung) may have paused something.
-                    if !matches!(e, WriterError::Spawn { .. }) {
+                    if !matches!(e, WriterError::Spawn { .. } | WriterError::Untrusted(_)) {
                         outcome.sent.push(writer.clone());
                     }
                     if self.config.strict {
@@ -200,6 +220,9 @@ impl Writers {
         phase: &'static str,
         dirs: &[PathBuf],
     ) -> Result<(), WriterError> {
+        // Again here, right before it runs: `thaw` from the watchdog or from cleanup comes
+        // from a journal, not from `freeze`.
+        check_trust(writer, phase)?;
         let spawn_error = |source| WriterError::Spawn {
             writer: writer.path.clone(),
             phase,
@@ -247,6 +270,24 @@ impl Writers {
                 })
             }
         }
+    }
+}
+
+/// The trust rule ([`crate::trust`]) for one writer: the path as found, so that the directory
+/// holding a symlink counts as well as its target. A writer that is gone (or cannot be looked
+/// at) cannot be run either: that is said as such.
+fn check_trust(writer: &Writer, phase: &'static str) -> Result<(), WriterError> {
+    match trust::check("writer", &writer.path) {
+        Ok(_) => Ok(()),
+        Err(TrustError {
+            reason: Reason::Io { source, .. },
+            ..
+        }) => Err(WriterError::Spawn {
+            writer: writer.path.clone(),
+            phase,
+            source,
+        }),
+        Err(e) => Err(WriterError::Untrusted(e)),
     }
 }
 
@@ -771,6 +812,93 @@ mod tests {
                 line(&s[0], "thaw", &dirs),
             ]
         );
+    }
+
+    #[test]
+    fn untrusted_writer_is_not_run_and_is_a_warning() {
+        let t = tempfile::tempdir().unwrap();
+        let (d, log, s) = abc(t.path(), "exit 0");
+        // Anyone could have written b: it must not run as root.
+        std::fs::set_permissions(&s[1], std::fs::Permissions::from_mode(0o777)).unwrap();
+        let w = discover(&[&d], SLOW, false);
+        let dirs = vec![PathBuf::from("/data")];
+        let outcome = w.freeze(&dirs);
+        assert!(outcome.error.is_none());
+        assert_eq!(names(&outcome.sent), ["a", "c"]);
+        assert!(
+            matches!(&outcome.warnings[..], [WriterError::Untrusted(e)] if e.path == s[1]),
+            "{:?}",
+            outcome.warnings
+        );
+        let msg = outcome.warnings[0].to_string();
+        assert!(
+            msg.starts_with(&format!("writer {}: not trusted: ", s[1].display())),
+            "{msg}"
+        );
+        assert!(w.thaw(&outcome.sent, &dirs).is_empty());
+        assert_eq!(
+            read_log(&log),
+            [
+                line(&s[0], "freeze", &dirs),
+                line(&s[2], "freeze", &dirs),
+                line(&s[2], "thaw", &dirs),
+                line(&s[0], "thaw", &dirs),
+            ]
+        );
+
+        // Positive control: the same writer, writable only by its owner, runs.
+        std::fs::set_permissions(&s[1], std::fs::Permissions::from_mode(0o755)).unwrap();
+        let outcome = w.freeze(&dirs);
+        assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+        assert_eq!(names(&outcome.sent), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn untrusted_writer_when_strict_stops_before_anything_is_frozen() {
+        let t = tempfile::tempdir().unwrap();
+        let (d, log, s) = abc(t.path(), "exit 0");
+        std::fs::set_permissions(&s[2], std::fs::Permissions::from_mode(0o757)).unwrap();
+        let w = discover(&[&d], SLOW, true);
+        let outcome = w.freeze(&[]);
+        assert!(
+            matches!(&outcome.error, Some(WriterError::Untrusted(e)) if e.path == s[2]),
+            "{:?}",
+            outcome.error
+        );
+        // Not even a, which sorts before the refused one.
+        assert!(outcome.sent.is_empty());
+        assert!(read_log(&log).is_empty());
+    }
+
+    #[test]
+    fn untrusted_writer_directory_and_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        let log = t.path().join("log");
+        let hook = script(t.path(), "hook", &record(&log));
+        // A writer directory its group can write; a link in it to a trusted hook.
+        std::os::unix::fs::symlink(&hook, open.join("10-link")).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let w = discover(&[&open], SLOW, false);
+        assert_eq!(names(&w.writers), ["10-link"]);
+        let outcome = w.freeze(&[]);
+        assert!(outcome.sent.is_empty());
+        assert!(
+            matches!(&outcome.warnings[..], [WriterError::Untrusted(e)] if e.to_string().contains(&format!("{} is writable by group (mode 0775)", open.display()))),
+            "{:?}",
+            outcome.warnings
+        );
+        // Thaw from a journal (the watchdog, cleanup) is refused the same way.
+        let failures = w.thaw(&w.writers, &[]);
+        assert!(matches!(&failures[..], [WriterError::Untrusted(_)]));
+        assert!(read_log(&log).is_empty());
+
+        // Positive control: the directory fixed, the link runs its target.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let outcome = w.freeze(&[]);
+        assert_eq!(names(&outcome.sent), ["10-link"]);
+        assert_eq!(read_log(&log).len(), 1);
     }
 
     #[test]

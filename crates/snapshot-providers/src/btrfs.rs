@@ -64,9 +64,11 @@ pub struct BtrfsProvider;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct UnitPlan {
     /// A device of the filesystem (the mount's source).
+    #[serde(with = "snapshot_core::journal::path_json")]
     device: PathBuf,
     subvol_id: u64,
-    /// Path of the subvolume from the top level (`/` for the top level itself).
+    /// Path of the subvolume from the top level (`/` for the top level itself): any bytes.
+    #[serde(with = "snapshot_core::journal::path_json")]
     subvol: PathBuf,
 }
 
@@ -79,8 +81,10 @@ pub struct SnapshotData {
     #[serde(default)]
     pub fsid: Option<String>,
     /// The device the staging mount is made from.
+    #[serde(with = "snapshot_core::journal::path_json")]
     pub device: PathBuf,
     /// Where the top level is mounted (privately) for the session.
+    #[serde(with = "snapshot_core::journal::path_json")]
     pub staging: PathBuf,
     /// Name of the snapshot subvolume in the top level.
     pub snapshot: String,
@@ -88,6 +92,7 @@ pub struct SnapshotData {
     #[serde(default)]
     pub snapshot_id: Option<u64>,
     /// The snapshotted subvolume: path from the top level, and id.
+    #[serde(with = "snapshot_core::journal::path_json")]
     pub origin_subvol: PathBuf,
     pub origin_subvol_id: u64,
 }
@@ -713,18 +718,28 @@ pub fn nested_subvolume_mounts(mount: &Mount, dir: &Path) -> io::Result<Vec<Moun
         .collect()
 }
 
-/// The kernel's escaping of option values (`seq_show_option`): ` \t\n\\,=` as `\ooo`.
+/// The kernel's escaping of option values (`seq_show_option`): ` \t\n\\,=` as `\ooo`; and,
+/// as the mountinfo parser keeps them, bytes that are not UTF-8 as `\ooo` too.
 fn escape_option(p: &Path) -> String {
-    let mut out = Vec::new();
-    for &b in p.as_os_str().as_encoded_bytes() {
-        if b" \t\n\\,=".contains(&b) {
-            out.extend_from_slice(format!("\\{b:03o}").as_bytes());
-        } else {
-            out.push(b);
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_encoded_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if " \t\n\\,=".contains(c) {
+                out.push_str(&format!("\\{:03o}", u32::from(c)));
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:03o}"));
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
+
+#[cfg(test)]
+#[path = "btrfs_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -72,6 +72,9 @@
 //! - `remove` gets the device `create` printed, or an empty `COPY_DEVICE` when the session died
 //!   before it was known: then remove by `NAME`. It must succeed when the copy is already gone.
 //! - stdin is `/dev/null`; stderr goes into the error message. See `examples/freeze-command.sh`.
+//! - It runs as root, so it must pass the trust rule ([`snapshot_core::trust`]: owned by root,
+//!   writable only by root, in directories that are too); otherwise the provider declines,
+//!   saying why, and `remove` refuses to run it.
 
 use serde::{Deserialize, Serialize};
 use snapshot_core::exec;
@@ -79,7 +82,7 @@ use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
 use snapshot_core::sys::DetachedMount;
-use snapshot_core::{sys, Mount, MountTable};
+use snapshot_core::{sys, trust, Mount, MountTable};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -117,8 +120,10 @@ impl FreezeProvider {
 pub enum Method {
     /// `FICLONE` of the loop device's backing file.
     Clone {
+        #[serde(with = "snapshot_core::journal::path_json")]
         backing: PathBuf,
         /// Next to `backing`, named with the session id.
+        #[serde(with = "snapshot_core::journal::path_json")]
         clone: PathBuf,
         /// The loop device's window on the file, reproduced on the clone's loop device.
         offset: u64,
@@ -126,11 +131,12 @@ pub enum Method {
     },
     /// The configured device-snapshot command.
     Command {
+        #[serde(with = "snapshot_core::journal::path_json")]
         command: PathBuf,
         /// The `NAME` argument.
         name: String,
         /// What `create` printed; `None` in the record journalled before creation.
-        #[serde(default)]
+        #[serde(default, with = "snapshot_core::journal::path_json::option")]
         copy_device: Option<PathBuf>,
     },
 }
@@ -142,11 +148,14 @@ pub struct Copy {
     pub major: u32,
     pub minor: u32,
     /// The origin's block device (mount source).
+    #[serde(with = "snapshot_core::journal::path_json")]
     pub device: PathBuf,
     pub fstype: String,
-    /// Where the origin is frozen and thawed through.
+    /// Where the origin is frozen and thawed through: any user's name.
+    #[serde(with = "snapshot_core::journal::path_json")]
     pub mount_point: PathBuf,
     /// Where the copy is mounted privately for the view's binds.
+    #[serde(with = "snapshot_core::journal::path_json")]
     pub staging: PathBuf,
     #[serde(flatten)]
     pub method: Method,
@@ -366,16 +375,24 @@ fn plan_mount(m: &Mount, command: Option<&Path>) -> Result<Plan, String> {
     )
 }
 
+/// The command is usable: an executable file that passes the trust rule ([`trust`]), since
+/// it runs as root.
 fn check_command(command: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(command) {
-        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => trust_command(command),
         Ok(_) => Err(format!(
             "--freeze-command {} is not an executable file",
             command.display()
         )),
         Err(e) => Err(format!("--freeze-command {}: {e}", command.display())),
     }
+}
+
+fn trust_command(command: &Path) -> Result<(), String> {
+    trust::check("--freeze-command", command)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 impl Provider for FreezeProvider {
@@ -900,6 +917,8 @@ fn run_command_remove(
     name: &str,
     copy_device: Option<&Path>,
 ) -> Result<(), ProviderError> {
+    // From the journal, perhaps long after `create`: checked again before it runs as root.
+    trust_command(command).map_err(ProviderError::Other)?;
     exec::run(
         Command::new(command)
             .arg("remove")
@@ -1100,6 +1119,10 @@ fn remove_clone(clone: &Path, object: &str) -> Result<(), ProviderError> {
 }
 
 #[cfg(test)]
+#[path = "freeze_proptests.rs"]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1158,6 +1181,40 @@ mod tests {
             Probe::Decline(r) => assert!(r.contains("/nonexistent/freeze-cmd"), "{r}"),
             a => panic!("accepted: {a:?}"),
         }
+    }
+
+    #[test]
+    fn a_command_failing_the_trust_rule_declines_with_the_reason() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = dir.path().canonicalize().unwrap().join("freeze-cmd");
+        std::fs::write(&cmd, "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let p = FreezeProvider::new(Some(cmd.clone()));
+        let sdb = Filesystem {
+            mount: mount("5 0 4095:4095 / /x rw - xfs /dev/nonexistent rw"),
+        };
+        match p.probe(&sdb) {
+            Probe::Decline(r) => assert!(
+                r.contains(&format!(
+                    "--freeze-command {}: not trusted: {} is writable by group and others",
+                    cmd.display(),
+                    cmd.display()
+                )),
+                "{r}"
+            ),
+            a => panic!("accepted: {a:?}"),
+        }
+        assert_eq!(
+            check_command(&cmd).unwrap_err(),
+            trust_command(&cmd).unwrap_err()
+        );
+        // The journaled command is checked again before `remove` runs it.
+        let e = run_command_remove(&cmd, Path::new("/dev/x"), "snapshot-0-0", None).unwrap_err();
+        assert!(e.to_string().contains("not trusted"), "{e}");
+        // Positive control.
+        std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(check_command(&cmd), Ok(()));
     }
 
     #[test]

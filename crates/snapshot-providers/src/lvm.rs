@@ -169,14 +169,15 @@ impl fmt::Display for LvmSize {
 
 impl LvmSize {
     /// Bytes of copy-on-write space for an origin of `origin_bytes` in a VG with extents of
-    /// `extent_bytes`: rounded up to whole extents, at least one.
+    /// `extent_bytes`: rounded up to whole extents, at least one; `u64::MAX` (more than any VG
+    /// has) when that does not fit.
     pub fn snapshot_bytes(&self, origin_bytes: u64, extent_bytes: u64) -> u64 {
         let wanted = match *self {
             LvmSize::PercentOfOrigin(p) => (origin_bytes as f64 * p / 100.0).ceil() as u64,
             LvmSize::Bytes(b) => b,
         };
         let extent = extent_bytes.max(1);
-        wanted.div_ceil(extent).max(1) * extent
+        wanted.div_ceil(extent).max(1).saturating_mul(extent)
     }
 }
 
@@ -980,6 +981,10 @@ impl Provider for LvmThinProvider {
         remove(created)
     }
 }
+
+#[cfg(test)]
+#[path = "lvm_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -5,12 +5,16 @@
 //!
 //! TARGET is a private staging directory under the session's runtime directory; the view then
 //! gets a read-only bind of it.
+//!
+//! The scripts run as root: the directory and every script must pass the trust rule
+//! ([`snapshot_core::trust`]), or the provider declines, naming the one refused.
 
 use snapshot_core::exec::{self, CommandError};
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest,
 };
 use snapshot_core::sys::DetachedMount;
+use snapshot_core::trust::{self, TrustError};
 use snapshot_core::writers::hook_executables;
 use snapshot_core::{sys, Mount, MountTable};
 use std::ffi::OsString;
@@ -61,6 +65,29 @@ impl ScriptProvider {
     fn no_scripts(&self) -> String {
         format!("no scripts in {}", self.dir.display())
     }
+
+    /// [`scripts`](Self::scripts), each of them and the directory passing the trust rule
+    /// ([`trust`]): one refused script refuses them all, since which script takes a
+    /// filesystem depends on all of them (the first that exits 0).
+    fn trusted_scripts(&self) -> Result<Vec<PathBuf>, ScriptsError> {
+        let scripts = self.scripts().map_err(ScriptsError::Read)?;
+        if !scripts.is_empty() {
+            trust::check("scripts directory", &self.dir)?;
+        }
+        for script in &scripts {
+            trust::check("provider script", script)?;
+        }
+        Ok(scripts)
+    }
+}
+
+/// Why there are no scripts to run.
+#[derive(Debug, thiserror::Error)]
+enum ScriptsError {
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
 }
 
 impl Provider for ScriptProvider {
@@ -72,7 +99,7 @@ impl Provider for ScriptProvider {
         // Whether a script handles this filesystem is only known by running it, which is not
         // side-effect free: accept every mount while there is a script, and let `create`
         // decline when none takes it.
-        match self.scripts() {
+        match self.trusted_scripts() {
             Ok(scripts) if scripts.is_empty() => Probe::Decline(self.no_scripts()),
             Ok(scripts) => Probe::Accept {
                 unit: fs.mount.id.to_string(),
@@ -81,7 +108,10 @@ impl Provider for ScriptProvider {
                 }),
                 consistent: true,
             },
-            Err(e) => Probe::Decline(format!("cannot read {}: {e}", self.dir.display())),
+            Err(ScriptsError::Read(e)) => {
+                Probe::Decline(format!("cannot read {}: {e}", self.dir.display()))
+            }
+            Err(e @ ScriptsError::Untrusted(_)) => Probe::Decline(e.to_string()),
         }
     }
 
@@ -107,9 +137,10 @@ impl Provider for ScriptProvider {
             .ok_or_else(|| ProviderError::Other(format!("unit {}: no mount", unit.unit)))?;
         // The directory is read again rather than trusting the plan's list: it is what will
         // actually run, and file names need not survive JSON.
-        let scripts = self
-            .scripts()
-            .map_err(|e| ProviderError::io(format!("reading {:?}", self.dir), e))?;
+        let scripts = self.trusted_scripts().map_err(|e| match e {
+            ScriptsError::Read(e) => ProviderError::io(format!("reading {:?}", self.dir), e),
+            ScriptsError::Untrusted(e) => ProviderError::Declined(e.to_string()),
+        })?;
         if scripts.is_empty() {
             return Err(ProviderError::Declined(self.no_scripts()));
         }
@@ -207,7 +238,13 @@ impl Provider for ScriptProvider {
             Ok(_) => {}
         }
         let script_result = match &data.script {
-            Some(script) => run_script(script, "remove", &data.source, staging).map(drop),
+            // The script comes from the journal: checked again before it runs as root.
+            Some(script) => match trust::check("provider script", script) {
+                Ok(_) => run_script(script, "remove", &data.source, staging)
+                    .map(drop)
+                    .map_err(ProviderError::from),
+                Err(e) => Err(ProviderError::Other(e.to_string())),
+            },
             None => {
                 // Journaled before `create` and never completed: no script is known to have
                 // taken it, and running another's `remove` could undo what is not ours.
@@ -375,6 +412,10 @@ fn json_path(v: &serde_json::Value) -> Option<PathBuf> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+#[path = "script_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -631,6 +672,93 @@ mod tests {
             other => panic!("expected an accept, got {other:?}"),
         }
         assert_eq!(provider.name(), "script");
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn probe_declines_when_a_script_fails_the_trust_rule() {
+        let root = tempdir();
+        let dir = root.path().canonicalize().unwrap();
+        write_file(&dir.join("10-fine"), "#!/bin/sh\nexit 1\n", 0o755);
+        let open = dir.join("20-open");
+        write_file(&open, "#!/bin/sh\nexit 1\n", 0o757);
+        let provider = ScriptProvider::new(&dir);
+        match probe(&provider) {
+            Probe::Decline(r) => assert!(
+                r.starts_with(&format!(
+                    "provider script {}: not trusted: {} is writable by others (mode 0757)",
+                    open.display(),
+                    open.display()
+                )),
+                "{r}"
+            ),
+            other => panic!("expected a decline, got {other:?}"),
+        }
+        // Positive control.
+        set_mode(&open, 0o755);
+        assert!(matches!(probe(&provider), Probe::Accept { .. }));
+    }
+
+    #[test]
+    fn probe_declines_when_the_directory_fails_the_trust_rule() {
+        let root = tempdir();
+        let dir = root.path().canonicalize().unwrap().join("filesystems.d");
+        std::fs::create_dir(&dir).unwrap();
+        write_file(&dir.join("10-lvm"), "#!/bin/sh\nexit 1\n", 0o755);
+        set_mode(&dir, 0o775);
+        match probe(&ScriptProvider::new(&dir)) {
+            Probe::Decline(r) => assert!(
+                r.starts_with(&format!(
+                    "scripts directory {}: not trusted: {} is writable by group (mode 0775)",
+                    dir.display(),
+                    dir.display()
+                )),
+                "{r}"
+            ),
+            other => panic!("expected a decline, got {other:?}"),
+        }
+        set_mode(&dir, 0o755);
+        assert!(matches!(
+            probe(&ScriptProvider::new(&dir)),
+            Probe::Accept { .. }
+        ));
+    }
+
+    #[test]
+    fn create_runs_no_script_when_one_fails_the_trust_rule() {
+        let s = Setup::new();
+        s.script("10-first", "exit 1");
+        let open = s.script("20-open", "exit 1");
+        set_mode(&open, 0o777);
+        let err = s.provider().create(&s.request, &s.ctx).unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Declined(r) if r.contains("not trusted")),
+            "{err}"
+        );
+        assert!(s.calls().is_empty(), "{:?}", s.calls());
+        assert!(!s.staging().exists());
+    }
+
+    #[test]
+    fn remove_does_not_run_a_script_that_fails_the_trust_rule() {
+        let s = Setup::new();
+        let script = s.script("10-remover", "exit 0");
+        std::fs::create_dir(s.staging()).unwrap();
+        let created = created_for(&s, &script);
+        set_mode(&script, 0o775);
+        let err = s.provider().remove(&created).unwrap_err();
+        assert!(err.to_string().contains("not trusted"), "{err}");
+        assert!(s.calls().is_empty());
+        // Kept, so that cleanup can try again once the script is fixed.
+        assert!(s.staging().is_dir());
+        set_mode(&script, 0o755);
+        s.provider().remove(&created).unwrap();
+        assert_eq!(s.calls().len(), 1);
+        assert!(!s.staging().exists());
     }
 
     #[test]

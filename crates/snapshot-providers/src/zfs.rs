@@ -699,6 +699,10 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), ProviderError> {
 }
 
 #[cfg(test)]
+#[path = "zfs_proptests.rs"]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

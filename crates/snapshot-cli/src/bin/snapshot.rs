@@ -94,6 +94,11 @@ fn cleanup(args: &CleanupArgs) -> ExitCode {
         say!("snapshot: error: cleanup must run as root (use --dry-run to look)");
         return ExitCode::from(exit::NO_PERMISSION);
     }
+    // Journals others could have written, or liveness tokens they could have faked: refuse.
+    if let Err(e) = snapshot_core::journal::check_cleanup_dirs(&args.state_dir) {
+        say!("snapshot: error: {e}");
+        return ExitCode::from(exit::FAILURE);
+    }
     let providers = snapshot_providers::providers(&snapshot_providers::ProviderConfig {
         scripts_dir: args.scripts_dir.clone(),
         ..Default::default()
@@ -134,6 +139,10 @@ fn cleanup(args: &CleanupArgs) -> ExitCode {
 
 fn status(args: &CleanupArgs) -> ExitCode {
     logger::init("snapshot", args.verbose);
+    if let Err(e) = snapshot_core::journal::check_state_dir(&args.state_dir, false) {
+        say!("snapshot: error: {e}");
+        return ExitCode::from(exit::FAILURE);
+    }
     let journals = snapshot_core::journal::Journal::list(&args.state_dir);
     let mut sessions = Vec::new();
     for j in &journals {

@@ -16,17 +16,16 @@ mod namespace;
 pub use namespace::{in_private_namespace, InPlaceBind};
 mod mountfd;
 pub use mountfd::{
-    detach_fd_mount, dir_is_empty, fd_path, file_identity, make_dir_in, mount_ids_of,
-    open_dir_beneath, open_dir_nofollow, seal_superblock, clone_beneath, clone_live_mount,
-    DetachedMount, MountIds,
+    clone_beneath, clone_live_mount, detach_fd_mount, dir_is_empty, fd_path, file_identity,
+    make_dir_in, mount_ids_of, open_dir_beneath, open_dir_nofollow, seal_superblock, DetachedMount,
+    MountIds,
 };
 pub mod statmount;
 pub use statmount::{path_mount, statmount, PathMount, StatMount};
 
 use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
 use rustix::mount::{
-    mount, mount_bind, mount_change, mount_remount, MountFlags, MountPropagationFlags,
-    UnmountFlags,
+    mount, mount_bind, mount_change, mount_remount, MountFlags, MountPropagationFlags, UnmountFlags,
 };
 use std::io;
 use std::path::Path;

@@ -360,6 +360,10 @@ pub fn path_mount(path: &Path) -> io::Result<PathMount> {
 }
 
 #[cfg(test)]
+#[path = "statmount_proptests.rs"]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
