@@ -1,5 +1,6 @@
 //! Thin safe wrappers over the kernel interfaces the engine and providers use: mount(2),
-//! umount2(2), statx(2), statmount(2), unshare(2) and the ioctls. This is the one module
+//! umount2(2), the descriptor-based mount API and openat2(2) ([`mountfd`]), statx(2),
+//! statmount(2), unshare(2) and the ioctls. This is the one module
 //! allowed to hold `unsafe` code (ioctls whose argument structures rustix does not know, the
 //! statmount syscall it has no binding for, the `pre_exec` of `snapshot run --in-place`);
 //! everything else calls these.
@@ -85,32 +86,6 @@ pub fn mount_readonly(source: &Path, target: &Path, fstype: &str, data: &str) ->
         return Err(e);
     }
     Ok(())
-}
-
-/// A small private tmpfs (mode 0755) at `target`, for the view's skeleton of directories.
-pub fn mount_skeleton_tmpfs(target: &Path, name: &str) -> io::Result<()> {
-    mount(
-        name,
-        target,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        c"mode=0755,size=1m",
-    )?;
-    if let Err(e) = make_private(target) {
-        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// Makes the (tmpfs) superblock mounted at `target` read-only.
-pub fn remount_superblock_readonly(target: &Path) -> io::Result<()> {
-    mount_remount(
-        target,
-        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        "",
-    )
-    .map_err(Into::into)
 }
 
 pub fn make_private(target: &Path) -> io::Result<()> {
