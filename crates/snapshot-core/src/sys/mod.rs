@@ -1,5 +1,5 @@
 //! Thin safe wrappers over the kernel interfaces the engine and providers use: mount(2),
-//! umount2(2), the descriptor-based mount API and openat2(2) ([`mountfd`]), statx(2),
+//! umount2(2), the descriptor-based mount API and openat2(2) (`mountfd.rs`), statx(2),
 //! statmount(2), unshare(2) and the ioctls. This is the one module
 //! allowed to hold `unsafe` code (ioctls whose argument structures rustix does not know, the
 //! statmount syscall it has no binding for, the `pre_exec` of `snapshot run --in-place`);
