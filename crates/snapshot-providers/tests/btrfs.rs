@@ -87,7 +87,9 @@ impl View {
 
 impl Drop for View {
     fn drop(&mut self) {
-        if let Err(e) = sys::unmount_path(&self.0) {
+        // Retried while busy: a process another test forks meanwhile holds copies of this
+        // process's descriptors (of the view's place, say) until it execs.
+        if let Err(e) = snapshot_core::view::unmount_patiently(&self.0) {
             eprintln!("unmounting view {}: {e}", self.0.display());
         }
     }
