@@ -49,19 +49,7 @@ impl HeldPaths {
 /// `RUNTIME/held`, checked to be root's alone (and created 0700 with `RUNTIME` when missing
 /// and `create`); `Ok(false)`: missing.
 fn check_held_dir(runtime: &Path, create: bool) -> anyhow::Result<bool> {
-    use snapshot_core::lock::{
-        check_private_dir, check_private_subdir, private_dir, private_subdir,
-    };
-    use std::os::fd::AsFd;
-    if create {
-        let dir = private_dir(runtime)?;
-        private_subdir(dir.as_fd(), runtime, "held")?;
-        return Ok(true);
-    }
-    Ok(match check_private_dir(runtime)? {
-        Some(dir) => check_private_subdir(dir.as_fd(), runtime, "held")?.is_some(),
-        None => false,
-    })
+    Ok(snapshot_core::lock::private_child(runtime, "held", create)?.is_some())
 }
 
 /// Write (mode 0600), fsync, rename: readers never see a half-written file.

@@ -4,15 +4,12 @@
 //! (write, fsync, rename, fsync the directory), so a crash at any instant leaves a record that
 //! `snapshot cleanup` can replay backwards.
 
-use crate::lock::{
-    check_private_dir, check_private_subdir, create_private_file, open_private_file, private_dir,
-    private_subdir, PrivateDirError,
-};
+use crate::lock::{create_private_file, open_private_file, private_child, PrivateDirError};
 use crate::provider::Created;
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -184,24 +181,17 @@ fn valid_token_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-fn identity_of(st: &rustix::fs::Stat) -> (u64, u64) {
-    #[allow(clippy::unnecessary_cast)] // c_ulong on some targets
-    (st.st_dev as u64, st.st_ino as u64)
-}
-
-/// [`LIVENESS_DIR`], checked (and created when `create`); `Ok(None)`: it does not exist.
-fn liveness_dir(create: bool) -> Result<Option<OwnedFd>, PrivateDirError> {
-    let live = Path::new(LIVENESS_DIR);
-    let base = live.parent().expect("LIVENESS_DIR has a parent");
-    let name = live.file_name().and_then(|n| n.to_str()).expect("a name");
-    if create {
-        let runtime = private_dir(base)?;
-        return private_subdir(runtime.as_fd(), base, name).map(Some);
-    }
-    match check_private_dir(base)? {
-        Some(runtime) => check_private_subdir(runtime.as_fd(), base, name),
-        None => Ok(None),
-    }
+/// The liveness directory `live` ([`LIVENESS_DIR`], or another for tests) and its parent,
+/// checked to be root's alone (and created when `create`); `Ok(None)`: it does not exist.
+fn token_dir(live: &Path, create: bool) -> Result<Option<OwnedFd>, PrivateDirError> {
+    let (Some(base), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(PrivateDirError::Io {
+            path: live.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a liveness directory"),
+        });
+    };
+    private_child(base, name, create)
 }
 
 fn invalid_name(name: &str) -> io::Error {
@@ -215,14 +205,13 @@ impl LivenessToken {
     /// Takes the token `name` in [`LIVENESS_DIR`] (created, and checked to be root's alone).
     /// Fails when another process holds it.
     pub fn acquire(name: &str) -> io::Result<Self> {
-        let dir = liveness_dir(true)?.expect("created");
-        Self::acquire_at(dir, name)
+        Self::acquire_in(Path::new(LIVENESS_DIR), name)
     }
 
-    /// [`LivenessToken::acquire`] in another directory (`dir`, created 0700 and checked like
-    /// [`LIVENESS_DIR`]): for tests.
+    /// [`LivenessToken::acquire`] in another liveness directory `dir` (checked, with its
+    /// parent, like [`LIVENESS_DIR`]): for tests.
     pub fn acquire_in(dir: &Path, name: &str) -> io::Result<Self> {
-        Self::acquire_at(private_dir(dir)?, name)
+        Self::acquire_at(token_dir(dir, true)?.expect("created"), name)
     }
 
     fn acquire_at(dir: OwnedFd, name: &str) -> io::Result<Self> {
@@ -255,12 +244,14 @@ impl LivenessToken {
                     // Still the file under that name? A cleanup may have removed it as stale
                     // between the open and the lock: then make a new one.
                     let now = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW);
-                    if now.is_ok_and(|now| identity_of(&now) == identity_of(&st)) {
+                    if now.is_ok_and(|now| {
+                        crate::sys::stat_identity(&now) == crate::sys::stat_identity(&st)
+                    }) {
                         return Ok(Self {
                             _file: std::fs::File::from(fd),
                             dir,
                             name: name.to_owned(),
-                            identity: identity_of(&st),
+                            identity: crate::sys::stat_identity(&st),
                         });
                     }
                 }
@@ -282,19 +273,12 @@ impl LivenessToken {
     /// alone the answer cannot be trusted either way: true (leave things alone), with a
     /// warning; `snapshot cleanup` refuses to start then anyway.
     pub fn is_held(name: &str) -> bool {
-        match liveness_dir(false) {
-            Ok(None) => false,
-            Ok(Some(dir)) => held_at(&dir, name),
-            Err(e) => {
-                log::warn!("{e}; taking {name} for alive");
-                true
-            }
-        }
+        Self::is_held_in(Path::new(LIVENESS_DIR), name)
     }
 
-    /// [`LivenessToken::is_held`] in another directory: for tests.
+    /// [`LivenessToken::is_held`] in another liveness directory: for tests.
     pub fn is_held_in(dir: &Path, name: &str) -> bool {
-        match check_private_dir(dir) {
+        match token_dir(dir, false) {
             Ok(None) => false,
             Ok(Some(dir)) => held_at(&dir, name),
             Err(e) => {
@@ -307,15 +291,12 @@ impl LivenessToken {
     /// Removes the token file `name` when no process holds it (a killed holder's). Returns
     /// whether it removed one.
     pub fn remove_stale(name: &str) -> io::Result<bool> {
-        match liveness_dir(false)? {
-            Some(dir) => remove_stale_at(&dir, name),
-            None => Ok(false),
-        }
+        Self::remove_stale_in(Path::new(LIVENESS_DIR), name)
     }
 
-    /// [`LivenessToken::remove_stale`] in another directory: for tests.
+    /// [`LivenessToken::remove_stale`] in another liveness directory: for tests.
     pub fn remove_stale_in(dir: &Path, name: &str) -> io::Result<bool> {
-        match check_private_dir(dir)? {
+        match token_dir(dir, false)? {
             Some(dir) => remove_stale_at(&dir, name),
             None => Ok(false),
         }
@@ -323,15 +304,12 @@ impl LivenessToken {
 
     /// Removes every token file that no process holds; returns their names.
     pub fn sweep_stale() -> io::Result<Vec<String>> {
-        match liveness_dir(false)? {
-            Some(dir) => sweep_stale_at(&dir),
-            None => Ok(Vec::new()),
-        }
+        Self::sweep_stale_in(Path::new(LIVENESS_DIR))
     }
 
-    /// [`LivenessToken::sweep_stale`] in another directory: for tests.
+    /// [`LivenessToken::sweep_stale`] in another liveness directory: for tests.
     pub fn sweep_stale_in(dir: &Path) -> io::Result<Vec<String>> {
-        match check_private_dir(dir)? {
+        match token_dir(dir, false)? {
             Some(dir) => sweep_stale_at(&dir),
             None => Ok(Vec::new()),
         }
@@ -343,7 +321,7 @@ impl Drop for LivenessToken {
     /// the lock goes with the descriptor.
     fn drop(&mut self) {
         let ours = rustix::fs::statat(&self.dir, self.name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|st| identity_of(&st) == self.identity);
+            .is_ok_and(|st| crate::sys::stat_identity(&st) == self.identity);
         if ours {
             let _ = rustix::fs::unlinkat(&self.dir, self.name.as_str(), AtFlags::empty());
         }
@@ -396,7 +374,7 @@ fn remove_stale_at(dir: &OwnedFd, name: &str) -> io::Result<bool> {
     // holder that opened it meanwhile sees it gone after its lock, and makes a new one).
     let st = rustix::fs::fstat(&fd)?;
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(now) if identity_of(&now) == identity_of(&st) => {
+        Ok(now) if crate::sys::stat_identity(&now) == crate::sys::stat_identity(&st) => {
             rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
             Ok(true)
         }
@@ -492,15 +470,7 @@ pub fn sessions_dir(state_dir: &Path) -> PathBuf {
 /// by root, mode 0700), creating them when missing and `create`. `Ok(false)`: one is missing
 /// (and not `create`).
 pub fn check_state_dir(state_dir: &Path, create: bool) -> Result<bool, PrivateDirError> {
-    if create {
-        let dir = private_dir(state_dir)?;
-        private_subdir(dir.as_fd(), state_dir, "sessions")?;
-        return Ok(true);
-    }
-    match check_private_dir(state_dir)? {
-        Some(dir) => Ok(check_private_subdir(dir.as_fd(), state_dir, "sessions")?.is_some()),
-        None => Ok(false),
-    }
+    Ok(private_child(state_dir, "sessions", create)?.is_some())
 }
 
 /// Checks, without creating anything, the directories whose content `snapshot cleanup` acts
@@ -508,7 +478,7 @@ pub fn check_state_dir(state_dir: &Path, create: bool) -> Result<bool, PrivateDi
 /// parent. An error names the directory and the command that fixes it.
 pub fn check_cleanup_dirs(state_dir: &Path) -> Result<(), PrivateDirError> {
     check_state_dir(state_dir, false)?;
-    liveness_dir(false)?;
+    token_dir(Path::new(LIVENESS_DIR), false)?;
     Ok(())
 }
 
@@ -728,7 +698,7 @@ mod tests {
     fn a_killed_holders_token_is_stale() {
         let t = tempfile::tempdir().unwrap();
         let live = t.path().join("live");
-        private_dir(&live).unwrap();
+        crate::lock::private_dir(&live).unwrap();
         let id = token_id();
         let mut holder = std::process::Command::new("flock")
             .args(["--exclusive", "--nonblock", "--no-fork"])

@@ -73,12 +73,6 @@ fn own_fix(path: &Path) -> String {
     format!("chown root:root {p} && chmod 0700 {p}", p = path.display())
 }
 
-/// Owned by root — or by the user running this, who is root wherever it matters (the unit
-/// tests run unprivileged over their own temporary directories).
-fn trusted_owner(uid: u32) -> bool {
-    uid == 0 || uid == rustix::process::geteuid().as_raw()
-}
-
 /// Checks the directory `path` (just `fstat`ed as `st`). `own`: one of ours, which nobody but
 /// its owner may write; otherwise a directory above one of ours, which others may write only
 /// when it is sticky (`/tmp`: nobody can rename or remove what they do not own).
@@ -99,7 +93,7 @@ fn check_dir(path: &Path, st: &rustix::fs::Stat, own: bool) -> Result<(), Privat
     if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
         return unsafe_because("is not a directory".into());
     }
-    if !trusted_owner(st.st_uid) {
+    if !crate::trust::trusted_owner(st.st_uid) {
         return unsafe_because(format!("is owned by uid {}, not by root", st.st_uid));
     }
     let sticky = mode & 0o1000 != 0;
@@ -211,20 +205,15 @@ fn open_parent(parent: &Path, create: bool) -> Result<Option<OwnedFd>, PrivateDi
         false,
     )?;
     let mut here = root.to_path_buf();
-    let existing_names: Vec<_> = existing
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_owned()),
-            _ => None,
-        })
-        .collect();
-    let missing_names: Vec<_> = missing
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_owned()),
-            _ => None,
-        })
-        .collect();
+    let names = |p: &Path| -> Vec<std::ffi::OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (existing_names, missing_names) = (names(&existing), names(&missing));
     for (i, name) in existing_names.iter().chain(&missing_names).enumerate() {
         here.push(name);
         if i >= existing_names.len() {
@@ -295,6 +284,25 @@ pub fn check_private_subdir(
     open_own(parent, &parent_path.join(name), OsStr::new(name), false)
 }
 
+/// The private directory `name` inside the private directory `base`, both checked like
+/// [`private_dir`]: created 0700 when missing and `create`; otherwise `Ok(None)` when either is
+/// missing. The state directory's `sessions/`, the runtime directory's `locks/` and `held/`,
+/// and the liveness directory are such.
+pub fn private_child(
+    base: &Path,
+    name: &str,
+    create: bool,
+) -> Result<Option<OwnedFd>, PrivateDirError> {
+    if create {
+        let dir = private_dir(base)?;
+        return private_subdir(dir.as_fd(), base, name).map(Some);
+    }
+    match check_private_dir(base)? {
+        Some(dir) => check_private_subdir(dir.as_fd(), base, name),
+        None => Ok(None),
+    }
+}
+
 /// Creates (or truncates) the file `path` for writing, mode 0600, without following a symlink
 /// at its end; an existing file's mode is narrowed to 0600 too.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
@@ -318,7 +326,7 @@ pub fn check_private_file(path: &Path, file: &File) -> Result<(), PrivateDirErro
     let st = rustix::fs::fstat(file).map_err(|e| io_error(path, e))?;
     let why = if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         "is not a regular file".to_owned()
-    } else if !trusted_owner(st.st_uid) {
+    } else if !crate::trust::trusted_owner(st.st_uid) {
         format!("is owned by uid {}, not by root", st.st_uid)
     } else if st.st_mode & 0o022 != 0 {
         format!(
@@ -388,9 +396,9 @@ impl TargetLock {
             source,
         };
         // The runtime directory and its `locks/` are root's alone, like everything in them.
-        let runtime = private_dir(runtime_dir).map_err(|e| io_err(e.into()))?;
-        let locks =
-            private_subdir(runtime.as_fd(), runtime_dir, "locks").map_err(|e| io_err(e.into()))?;
+        let locks = private_child(runtime_dir, "locks", true)
+            .map_err(|e| io_err(e.into()))?
+            .expect("created");
         let name = path.file_name().expect("a lock file name");
         let file = rustix::fs::openat(
             &locks,

@@ -56,7 +56,10 @@ impl Validated {
 fn open_canonical(path: &Path) -> Result<OwnedFd, String> {
     crate::sys::open_dir_nofollow(path).map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-            "changed while being validated (a symlink is on its path now)".to_owned()
+            format!(
+                "changed while being validated ({} now)",
+                crate::sys::lookup_failure(&e)
+            )
         } else {
             io_reason(&e)
         }

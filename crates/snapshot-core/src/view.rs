@@ -30,7 +30,7 @@ pub enum ViewError {
     #[error("target {path:?} changed during the session ({how}); nothing was mounted there")]
     TargetChanged { path: PathBuf, how: String },
     #[error("DIR {dir:?} changed during the session: {how} in the snapshot, refused")]
-    DirChanged { dir: PathBuf, how: &'static str },
+    DirChanged { dir: PathBuf, how: String },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ViewError + 'a {
@@ -85,7 +85,7 @@ impl View {
             path: target.to_owned(),
             how,
         };
-        let now = sys::open_dir_nofollow(target).map_err(|e| changed(describe_lookup(&e)))?;
+        let now = sys::open_dir_nofollow(target).map_err(|e| changed(now_failing(&e)))?;
         if !same_place(now.as_fd(), target_dir.as_fd()).map_err(io_err("inspecting", target))? {
             return Err(changed("it is another directory now".into()));
         }
@@ -102,7 +102,7 @@ impl View {
         if shown.as_ref().ok() != Some(&root_ids) {
             let _ = sys::detach_fd_mount(root.as_fd());
             let how = match shown {
-                Err(e) => describe_lookup(&e),
+                Err(e) => now_failing(&e),
                 Ok(_) => "it is another directory now".into(),
             };
             return Err(changed(how));
@@ -174,7 +174,7 @@ impl View {
                     self.make_dir(cur.as_fd(), &cur_rel, name, mount_point)?
                 }
                 Err(e) => {
-                    let how = format!("{:?} {}", self.path_for(&next), describe_lookup(&e));
+                    let how = format!("{:?}: {}", self.path_for(&next), sys::lookup_failure(&e));
                     return Err(self.cannot_place(mount_point, how));
                 }
             };
@@ -254,16 +254,9 @@ impl View {
     /// show anything on the host, live.
     pub fn open_dir(&self, dir: &Path) -> Result<OwnedFd, ViewError> {
         sys::open_dir_beneath(self.root()?, &relative(dir), true).map_err(|e| {
-            let how = match e.raw_os_error() {
-                Some(n) if n == rustix::io::Errno::LOOP.raw_os_error() => "it is a symlink",
-                Some(n) if n == rustix::io::Errno::NOENT.raw_os_error() => "it is gone",
-                Some(n) if n == rustix::io::Errno::NOTDIR.raw_os_error() => "it is not a directory",
-                Some(n) if n == rustix::io::Errno::XDEV.raw_os_error() => "it leaves the view",
-                _ => "it cannot be opened",
-            };
             ViewError::DirChanged {
                 dir: dir.to_owned(),
-                how,
+                how: sys::lookup_failure(&e),
             }
         })
     }
@@ -381,16 +374,9 @@ fn relative(path: &Path) -> PathBuf {
     path.strip_prefix("/").unwrap_or(path).to_owned()
 }
 
-/// Why a no-symlink lookup failed, in words.
-fn describe_lookup(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) if n == rustix::io::Errno::LOOP.raw_os_error() => {
-            "a symlink is on its path now".into()
-        }
-        Some(n) if n == rustix::io::Errno::NOENT.raw_os_error() => "it is gone".into(),
-        Some(n) if n == rustix::io::Errno::NOTDIR.raw_os_error() => "it is no directory now".into(),
-        _ => e.to_string(),
-    }
+/// [`sys::lookup_failure`] of a path that led to the right place before.
+fn now_failing(e: &io::Error) -> String {
+    format!("{} now", sys::lookup_failure(e))
 }
 
 /// Unmounts `path` (a plain path: a symlink at its end is not followed), retrying while busy

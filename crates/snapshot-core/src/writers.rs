@@ -165,7 +165,7 @@ impl Writers {
                 Ok(()) => outcome.sent.push(writer.clone()),
                 Err(e) => {
                     // A writer that ran (even if it failed or hung) may have paused something.
-                    if !matches!(e, WriterError::Spawn { .. } | WriterError::Untrusted(_)) {
+                    if !matches!(e, WriterError::Spawn { .. }) {
                         outcome.sent.push(writer.clone());
                     }
                     if self.config.strict {
@@ -181,10 +181,14 @@ impl Writers {
     }
 
     /// Sends `thaw DIR...` to `sent` in reverse order, every one of them; returns the failures.
+    /// Each is checked against the trust rule first: `sent` may come from a journal (the
+    /// watchdog, cleanup), not from [`freeze`](Self::freeze), which checked them.
     pub fn thaw(&self, sent: &[Writer], dirs: &[PathBuf]) -> Vec<WriterError> {
         let mut failures = Vec::new();
         for writer in sent.iter().rev() {
-            if let Err(e) = self.invoke(writer, PHASE_THAW, dirs) {
+            let result = check_trust(writer, PHASE_THAW)
+                .and_then(|()| self.invoke(writer, PHASE_THAW, dirs));
+            if let Err(e) = result {
                 log::warn!("{e}");
                 failures.push(e);
             }
@@ -220,9 +224,6 @@ impl Writers {
         phase: &'static str,
         dirs: &[PathBuf],
     ) -> Result<(), WriterError> {
-        // Again here, right before it runs: `thaw` from the watchdog or from cleanup comes
-        // from a journal, not from `freeze`.
-        check_trust(writer, phase)?;
         let spawn_error = |source| WriterError::Spawn {
             writer: writer.path.clone(),
             phase,

@@ -18,8 +18,8 @@ pub use namespace::{in_private_namespace, InPlaceBind};
 mod mountfd;
 pub use mountfd::{
     clone_beneath, clone_live_mount, detach_fd_mount, dir_is_empty, fd_path, file_identity,
-    make_dir_in, mount_ids_of, open_dir_beneath, open_dir_nofollow, seal_superblock, DetachedMount,
-    MountIds,
+    lookup_failure, make_dir_in, mount_ids_of, open_dir_beneath, open_dir_nofollow,
+    seal_superblock, stat_identity, DetachedMount, MountIds,
 };
 pub mod statmount;
 pub use statmount::{path_mount, statmount, PathMount, StatMount};

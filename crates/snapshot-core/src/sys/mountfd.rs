@@ -125,11 +125,34 @@ pub fn mount_ids_of(fd: BorrowedFd<'_>) -> io::Result<MountIds> {
     })
 }
 
+/// Why a lookup without symlinks ([`open_dir_nofollow`], [`open_dir_beneath`]) failed, in
+/// words: what the user who changed the path did.
+pub fn lookup_failure(e: &io::Error) -> String {
+    use rustix::io::Errno;
+    let is = |errno: Errno| e.raw_os_error() == Some(errno.raw_os_error());
+    if is(Errno::LOOP) {
+        "a symlink is on its path".into()
+    } else if is(Errno::NOENT) {
+        "it is gone".into()
+    } else if is(Errno::NOTDIR) {
+        "it is not a directory".into()
+    } else if is(Errno::XDEV) {
+        "it leads out of the tree".into()
+    } else {
+        e.to_string()
+    }
+}
+
 /// Device and inode of what `fd` refers to: tells whether a path still leads to the object
 /// opened earlier.
 pub fn file_identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
-    let st = rustix::fs::fstat(fd)?;
-    Ok((st.st_dev, st.st_ino))
+    Ok(stat_identity(&rustix::fs::fstat(fd)?))
+}
+
+/// Device and inode of a `stat` result.
+pub fn stat_identity(st: &rustix::fs::Stat) -> (u64, u64) {
+    #[allow(clippy::unnecessary_cast)] // c_ulong on some targets
+    (st.st_dev as u64, st.st_ino as u64)
 }
 
 /// `/proc/self/fd/N/REL`: a path that starts at an open descriptor. Only for the calls that
