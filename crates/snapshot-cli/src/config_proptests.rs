@@ -14,13 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use proptest::prelude::*;
 use std::time::Duration;
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::cases;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -242,7 +236,7 @@ fn render(v: &Valid, by_hand: bool) -> String {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(cases(256))]
 
     /// Any text as a duration: a duration or an error, never a panic; and a duration it
     /// accepts is more than nothing.
@@ -267,7 +261,7 @@ proptest! {
 
 proptest! {
     // Each case writes a file (and the trust check walks its directories): fewer cases.
-    #![proptest_config(config(128))]
+    #![proptest_config(cases(128))]
 
     /// Any text as the configuration file: loaded or refused with its path named, never a
     /// panic.

@@ -13,13 +13,7 @@ use proptest::prelude::*;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::cases;
 
 /// A path of any bytes but NUL, often with the characters `escape_path` treats apart.
 fn path_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -81,7 +75,7 @@ fn runtime() -> tempfile::TempDir {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(cases(256))]
 
     /// `escape_path` of an absolute path is one file name (no `/`, no NUL, not `.`-led, so
     /// never hidden, `.` or `..`) that gives the path back: distinct targets, distinct names.
@@ -113,7 +107,7 @@ proptest! {
 
 proptest! {
     // Each case makes a private directory and fsyncs a file: fewer cases.
-    #![proptest_config(config(64))]
+    #![proptest_config(cases(64))]
 
     /// The holder's state for a TARGET of any bytes reads back: this process's pid, the
     /// TARGET, the session.

@@ -17,40 +17,16 @@ use rustix::process::Signal;
 use snapshot_core::journal::{Journal, LivenessToken, ObjectState, Record, SnapshotEntry};
 use snapshot_core::Created;
 use snapshot_testkit::{run, TestMount};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Runs `snapshot ARGS...` to completion (at most a minute); returns status, stdout, stderr.
-fn snapshot(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(bin("snapshot"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn snapshot");
-    let read = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = read(Box::new(child.stdout.take().unwrap()));
-    let err = read(Box::new(child.stderr.take().unwrap()));
-    let status = wait_timeout(&mut child, Duration::from_secs(60));
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    eprint!("{err}");
-    (status.code().unwrap_or(-1), out, err)
-}
-
 /// `snapshot status --json` over `state`.
 fn status_json(state: &Path) -> serde_json::Value {
-    let (code, out, err) = snapshot(&["status", "--json", "--state-dir", s(state)]);
+    let (code, out, err) = run_bin("snapshot", &["status", "--json", "--state-dir", s(state)]);
     assert_eq!(code, 0, "snapshot status: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"))
 }
@@ -61,7 +37,7 @@ fn cleanup_json(state: &Path, dry_run: bool) -> (i32, serde_json::Value) {
     if dry_run {
         args.push("--dry-run");
     }
-    let (code, out, _) = snapshot(&args);
+    let (code, out, _) = run_bin("snapshot", &args);
     let report =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("cleanup --json: {e}: {out}"));
     (code, report)

@@ -8,14 +8,10 @@
 mod common;
 
 use common::*;
-use std::os::unix::fs::PermissionsExt;
+use snapshot_testkit::set_mode;
 use std::path::Path;
 
 const USER: u32 = 65534;
-
-fn chmod(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
 
 fn chown_user(p: &Path) {
     std::os::unix::fs::chown(p, Some(USER), Some(USER)).unwrap();
@@ -24,7 +20,7 @@ fn chown_user(p: &Path) {
 /// A writer directory holding one hook that, on `freeze`, runs `swap` as the user.
 fn hook_as_user(dir: &Path, swap: &str) {
     std::fs::create_dir(dir).unwrap();
-    chmod(dir, 0o755);
+    set_mode(dir, 0o755);
     script(
         &dir.join("10-swap"),
         &format!(
@@ -37,7 +33,7 @@ fn hook_as_user(dir: &Path, swap: &str) {
 /// A scratch directory the user can reach (the attacker needs to traverse it).
 fn reachable_scratch(name: &str) -> Scratch {
     let scratch = Scratch::new(name).unwrap();
-    chmod(scratch.path(), 0o755);
+    set_mode(scratch.path(), 0o755);
     scratch
 }
 
@@ -46,7 +42,7 @@ fn secret_dir(scratch: &Scratch) -> std::path::PathBuf {
     let secret = scratch.join("secret");
     std::fs::create_dir(&secret).unwrap();
     std::fs::write(secret.join("shadow"), "root's secret\n").unwrap();
-    chmod(&secret, 0o700);
+    set_mode(&secret, 0o700);
     secret
 }
 
@@ -138,7 +134,7 @@ fn dir_swapped_for_a_symlink_before_the_snapshot() {
         let scratch = reachable_scratch("swap-dir");
         let m = scratch.join("m");
         let _fs = LoopFs::new("swap-dir", FsKind::Btrfs, 128, &m).unwrap();
-        chmod(&m, 0o755);
+        set_mode(&m, 0o755);
         let secret = secret_dir(&scratch);
         let secret_mount = snapshot_core::sys::mount_id(&secret).unwrap();
         let users = m.join("users");

@@ -14,37 +14,14 @@
 mod common;
 use common::*;
 use snapshot_core::journal::{LivenessToken, LIVENESS_DIR};
+use snapshot_testkit::{mode_of, set_mode};
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-/// Runs `program ARGS...` to completion (at most a minute); returns status, stdout, stderr.
-fn run_bin(program: &str, args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(bin(program))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let read = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = read(Box::new(child.stdout.take().unwrap()));
-    let err = read(Box::new(child.stderr.take().unwrap()));
-    let status = wait_timeout(&mut child, Duration::from_secs(60));
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    eprint!("{err}");
-    (status.code().unwrap_or(-1), out, err)
-}
 
 /// `snapshot cleanup --json -v` over `state`: status and report.
 fn cleanup_json(state: &Path) -> (i32, serde_json::Value) {
@@ -77,18 +54,6 @@ fn subvolumes(mount_point: &Path, pattern: &str) -> Vec<String> {
         .collect()
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path)
-        .unwrap_or_else(|e| panic!("{path:?}: {e}"))
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
 }
@@ -97,7 +62,7 @@ fn chown(path: &Path, uid: u32) {
 fn assert_private(path: &Path, want: u32) {
     let md = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
     assert_eq!(md.uid(), 0, "{path:?} owned by root");
-    assert_eq!(mode(path), want, "mode of {path:?}");
+    assert_eq!(mode_of(path), want, "mode of {path:?}");
 }
 
 /// The journals in a state directory.
@@ -191,6 +156,31 @@ impl World {
         Running::start_env(&args, &self.rt, env)
     }
 
+    /// `start-snapshot` over the filesystem: status, stdout, stderr.
+    fn start_snapshot(&self) -> (i32, String, String) {
+        run_bin(
+            "start-snapshot",
+            &[
+                "--no-writers",
+                "--runtime-dir",
+                s(&self.rt),
+                "--state-dir",
+                s(&self.state),
+                "-t",
+                s(&self.target),
+                s(&self.m),
+            ],
+        )
+    }
+
+    /// `stop-snapshot` of the target: status, stdout, stderr.
+    fn stop_snapshot(&self) -> (i32, String, String) {
+        run_bin(
+            "stop-snapshot",
+            &["--runtime-dir", s(&self.rt), "-t", s(&self.target)],
+        )
+    }
+
     /// A session that must be refused: no ready line; returns status and stderr.
     fn refused(&self) -> (i32, String) {
         let mut run = self.start(&[], &[]);
@@ -250,8 +240,8 @@ fn state_dir_owned_by_another_user_is_refused() {
     }
     let w = World::new("state-owner", FsKind::Btrfs);
     std::fs::create_dir_all(&w.state).unwrap();
-    chmod(&w.rt, 0o700);
-    chmod(&w.state, 0o700);
+    set_mode(&w.rt, 0o700);
+    set_mode(&w.state, 0o700);
     chown(&w.state, 65534);
 
     let (code, stderr) = w.refused();
@@ -274,7 +264,7 @@ fn state_dir_owned_by_another_user_is_refused() {
     // Its `sessions/` owned by another user: the same.
     chown(&w.state, 0);
     std::fs::create_dir(w.state.join("sessions")).unwrap();
-    chmod(&w.state.join("sessions"), 0o700);
+    set_mode(&w.state.join("sessions"), 0o700);
     chown(&w.state.join("sessions"), 65534);
     let (code, stderr) = w.refused();
     assert_refused(
@@ -288,7 +278,7 @@ fn state_dir_owned_by_another_user_is_refused() {
     // A symlink to a good directory is refused too: the link could be changed.
     let real = w.scratch.join("real-state");
     std::fs::create_dir(&real).unwrap();
-    chmod(&real, 0o700);
+    set_mode(&real, 0o700);
     std::fs::remove_dir(&w.state).unwrap();
     std::os::unix::fs::symlink(&real, &w.state).unwrap();
     let (code, stderr) = w.refused();
@@ -303,7 +293,7 @@ fn state_dir_owned_by_another_user_is_refused() {
     // Positive control.
     std::fs::remove_file(&w.state).unwrap();
     std::fs::create_dir(&w.state).unwrap();
-    chmod(&w.state, 0o700);
+    set_mode(&w.state, 0o700);
     w.works();
     let (code, out, stderr) = run_bin("snapshot", &["cleanup", "--state-dir", s(&w.state)]);
     assert_eq!(
@@ -324,41 +314,26 @@ fn group_writable_runtime_dir_is_refused() {
     let w = World::new("state-rt", FsKind::Ext4);
     std::fs::create_dir(&w.rt).unwrap();
     for m in [0o770, 0o1777] {
-        chmod(&w.rt, m);
+        set_mode(&w.rt, m);
         let (code, stderr) = w.refused();
         assert_refused(code, &stderr, &w.rt, "is writable by its group or others");
         assert_clean(&w.target);
         assert_eq!(mounts_under(&w.rt), Vec::<PathBuf>::new());
         assert!(!w.rt.join("state").exists(), "nothing created in it");
 
-        let (code, out, stderr) = run_bin(
-            "start-snapshot",
-            &[
-                "--no-writers",
-                "--runtime-dir",
-                s(&w.rt),
-                "--state-dir",
-                s(&w.state),
-                "-t",
-                s(&w.target),
-                s(&w.m),
-            ],
-        );
+        let (code, out, stderr) = w.start_snapshot();
         assert_refused(code, &stderr, &w.rt, "is writable by its group or others");
         assert_eq!(out, "");
         assert!(!w.rt.join("held").exists());
         assert_clean(&w.target);
-        let (code, _, stderr) = run_bin(
-            "stop-snapshot",
-            &["--runtime-dir", s(&w.rt), "-t", s(&w.target)],
-        );
+        let (code, _, stderr) = w.stop_snapshot();
         assert_refused(code, &stderr, &w.rt, "is writable by its group or others");
-        assert_eq!(mode(&w.rt), m, "a refused directory is left as it was");
+        assert_eq!(mode_of(&w.rt), m, "a refused directory is left as it was");
     }
     // Its `locks/`, writable by others: the same.
-    chmod(&w.rt, 0o700);
+    set_mode(&w.rt, 0o700);
     std::fs::create_dir(w.rt.join("locks")).unwrap();
-    chmod(&w.rt.join("locks"), 0o777);
+    set_mode(&w.rt.join("locks"), 0o777);
     let (code, stderr) = w.refused();
     assert_refused(
         code,
@@ -366,7 +341,7 @@ fn group_writable_runtime_dir_is_refused() {
         &w.rt.join("locks"),
         "writable by its group or others",
     );
-    chmod(&w.rt.join("locks"), 0o700);
+    set_mode(&w.rt.join("locks"), 0o700);
 
     // Positive control.
     w.works();
@@ -463,8 +438,8 @@ impl Faker {
         let exe = scratch.join("faker");
         if !exe.exists() {
             std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-            chmod(&exe, 0o755);
-            chmod(scratch.path(), 0o755);
+            set_mode(&exe, 0o755);
+            set_mode(scratch.path(), 0o755);
         }
         let mut child = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -630,7 +605,7 @@ fn state_is_private() {
     }
     let w = World::new("state-modes", FsKind::Ext4);
     std::fs::create_dir(&w.rt).unwrap();
-    chmod(&w.rt, 0o755);
+    set_mode(&w.rt, 0o755);
     let mut run = w.start(&[], &[]);
     let id = session_of(&run.ready());
     for dir in [
@@ -661,19 +636,7 @@ fn state_is_private() {
     w.assert_nothing_left(&id);
 
     // start-snapshot's holder state.
-    let (code, out, stderr) = run_bin(
-        "start-snapshot",
-        &[
-            "--no-writers",
-            "--runtime-dir",
-            s(&w.rt),
-            "--state-dir",
-            s(&w.state),
-            "-t",
-            s(&w.target),
-            s(&w.m),
-        ],
-    );
+    let (code, out, stderr) = w.start_snapshot();
     assert_eq!((code, out.as_str()), (0, "done\n"), "{stderr}");
     let held = w.rt.join("held");
     assert_private(&held, 0o700);
@@ -693,10 +656,7 @@ fn state_is_private() {
     for f in &files {
         assert_private(f, 0o600);
     }
-    let (code, _, stderr) = run_bin(
-        "stop-snapshot",
-        &["--runtime-dir", s(&w.rt), "-t", s(&w.target)],
-    );
+    let (code, _, stderr) = w.stop_snapshot();
     assert_eq!(code, 0, "{stderr}");
     assert_clean(&w.target);
     assert_eq!(journals(&w.state), Vec::<PathBuf>::new());

@@ -8,15 +8,11 @@
 mod common;
 
 use common::*;
-use std::os::unix::fs::PermissionsExt;
+use snapshot_testkit::set_mode;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const USER: u32 = 65534;
-
-fn chmod(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
 
 fn chown(p: &Path, uid: u32) {
     std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
@@ -57,7 +53,7 @@ impl Setup {
     fn dir(&self, name: &str, mode: u32) -> PathBuf {
         let d = self.scratch.join(name);
         std::fs::create_dir(&d).unwrap();
-        chmod(&d, mode);
+        set_mode(&d, mode);
         d
     }
 
@@ -152,13 +148,13 @@ fn world_writable_hook_is_not_run() {
     let wd = set.dir("writers.d", 0o755);
     let hook = wd.join("10-marker");
     set.marker_hook(&hook);
-    chmod(&hook, 0o777);
+    set_mode(&hook, 0o777);
     let reason = format!(
         "{} is writable by group and others (mode 0777)",
         hook.display()
     );
     check_hook(&set, &wd, &hook, &reason, true);
-    chmod(&hook, 0o755);
+    set_mode(&hook, 0o755);
     check_hook(&set, &wd, &hook, &reason, false);
 }
 
@@ -190,10 +186,10 @@ fn hook_in_a_group_writable_directory_is_not_run() {
     let wd = set.dir("writers.d", 0o755);
     let hook = wd.join("10-marker");
     set.marker_hook(&hook);
-    chmod(&wd, 0o775);
+    set_mode(&wd, 0o775);
     let reason = format!("{} is writable by group (mode 0775)", wd.display());
     check_hook(&set, &wd, &hook, &reason, true);
-    chmod(&wd, 0o755);
+    set_mode(&wd, 0o755);
     check_hook(&set, &wd, &hook, &reason, false);
 }
 
@@ -281,7 +277,7 @@ fn provider_script_failing_the_rule_declines() {
         ),
     ];
     for (path, mode, said) in &attacks {
-        chmod(path, *mode);
+        set_mode(path, *mode);
         let out = plan(&set.config, &scripts, &dir);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
@@ -290,7 +286,7 @@ fn provider_script_failing_the_rule_declines() {
         set.forget_marker();
         session(&set);
         assert!(!set.ran(), "the refused script ran");
-        chmod(path, 0o755);
+        set_mode(path, 0o755);
     }
     // Positive control.
     let out = plan(&set.config, &scripts, &dir);
@@ -330,7 +326,7 @@ fn freeze_command_failing_the_rule_declines() {
     let marker = scratch.join("marker");
     let cmd = scratch.join("freeze-cmd");
     script(&cmd, &format!("echo \"$*\" >> {}\nexit 1", s(&marker)));
-    chmod(&cmd, 0o757);
+    set_mode(&cmd, 0o757);
     let extra = ["--freeze-command", s(&cmd)];
     let out = plan(&config, &extra, &fs.mount_point);
     let stdout = text(&out.stdout);
@@ -366,7 +362,7 @@ fn freeze_command_failing_the_rule_declines() {
     assert!(!marker.exists(), "the refused command ran");
     assert_clean(&target);
     // Positive control.
-    chmod(&cmd, 0o755);
+    set_mode(&cmd, 0o755);
     let stdout = text(&plan(&config, &extra, &fs.mount_point).stdout);
     assert!(stdout.contains("-> freeze"), "{stdout}");
     assert!(!stdout.contains("not trusted"), "{stdout}");
@@ -400,12 +396,12 @@ fn configuration_failing_the_rule_exits_78() {
     type Change<'a> = &'a dyn Fn();
     let attacks: [(Change, String, Change); 3] = [
         (
-            &|| chmod(&config, 0o666),
+            &|| set_mode(&config, 0o666),
             format!(
                 "{} is writable by group and others (mode 0666)",
                 config.display()
             ),
-            &|| chmod(&config, 0o644),
+            &|| set_mode(&config, 0o644),
         ),
         (
             &|| chown(&config, USER),
@@ -413,9 +409,9 @@ fn configuration_failing_the_rule_exits_78() {
             &|| chown(&config, 0),
         ),
         (
-            &|| chmod(&cd, 0o775),
+            &|| set_mode(&cd, 0o775),
             format!("{} is writable by group (mode 0775)", cd.display()),
-            &|| chmod(&cd, 0o755),
+            &|| set_mode(&cd, 0o755),
         ),
     ];
     for (attack, reason, undo) in &attacks {

@@ -605,6 +605,7 @@ mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use snapshot_testkit::{mode_of, set_mode};
 
     #[test]
     fn round_trip_and_liveness() {
@@ -643,20 +644,6 @@ mod tests {
         assert!(Journal::list(dir.path()).is_empty());
     }
 
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::symlink_metadata(path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777
-    }
-
-    fn chmod(path: &Path, mode: u32) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-
     fn token_id() -> String {
         format!("snapshot-{:08x}", std::process::id())
     }
@@ -668,8 +655,8 @@ mod tests {
         let id = token_id();
         assert!(!LivenessToken::is_held_in(&live, &id), "no directory yet");
         let token = LivenessToken::acquire_in(&live, &id).unwrap();
-        assert_eq!(mode(&live), 0o700);
-        assert_eq!(mode(&live.join(&id)), 0o600);
+        assert_eq!(mode_of(&live), 0o700);
+        assert_eq!(mode_of(&live.join(&id)), 0o600);
         assert!(LivenessToken::is_held_in(&live, &id));
         // A probe (a shared lock for an instant) does not disturb the holder.
         assert!(LivenessToken::is_held_in(&live, &id));
@@ -746,7 +733,7 @@ mod tests {
         let live = t.path().join("live");
         let id = token_id();
         std::fs::create_dir(&live).unwrap();
-        chmod(&live, 0o777);
+        set_mode(&live, 0o777);
         let e = LivenessToken::acquire_in(&live, &id)
             .unwrap_err()
             .to_string();
@@ -760,7 +747,7 @@ mod tests {
         assert!(LivenessToken::is_held_in(&live, &id));
         assert!(LivenessToken::remove_stale_in(&live, &id).is_err());
         let link = t.path().join("link");
-        chmod(&live, 0o700);
+        set_mode(&live, 0o700);
         std::os::unix::fs::symlink(&live, &link).unwrap();
         let e = LivenessToken::acquire_in(&link, &id)
             .unwrap_err()
@@ -775,23 +762,23 @@ mod tests {
         let id = "snapshot-0badf00e";
         let rec = Record::new(id, Path::new("/t"), Path::new("/run/x"));
         let j = Journal::create(&state, rec.clone()).unwrap();
-        assert_eq!(mode(&state), 0o700);
-        assert_eq!(mode(&state.join("sessions")), 0o700);
-        assert_eq!(mode(j.path()), 0o600);
+        assert_eq!(mode_of(&state), 0o700);
+        assert_eq!(mode_of(&state.join("sessions")), 0o700);
+        assert_eq!(mode_of(j.path()), 0o600);
         check_state_dir(&state, false).unwrap();
 
         // A journal others could have written is not trusted.
-        chmod(j.path(), 0o666);
+        set_mode(j.path(), 0o666);
         let listed = Journal::list(&state);
         let e = listed[0].as_ref().unwrap_err().to_string();
         assert!(e.contains(&format!("{:?}", j.path())), "{e}");
-        chmod(j.path(), 0o600);
+        set_mode(j.path(), 0o600);
         assert!(Journal::list(&state)[0].is_ok());
 
         // Nor a state directory others can write: nothing of it is listed, and no journal
         // is created there.
         for dir in [state.clone(), state.join("sessions")] {
-            chmod(&dir, 0o777);
+            set_mode(&dir, 0o777);
             let listed = Journal::list(&state);
             assert_eq!(listed.len(), 1);
             let e = listed[0].as_ref().unwrap_err().to_string();
@@ -808,7 +795,7 @@ mod tests {
             .to_string();
             assert!(e.contains(&format!("{dir:?}")), "{e}");
             assert!(!state.join("sessions/snapshot-0badf00f.json").exists());
-            chmod(&dir, 0o700);
+            set_mode(&dir, 0o700);
         }
 
         // A symlinked state directory is refused, even to a good one.

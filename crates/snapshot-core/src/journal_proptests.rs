@@ -14,13 +14,7 @@ use proptest::prelude::*;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::cases;
 
 /// A path of any bytes but NUL (a target or DIR is named by the user; a writer by whoever
 /// installed it).
@@ -161,7 +155,7 @@ fn comm() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(cases(256))]
 
     /// Any bytes as a journal: a record or a parse error, never a panic.
     #[test]
@@ -222,7 +216,7 @@ proptest! {
 
 proptest! {
     // Each case makes a state directory and fsyncs a journal: fewer cases.
-    #![proptest_config(config(64))]
+    #![proptest_config(cases(64))]
 
     /// A record written by the journal reads back equal, whatever bytes its paths hold and
     /// whatever JSON its providers recorded; and again after an update.

@@ -434,6 +434,7 @@ impl TargetLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use snapshot_testkit::{mode_of, set_mode};
 
     #[test]
     fn escapes_paths_like_systemd() {
@@ -457,20 +458,6 @@ mod tests {
         TargetLock::acquire(rt.path(), t).unwrap();
     }
 
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::symlink_metadata(path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777
-    }
-
-    fn chmod(path: &Path, mode: u32) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-
     /// The refusal names the directory and how to fix it.
     fn assert_refused(r: Result<impl std::fmt::Debug, PrivateDirError>, dir: &Path, why: &str) {
         let e = r.expect_err("refused");
@@ -488,19 +475,19 @@ mod tests {
         assert!(!t.path().join("a").exists(), "a check creates nothing");
         private_dir(&deep).unwrap();
         for d in [t.path().join("a"), t.path().join("a/b"), deep.clone()] {
-            assert_eq!(mode(&d), 0o700, "{d:?}");
+            assert_eq!(mode_of(&d), 0o700, "{d:?}");
         }
         assert!(check_private_dir(&deep).unwrap().is_some());
         // Root's already and written by nobody else: others' reading goes.
         let open = t.path().join("readable");
         std::fs::create_dir(&open).unwrap();
-        chmod(&open, 0o755);
+        set_mode(&open, 0o755);
         private_dir(&open).unwrap();
-        assert_eq!(mode(&open), 0o700);
+        assert_eq!(mode_of(&open), 0o700);
         let fd = private_dir(t.path()).unwrap();
         let sub = private_subdir(fd.as_fd(), t.path(), "sub").unwrap();
         drop(sub);
-        assert_eq!(mode(&t.path().join("sub")), 0o700);
+        assert_eq!(mode_of(&t.path().join("sub")), 0o700);
         assert!(check_private_subdir(fd.as_fd(), t.path(), "none")
             .unwrap()
             .is_none());
@@ -515,10 +502,10 @@ mod tests {
         for m in [0o770, 0o707, 0o1777, 0o720] {
             let d = t.path().join(format!("m{m:o}"));
             std::fs::create_dir(&d).unwrap();
-            chmod(&d, m);
+            set_mode(&d, m);
             assert_refused(private_dir(&d), &d, "writable by its group or others");
             assert_refused(check_private_dir(&d), &d, "chmod 0700");
-            assert_eq!(mode(&d), m, "a refused directory is left as it was");
+            assert_eq!(mode_of(&d), m, "a refused directory is left as it was");
             // Nor can one be a parent of ours, unless sticky: what is in it could be swapped.
             if m & 0o1000 == 0 {
                 assert_refused(
@@ -532,7 +519,7 @@ mod tests {
         // A sticky directory above ours is fine (/tmp): nobody renames what is not theirs.
         let sticky = t.path().join("sticky");
         std::fs::create_dir(&sticky).unwrap();
-        chmod(&sticky, 0o1777);
+        set_mode(&sticky, 0o1777);
         private_dir(&sticky.join("state")).unwrap();
     }
 
@@ -557,7 +544,7 @@ mod tests {
         // A symlink above ours is resolved first (like /var/run -> /run): that is the real
         // directory's business, checked as such.
         private_dir(&link.join("state")).unwrap();
-        assert_eq!(mode(&real.join("state")), 0o700);
+        assert_eq!(mode_of(&real.join("state")), 0o700);
     }
 
     #[test]
@@ -568,7 +555,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("state");
         std::fs::create_dir(&d).unwrap();
-        chmod(&d, 0o700);
+        set_mode(&d, 0o700);
         std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
         assert_refused(private_dir(&d), &d, "owned by uid 65534, not by root");
         assert_refused(
@@ -586,18 +573,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("f");
         std::fs::write(&f, "old").unwrap();
-        chmod(&f, 0o644);
+        set_mode(&f, 0o644);
         create_private_file(&f).unwrap();
-        assert_eq!(mode(&f), 0o600);
+        assert_eq!(mode_of(&f), 0o600);
         assert_eq!(std::fs::read(&f).unwrap(), b"", "truncated");
         open_private_file(&f).unwrap();
-        chmod(&f, 0o620);
+        set_mode(&f, 0o620);
         assert_refused(open_private_file(&f), &f, "writable by its group or others");
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&f, &link).unwrap();
         assert!(create_private_file(&link).is_err(), "not through a symlink");
         assert!(open_private_file(&link).is_err(), "not through a symlink");
-        assert_eq!(mode(&f), 0o620);
+        assert_eq!(mode_of(&f), 0o620);
     }
 
     #[test]
@@ -606,18 +593,18 @@ mod tests {
         let rt = t.path().join("run");
         let target = Path::new("/some/target");
         let lock = TargetLock::acquire(&rt, target).unwrap();
-        assert_eq!(mode(&rt), 0o700);
-        assert_eq!(mode(&rt.join("locks")), 0o700);
-        assert_eq!(mode(&lock.path), 0o600);
+        assert_eq!(mode_of(&rt), 0o700);
+        assert_eq!(mode_of(&rt.join("locks")), 0o700);
+        assert_eq!(mode_of(&lock.path), 0o600);
         drop(lock);
-        chmod(&rt, 0o770);
+        set_mode(&rt, 0o770);
         let e = TargetLock::acquire(&rt, target).unwrap_err().to_string();
         assert!(
             e.contains(&format!("{rt:?}")) && e.contains("chmod 0700"),
             "{e}"
         );
-        chmod(&rt, 0o700);
-        chmod(&rt.join("locks"), 0o777);
+        set_mode(&rt, 0o700);
+        set_mode(&rt.join("locks"), 0o777);
         let e = TargetLock::acquire(&rt, target).unwrap_err().to_string();
         assert!(e.contains(&format!("{:?}", rt.join("locks"))), "{e}");
     }

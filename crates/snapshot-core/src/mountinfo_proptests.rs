@@ -14,13 +14,7 @@ use crate::sys::statmount::StatMount;
 use proptest::prelude::*;
 use std::os::unix::ffi::OsStrExt;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        // Failures are turned into plain regression tests instead of files in the tree.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::config;
 
 /// The kernel's escaping: each byte of `set` as a backslash and three octal digits.
 fn escape(bytes: &[u8], set: &[u8]) -> Vec<u8> {

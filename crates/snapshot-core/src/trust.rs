@@ -207,13 +207,10 @@ fn check_mode(path: &Path, meta: &Metadata) -> Result<(), Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{chown, lchown, symlink, PermissionsExt};
+    use snapshot_testkit::set_mode;
+    use std::os::unix::fs::{chown, lchown, symlink};
 
     const NOBODY: u32 = 65534;
-
-    fn set_mode(path: &Path, mode: u32) {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
 
     /// A temporary directory (0700, ours) under `/tmp`.
     fn base() -> (tempfile::TempDir, PathBuf) {

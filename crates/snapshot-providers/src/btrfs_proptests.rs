@@ -17,12 +17,7 @@ use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::config;
 
 /// Bytes of a subvolume or directory name: any but NUL and `/`, often the escaped ones;
 /// never `.` or `..` (the kernel shows paths without them).

@@ -16,12 +16,7 @@ use super::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::config;
 
 /// A field's text: often a number or a name of the sample's, otherwise any text.
 fn field() -> impl Strategy<Value = String> {

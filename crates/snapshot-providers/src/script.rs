@@ -420,6 +420,7 @@ mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use snapshot_testkit::set_mode;
     use std::io::Write;
     use std::process::Stdio;
 
@@ -672,11 +673,6 @@ mod tests {
             other => panic!("expected an accept, got {other:?}"),
         }
         assert_eq!(provider.name(), "script");
-    }
-
-    fn set_mode(path: &Path, mode: u32) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
     #[test]

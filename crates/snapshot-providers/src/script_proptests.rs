@@ -7,12 +7,7 @@
 use super::*;
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::config;
 
 fn path() -> impl Strategy<Value = PathBuf> {
     prop::collection::vec(

@@ -11,12 +11,7 @@
 use super::*;
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::config;
 
 /// A ZFS name component: the characters `zfs_namecheck` allows (space included).
 fn component() -> impl Strategy<Value = String> {

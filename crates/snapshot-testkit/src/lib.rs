@@ -7,6 +7,7 @@
 //! no unmount by pattern, no killing by name.
 
 pub mod lvm;
+pub mod prop;
 pub mod zfs;
 
 use anyhow::{bail, Context, Result};
@@ -449,6 +450,23 @@ impl Drop for TestMount {
 }
 
 /// Runs a tool (found like [`find_tool`]) with stdin from /dev/null; returns its stdout.
+/// Sets the permission bits of `path` (tests make files with the modes they test, explicitly).
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+/// The permission bits of `path` itself (a symlink's own, not its target's).
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
 pub fn run(tool: &str, args: &[&str]) -> Result<String> {
     let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
     run_tool(tool, &argv)

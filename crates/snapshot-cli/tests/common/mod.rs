@@ -18,6 +18,31 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
+/// Runs `program ARGS...` (one of the tool's binaries) to completion, at most a minute;
+/// returns status, stdout, stderr (stderr is echoed for the test's log).
+pub fn run_bin(program: &str, args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(bin(program))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let read = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let status = wait_timeout(&mut child, Duration::from_secs(60));
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    eprint!("{err}");
+    (status.code().unwrap_or(-1), out, err)
+}
+
 /// A `snapshot` session driven like a backup script would: stdin and stdout are pipes.
 pub struct Running {
     pub child: Child,

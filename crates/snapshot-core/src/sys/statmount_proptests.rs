@@ -10,12 +10,7 @@
 use super::*;
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use snapshot_testkit::prop::config;
 
 /// The string fields: their mask bit and the offset of their `__u32` in the fixed part.
 const STRINGS: [(u64, usize); 6] = [
