@@ -14,7 +14,7 @@ use crate::journal::{Journal, LivenessToken, Record};
 use crate::mountinfo::MountTable;
 use crate::provider::Provider;
 use crate::view::unmount_patiently;
-use crate::writers::{Writer, WriterConfig, WriterEnv, Writers};
+use crate::writers::{WriterEnv, Writers};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -189,10 +189,29 @@ fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) 
         ));
         return out;
     }
-    // A watchdog still at work (thawing the writers of the dead session) goes first; its work
-    // is bounded by the writers' timeouts.
+    if !wait_for_watchdog(&r.session, dry_run, &mut out) {
+        return out;
+    }
+    // The watchdog may have recorded its thaw.
+    if let Ok(fresh) = Journal::open(journal.path()) {
+        journal = fresh;
+    }
+    let r: Record = journal.record.clone();
+    thaw_writers(&mut journal, &r, dry_run, &mut out);
+    unmount_view_and_scratch(&r, dry_run, &mut out);
+    if !dry_run && out.problems.is_empty() {
+        let _ = journal.update(|r| r.view = None);
+    }
+    remove_snapshots(&mut journal, &r, providers, dry_run, &mut out);
+    remove_runtime_and_journal(journal, &r, dry_run, &mut out);
+    out
+}
+
+/// A watchdog still at work (thawing the writers of the dead session) goes first; its work
+/// is bounded by the writers' timeouts. False: it is still at work after five minutes.
+fn wait_for_watchdog(session: &str, dry_run: bool, out: &mut SessionCleanup) -> bool {
     let t = std::time::Instant::now();
-    let watchdog = crate::watchdog::token_name(&r.session);
+    let watchdog = crate::watchdog::token_name(session);
     while LivenessToken::is_held(&watchdog) {
         if dry_run {
             out.actions
@@ -201,91 +220,75 @@ fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) 
         }
         if t.elapsed() > Duration::from_secs(300) {
             out.problems.push(format!(
-                "the watchdog of {} is still running; try again later",
-                r.session
+                "the watchdog of {session} is still running; try again later"
             ));
-            return out;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if let Ok(fresh) = Journal::open(journal.path()) {
-        journal = fresh;
+    true
+}
+
+/// Step 1: writers frozen by a session that died in this boot (a reboot thawed everything).
+fn thaw_writers(journal: &mut Journal, r: &Record, dry_run: bool, out: &mut SessionCleanup) {
+    let Some(fw) = r.frozen_writers.as_ref().filter(|_| r.same_boot()) else {
+        return;
+    };
+    out.actions
+        .push(format!("send thaw to {} writer(s)", fw.writers.len()));
+    if dry_run {
+        return;
     }
-    let r: Record = journal.record.clone();
-    // 1. Writers frozen by a session that died in this boot (a reboot thawed everything).
-    if let Some(fw) = r.frozen_writers.as_ref().filter(|_| r.same_boot()) {
-        out.actions
-            .push(format!("send thaw to {} writer(s)", fw.writers.len()));
+    let env = WriterEnv {
+        session: r.session.clone(),
+        target: r.target.clone(),
+    };
+    let writers = Writers::recorded(&fw.writers, Duration::from_secs(30), env);
+    for e in writers.thaw(&writers.writers, &fw.dirs) {
+        out.problems.push(e.to_string());
+    }
+    let _ = journal.update(|r| r.frozen_writers = None);
+}
+
+/// Steps 2 and 3: the view (only when the tmpfs at the target is this session's), then the
+/// scratch mounts in the session's own runtime directory.
+fn unmount_view_and_scratch(r: &Record, dry_run: bool, out: &mut SessionCleanup) {
+    let table = match MountTable::read() {
+        Ok(t) => t,
+        Err(e) => return out.problems.push(e.to_string()),
+    };
+    let mut below = Vec::new();
+    if r.view.is_some() {
+        match table.mounted_at(&r.target) {
+            Some(m) if m.source == r.session => below.extend(mounts_below(&table, &r.target)),
+            Some(m) => out.actions.push(format!(
+                "leave {:?} alone: mounted by {:?}, not by this session",
+                r.target, m.source
+            )),
+            None => {}
+        }
+    }
+    if r.runtime_dir.file_name().and_then(|n| n.to_str()) == Some(r.session.as_str()) {
+        below.extend(mounts_below(&table, &r.runtime_dir));
+    }
+    for p in below {
+        out.actions.push(format!("unmount {p:?}"));
         if !dry_run {
-            let writers = Writers {
-                config: WriterConfig {
-                    dirs: Vec::new(),
-                    timeout: Duration::from_secs(30),
-                    strict: false,
-                },
-                env: WriterEnv {
-                    session: r.session.clone(),
-                    target: r.target.clone(),
-                },
-                writers: fw
-                    .writers
-                    .iter()
-                    .map(|p| Writer {
-                        path: p.clone(),
-                        name: p
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                    })
-                    .collect(),
-            };
-            let sent = writers.writers.clone();
-            for e in writers.thaw(&sent, &fw.dirs) {
-                out.problems.push(e.to_string());
-            }
-            let _ = journal.update(|r| r.frozen_writers = None);
-        }
-    }
-    // 2. The view: only when the tmpfs at the target is this session's.
-    match MountTable::read() {
-        Err(e) => out.problems.push(e.to_string()),
-        Ok(table) => {
-            if r.view.is_some() {
-                match table.mounted_at(&r.target) {
-                    Some(m) if m.source == r.session => {
-                        for p in mounts_below(&table, &r.target) {
-                            out.actions.push(format!("unmount {p:?}"));
-                            if !dry_run {
-                                if let Err(e) = unmount_patiently(&p) {
-                                    out.problems.push(e);
-                                }
-                            }
-                        }
-                    }
-                    Some(m) => out.actions.push(format!(
-                        "leave {:?} alone: mounted by {:?}, not by this session",
-                        r.target, m.source
-                    )),
-                    None => {}
-                }
-            }
-            // 3. Scratch mounts in the session's own runtime directory.
-            if r.runtime_dir.file_name().and_then(|n| n.to_str()) == Some(r.session.as_str()) {
-                for p in mounts_below(&table, &r.runtime_dir) {
-                    out.actions.push(format!("unmount {p:?}"));
-                    if !dry_run {
-                        if let Err(e) = unmount_patiently(&p) {
-                            out.problems.push(e);
-                        }
-                    }
-                }
+            if let Err(e) = unmount_patiently(&p) {
+                out.problems.push(e);
             }
         }
     }
-    if !dry_run && out.problems.is_empty() {
-        let _ = journal.update(|r| r.view = None);
-    }
-    // 4. Snapshots, last made first.
+}
+
+/// Step 4: snapshots, last made first: only those named after the session, by their provider.
+fn remove_snapshots(
+    journal: &mut Journal,
+    r: &Record,
+    providers: &[Box<dyn Provider>],
+    dry_run: bool,
+    out: &mut SessionCleanup,
+) {
     for entry in r.snapshots.iter().rev() {
         let c = &entry.created;
         if !c.name.starts_with(&r.session) {
@@ -315,7 +318,16 @@ fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) 
             Err(e) => out.problems.push(format!("removing {}: {e}", c.name)),
         }
     }
-    // 5. The runtime directory and the journal itself.
+}
+
+/// Step 5: the runtime directory, the journal itself and the session's stale liveness
+/// tokens, once nothing else is left.
+fn remove_runtime_and_journal(
+    journal: Journal,
+    r: &Record,
+    dry_run: bool,
+    out: &mut SessionCleanup,
+) {
     if !dry_run && out.problems.is_empty() {
         match std::fs::remove_dir(&r.runtime_dir) {
             Ok(()) => {}
@@ -331,9 +343,8 @@ fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) 
         if let Err(e) = journal.remove() {
             out.problems.push(e.to_string());
         }
-        remove_stale_tokens(&r.session, &mut out);
+        remove_stale_tokens(&r.session, out);
     }
-    out
 }
 
 /// View tmpfs mounts named after a session that has no journal (lost, or a crash before it was

@@ -254,159 +254,27 @@ pub fn plan_request(
 }
 
 impl<'p> Session<'p> {
-    /// Runs every step up to a ready view. On failure everything made so far is undone.
+    /// Runs every step up to a ready view — preflight, recover, plan, then the session's own
+    /// steps ([`run_steps`](Self::run_steps)). On failure everything made so far is undone.
     pub fn start(
         request: SessionRequest,
         providers: &'p [Box<dyn Provider>],
         interrupt: &Interrupt,
     ) -> Result<Self, SessionError> {
         let mut v = validate(&request.dirs, &request.target).map_err(usage)?;
-        if !crate::sys::is_root() {
-            return Err(SessionError::new(
-                FailureKind::NotPermitted,
-                "must run as root: snapshots and mounts need CAP_SYS_ADMIN",
-            ));
-        }
-        // Something in the target at the first look sends the start down the slow path below.
-        let mut target_was_full = false;
-        if let Err(e) = check_target_empty(&v.target) {
-            target_was_full = true;
-            // It may show a dead view, which the cleanup below unmounts: not while we hold it.
-            v.target_dir = None;
-            if TargetLock::is_held(&request.runtime_dir, &v.target) {
-                return Err(SessionError::new(
-                    FailureKind::Busy,
-                    format!(
-                        "target {:?} is in use by another snapshot session",
-                        request.target
-                    ),
-                ));
-            }
-            // A view left by a dead session (its tmpfs carries a session id) is removed by the
-            // cleanup below; anything else in the target is the caller's mistake — unless it
-            // is gone by now: another process's cleanup may have been half-way through
-            // removing such a view (its mounts unmounted, not yet its tmpfs) at the first look.
-            let dead_view = MountTable::read().ok().is_some_and(|t| {
-                t.mounted_at(&v.target)
-                    .is_some_and(|m| crate::cleanup::is_session_id(&m.source))
-            });
-            if !dead_view && check_target_empty(&v.target).is_err() {
-                return Err(usage(e));
-            }
-        }
-        let lock = TargetLock::acquire(&request.runtime_dir, &v.target).map_err(|e| match e {
-            LockError::Busy { .. } => SessionError::new(FailureKind::Busy, e.to_string()),
-            LockError::Io { .. } => SessionError::new(FailureKind::Internal, e.to_string()),
-        })?;
-        // What dead sessions left behind goes first (DESIGN.md §3.3) — when there is any. The
-        // journals are listed first, which needs no mount table. The slow path — a dead
-        // session's journal, or a target that was not empty (a dead view, maybe without a
-        // journal) — reads the whole mount table, runs the cleanup with its orphan-view sweep
-        // and plans over that table (read again if the cleanup changed it). The normal start
-        // does no cleanup and looks up only the DIRs' mounts (statmount), so its planning does
-        // not grow with the machine's mount table; views that lost their journal are then left
-        // to `snapshot cleanup` and to the next slow-path start.
+        require_root()?;
+        let target_was_full = check_target_at_first_look(&request, &mut v)?;
+        let lock = lock_target(&request, &v)?;
         let t = Instant::now();
-        let internal = |e: crate::mountinfo::MountInfoError| {
-            SessionError::new(FailureKind::Internal, e.to_string())
-        };
-        let (table, lookup) =
-            if target_was_full || crate::cleanup::dead_sessions(&request.state_dir) {
-                // Read before the cleanup lists the journals (see `cleanup_with`).
-                let mut table = MountTable::read().map_err(internal)?;
-                let report = crate::cleanup::cleanup_with(
-                    Ok(table.clone()),
-                    &request.state_dir,
-                    providers,
-                    false,
-                    None,
-                );
-                if report.sessions.iter().any(|s| !s.live) {
-                    table = MountTable::read().map_err(internal)?;
-                }
-                for sc in report.sessions.iter().filter(|s| !s.live) {
-                    log::warn!(
-                        "cleaned up after dead session {}: {}",
-                        sc.session,
-                        sc.actions.join("; ")
-                    );
-                    for p in &sc.problems {
-                        log::warn!("cleaning up after {}: {p}", sc.session);
-                    }
-                }
-                (table, "mountinfo, startup cleanup".to_owned())
-            } else {
-                let (table, lookup) = MountTable::for_paths_via(&v.dirs).map_err(internal)?;
-                (table, lookup.to_string())
-            };
-        // Checked again under the lock and after the cleanup: a dead session's view is gone
-        // now, and a live session may have filled the target since the first look.
-        check_target_empty(&v.target).map_err(usage)?;
-        let target_dir = match v.target_dir.take() {
-            Some(fd) => fd,
-            // Released above: hold the directory itself now that the cleanup is done.
-            None => crate::sys::open_dir_nofollow(&v.target).map_err(|e| {
-                usage(ValidationError::TargetInaccessible(
-                    v.target.clone(),
-                    e.to_string(),
-                ))
-            })?,
-        };
-
+        let (table, lookup) = recover_or_look_up(&request, &v, providers, target_was_full)?;
+        let target_dir = hold_target(&mut v)?;
         let plan = crate::plan::plan(&v.dirs, &table, crate::sys::mount_id, providers)
             .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
         let plan_time = t.elapsed();
-        log::info!(
-            "planned in {:.2} ms ({lookup}; mounts in the table: {})",
-            plan_time.as_secs_f64() * 1e3,
-            table.mounts.len()
-        );
-        for pm in &plan.mounts {
-            let unit = &plan.units[pm.unit];
-            log::info!(
-                "{:?} ({} on {}): {}{}",
-                pm.mount.mount_point,
-                pm.mount.fstype,
-                pm.mount.source,
-                unit.provider,
-                if pm.declined.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (declined: {})",
-                        pm.declined
-                            .iter()
-                            .map(|d| format!("{}: {}", d.provider, d.reason))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                }
-            );
-        }
-        let unsnapshotted: Vec<_> = plan
-            .mounts
-            .iter()
-            .filter(|pm| !plan.units[pm.unit].consistent)
-            .map(|pm| format!("{:?}", pm.mount.mount_point))
-            .collect();
-        if !unsnapshotted.is_empty() {
-            if request.require_snapshot {
-                return Err(SessionError::new(
-                    FailureKind::Unavailable,
-                    format!(
-                        "no provider can snapshot {} (--require-snapshot); `snapshot plan` tells why",
-                        unsnapshotted.join(", ")
-                    ),
-                ));
-            }
-            log::warn!(
-                "no snapshot for {}: bind-mounted read-only instead; the backup of these is NOT consistent",
-                unsnapshotted.join(", ")
-            );
-        }
+        log_plan(&plan, plan_time, &lookup, table.mounts.len());
+        refuse_or_warn_unsnapshotted(&plan, request.require_snapshot)?;
 
         let id = new_session_id();
-        let runtime = request.runtime_dir.join(&id);
         // Root's alone (`/run/snapshot/live`): nobody else can make the session look alive.
         let token = crate::journal::LivenessToken::acquire(&id).map_err(|e| {
             SessionError::new(
@@ -418,8 +286,9 @@ impl<'p> Session<'p> {
         let units = plan.units.len();
         let mut session = Session {
             providers,
+            runtime: request.runtime_dir.join(&id),
             id,
-            dir_identities: v.dir_identities(),
+            dir_identities: v.dir_identities,
             dirs: v.dirs,
             target: v.target,
             target_dir,
@@ -427,7 +296,6 @@ impl<'p> Session<'p> {
             plan,
             created: vec![None; units],
             view: None,
-            runtime,
             intents: vec![None; units],
             journal: None,
             _token: token,
@@ -440,22 +308,25 @@ impl<'p> Session<'p> {
         };
         match session.run_steps(interrupt) {
             Ok(()) => Ok(session),
-            Err(mut e) => {
-                let report = session.teardown();
-                for p in &report.problems {
-                    log::error!("while undoing: {p}");
-                }
-                if !report.problems.is_empty() {
-                    e.kind = FailureKind::TeardownIncomplete;
-                    e.message = format!(
-                        "{}; and undoing it left things behind: {}",
-                        e.message,
-                        report.problems.join("; ")
-                    );
-                }
-                Err(e)
-            }
+            Err(e) => Err(session.undo(e)),
         }
+    }
+
+    /// Tears down what a failed start made; `e` then also says what could not be undone.
+    fn undo(self, mut e: SessionError) -> SessionError {
+        let report = self.teardown();
+        for p in &report.problems {
+            log::error!("while undoing: {p}");
+        }
+        if !report.problems.is_empty() {
+            e.kind = FailureKind::TeardownIncomplete;
+            e.message = format!(
+                "{}; and undoing it left things behind: {}",
+                e.message,
+                report.problems.join("; ")
+            );
+        }
+        e
     }
 
     fn check_interrupt(interrupt: &Interrupt) -> Result<(), SessionError> {
@@ -468,56 +339,73 @@ impl<'p> Session<'p> {
         }
     }
 
+    /// The session's steps once planned: journal intents, prepare, the frozen window
+    /// (writers freeze → create → writers thaw), record what was made, build the view.
     fn run_steps(&mut self, interrupt: &Interrupt) -> Result<(), SessionError> {
         Self::check_interrupt(interrupt)?;
-        let writers = match &self.request.writers {
-            Some(config) => Some(
-                Writers::discover(
-                    config.clone(),
-                    WriterEnv {
-                        session: self.id.clone(),
-                        target: self.target.clone(),
-                    },
-                )
-                .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?,
-            ),
-            None => None,
-        };
+        let writers = self.discover_writers()?;
+        let frozen = self.journal_intents(writers.as_ref())?;
+        self.prepare_units()?;
+        let watchdog = self.start_watchdog(frozen.as_ref())?;
+        let created = self.frozen_window(writers.as_ref(), watchdog);
+        self.record_created()?;
+        created?;
+        Self::check_interrupt(interrupt)?;
+        let t = Instant::now();
+        self.build_view()?;
+        self.timings.mount = t.elapsed();
+        Self::check_interrupt(interrupt)
+    }
 
-        // Journal every snapshot before it is made, and the writers before they are frozen:
-        // a crash from here on leaves a record that cleanup can undo.
-        let ctx_dir = self.runtime.clone();
-        for (i, unit) in self.plan.units.iter().enumerate() {
-            let provider = &self.providers[unit.provider_index];
-            let request = self.unit_request(i);
-            let ctx = SessionContext {
-                id: self.id.clone(),
-                index: i,
-                runtime_dir: ctx_dir.clone(),
-                guard: FreezeGuard::default(),
-            };
-            self.intents[i] = Some((unit.provider_index, provider.expected(&request, &ctx)));
+    /// The writer hooks to freeze, or none (`--no-writers`).
+    fn discover_writers(&self) -> Result<Option<Writers>, SessionError> {
+        let Some(config) = &self.request.writers else {
+            return Ok(None);
+        };
+        let env = WriterEnv {
+            session: self.id.clone(),
+            target: self.target.clone(),
+        };
+        Writers::discover(config.clone(), env)
+            .map(Some)
+            .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))
+    }
+
+    /// What providers see of the session for unit `index`.
+    fn context(&self, index: usize, guard: FreezeGuard) -> SessionContext {
+        SessionContext {
+            id: self.id.clone(),
+            index,
+            runtime_dir: self.runtime.clone(),
+            guard,
         }
-        let intents: Vec<SnapshotEntry> = self
-            .intents
-            .iter()
-            .flatten()
-            .map(|(_, c)| SnapshotEntry {
-                state: ObjectState::Intent,
-                created: c.clone(),
-            })
-            .collect();
+    }
+
+    /// Journals every snapshot before it is made, and the writers before they are frozen, in
+    /// one durable record written before anything exists (the scratch directory, the
+    /// snapshots to be, the writers to be frozen, the view): a crash from here on leaves a
+    /// record that cleanup can undo. Everything later only refines it. Returns the writers
+    /// to be frozen.
+    fn journal_intents(
+        &mut self,
+        writers: Option<&Writers>,
+    ) -> Result<Option<FrozenWriters>, SessionError> {
+        for i in 0..self.plan.units.len() {
+            let pi = self.plan.units[i].provider_index;
+            let expected = self.providers[pi].expected(
+                &self.unit_request(i),
+                &self.context(i, FreezeGuard::default()),
+            );
+            self.intents[i] = Some((pi, expected));
+        }
         let frozen = writers
-            .as_ref()
             .filter(|w| !w.writers.is_empty())
             .map(|w| FrozenWriters {
                 writers: w.writers.iter().map(|w| w.path.clone()).collect(),
                 dirs: self.dirs.clone(),
             });
-        // One durable record before anything exists: the scratch directory, the snapshots to
-        // be, the writers to be frozen, the view. Everything later only refines it.
         let mut record = Record::new(&self.id, &self.target, &self.runtime);
-        record.snapshots = intents;
+        record.snapshots = self.snapshot_entries();
         record.frozen_writers = frozen.clone();
         record.view = Some(ObjectState::Intent);
         self.journal = Some(
@@ -530,25 +418,55 @@ impl<'p> Session<'p> {
                 format!("creating {:?}: {e}", self.runtime),
             )
         })?;
-        // Whatever can be done before the frozen window is done now.
-        for i in 0..self.plan.units.len() {
-            let (pi, _) = self.intents[i].clone().expect("every unit has an intent");
-            let ctx = SessionContext {
-                id: self.id.clone(),
-                index: i,
-                runtime_dir: self.runtime.clone(),
-                guard: FreezeGuard::default(),
-            };
-            self.providers[pi]
-                .prepare(&self.unit_request(i), &ctx)
+        Ok(frozen)
+    }
+
+    /// Per unit, what was made (done) or else what may have been (intent).
+    fn snapshot_entries(&self) -> Vec<SnapshotEntry> {
+        self.created
+            .iter()
+            .zip(&self.intents)
+            .filter_map(|(c, i)| match (c, i) {
+                (Some((_, c)), _) => Some(SnapshotEntry {
+                    state: ObjectState::Done,
+                    created: c.clone(),
+                }),
+                (None, Some((_, i))) => Some(SnapshotEntry {
+                    state: ObjectState::Intent,
+                    created: i.clone(),
+                }),
+                (None, None) => None,
+            })
+            .collect()
+    }
+
+    /// Whatever can be done before the frozen window is done now (`Provider::prepare`).
+    fn prepare_units(&self) -> Result<(), SessionError> {
+        for (i, intent) in self.intents.iter().enumerate() {
+            let Some((pi, _)) = intent else { continue };
+            let provider = &self.providers[*pi];
+            provider
+                .prepare(
+                    &self.unit_request(i),
+                    &self.context(i, FreezeGuard::default()),
+                )
                 .map_err(|e| {
                     SessionError::new(
                         FailureKind::SnapshotFailed,
-                        format!("preparing {}: {e}", self.providers[pi].name()),
+                        format!("preparing {}: {e}", provider.name()),
                     )
                 })?;
         }
-        // The watchdog thaws the writers if this process dies before it does.
+        Ok(())
+    }
+
+    /// Starts the watchdog that thaws the writers (and filesystems a provider froze) if this
+    /// process dies before it does — when anything will be frozen — and hands it to the
+    /// providers through the freeze guard.
+    fn start_watchdog(
+        &mut self,
+        frozen: Option<&FrozenWriters>,
+    ) -> Result<Option<SharedWatchdog>, SessionError> {
         let freeze_timeout = self.request.freeze_timeout;
         let needs_watchdog = frozen.is_some()
             || self
@@ -564,33 +482,44 @@ impl<'p> Session<'p> {
                         format!("starting the freeze watchdog {exe:?}: {e}"),
                     )
                 })?;
-                if let Some(fw) = &frozen {
-                    w.send(&Message::WritersFreezing {
-                        writers: fw.writers.clone(),
-                        dirs: fw.dirs.clone(),
-                        session: self.id.clone(),
-                        target: self.target.clone(),
-                        timeout_ms: self
-                            .request
-                            .writers
-                            .as_ref()
-                            .map_or(freeze_timeout, |c| c.timeout)
-                            .as_millis() as u64,
-                        journal: self.journal.as_ref().map(|j| j.path().to_owned()),
-                    });
+                if let Some(fw) = frozen {
+                    w.send(&self.writers_freezing(fw));
                 }
                 Some(std::sync::Arc::new(std::sync::Mutex::new(w)))
             }
             _ => None,
         };
         self.guard = FreezeGuard::new(watchdog.clone(), freeze_timeout);
+        Ok(watchdog)
+    }
 
-        // The frozen window: writers freeze → snapshots → writers thaw, nothing else.
-        let t0 = Instant::now();
-        let outcome = writers
+    /// What the watchdog needs to thaw the writers on its own.
+    fn writers_freezing(&self, fw: &FrozenWriters) -> Message {
+        let timeout = self
+            .request
+            .writers
             .as_ref()
-            .map(|w| w.freeze(&self.dirs))
-            .unwrap_or_default();
+            .map_or(self.request.freeze_timeout, |c| c.timeout);
+        Message::WritersFreezing {
+            writers: fw.writers.clone(),
+            dirs: fw.dirs.clone(),
+            session: self.id.clone(),
+            target: self.target.clone(),
+            timeout_ms: timeout.as_millis() as u64,
+            journal: self.journal.as_ref().map(|j| j.path().to_owned()),
+        }
+    }
+
+    /// The frozen window: writers freeze → snapshots → writers thaw, nothing else. Every
+    /// writer sent `freeze` is sent `thaw` whatever creation did (no `?` and no panic path in
+    /// between); the watchdog is told and let go after.
+    fn frozen_window(
+        &mut self,
+        writers: Option<&Writers>,
+        watchdog: Option<SharedWatchdog>,
+    ) -> Result<(), SessionError> {
+        let t0 = Instant::now();
+        let outcome = writers.map(|w| w.freeze(&self.dirs)).unwrap_or_default();
         Fault::strike(self.request.fault.as_ref(), "after-writers-freeze");
         let created = match outcome.error {
             Some(e) => Err(SessionError::new(FailureKind::WriterFailed, e.to_string())),
@@ -603,7 +532,6 @@ impl<'p> Session<'p> {
         };
         // Writers log their own failures; thaw failures never stop the session.
         let _thaw_failures = writers
-            .as_ref()
             .map(|w| w.thaw(&outcome.sent, &self.dirs))
             .unwrap_or_default();
         self.timings.frozen = t0.elapsed();
@@ -614,39 +542,21 @@ impl<'p> Session<'p> {
                 w.finish();
             }
         }
-        // Outside the frozen window: record what was made.
-        let done: Vec<SnapshotEntry> = self
-            .created
-            .iter()
-            .zip(&self.intents)
-            .filter_map(|(c, i)| match (c, i) {
-                (Some((_, c)), _) => Some(SnapshotEntry {
-                    state: ObjectState::Done,
-                    created: c.clone(),
-                }),
-                (None, Some((_, i))) => Some(SnapshotEntry {
-                    state: ObjectState::Intent,
-                    created: i.clone(),
-                }),
-                (None, None) => None,
-            })
-            .collect();
-        self.journal_update(|r| {
-            r.snapshots = done;
-            r.frozen_writers = None;
-        })?;
         log::info!(
             "frozen window {:.1} ms (snapshot creation {:.1} ms)",
             self.timings.frozen.as_secs_f64() * 1e3,
             self.timings.create.as_secs_f64() * 1e3
         );
-        created?;
+        created
+    }
 
-        Self::check_interrupt(interrupt)?;
-        let t = Instant::now();
-        self.build_view()?;
-        self.timings.mount = t.elapsed();
-        Self::check_interrupt(interrupt)
+    /// Outside the frozen window: records what was made, and that no writer is frozen.
+    fn record_created(&mut self) -> Result<(), SessionError> {
+        let done = self.snapshot_entries();
+        self.journal_update(|r| {
+            r.snapshots = done;
+            r.frozen_writers = None;
+        })
     }
 
     /// Creates every unit, in parallel when there are several.
@@ -719,12 +629,7 @@ impl<'p> Session<'p> {
             .iter()
             .map(|&m| self.plan.mounts[m].mount.clone())
             .collect();
-        let ctx = SessionContext {
-            id: self.id.clone(),
-            index,
-            runtime_dir: self.runtime.clone(),
-            guard: self.guard.clone(),
-        };
+        let ctx = self.context(index, self.guard.clone());
         let mut pi = unit.provider_index;
         let mut request = UnitRequest {
             unit: unit.unit.clone(),
@@ -1026,6 +931,183 @@ impl<'p> Session<'p> {
         }
         report
     }
+}
+
+/// The watchdog, shared with the providers' freeze guards.
+type SharedWatchdog = std::sync::Arc<std::sync::Mutex<Watchdog>>;
+
+fn require_root() -> Result<(), SessionError> {
+    if crate::sys::is_root() {
+        return Ok(());
+    }
+    Err(SessionError::new(
+        FailureKind::NotPermitted,
+        "must run as root: snapshots and mounts need CAP_SYS_ADMIN",
+    ))
+}
+
+/// Preflight: a target with something in it is busy (another live session holds it), a dead
+/// session's view (removed by the recovery), or the caller's mistake. Returns whether it was
+/// not empty, which sends the start down the recovery's slow path.
+fn check_target_at_first_look(
+    request: &SessionRequest,
+    v: &mut crate::validate::Validated,
+) -> Result<bool, SessionError> {
+    let Err(e) = check_target_empty(&v.target) else {
+        return Ok(false);
+    };
+    // It may show a dead view, which the recovery unmounts: not while we hold it.
+    v.target_dir = None;
+    if TargetLock::is_held(&request.runtime_dir, &v.target) {
+        return Err(SessionError::new(
+            FailureKind::Busy,
+            format!(
+                "target {:?} is in use by another snapshot session",
+                request.target
+            ),
+        ));
+    }
+    // A view left by a dead session (its tmpfs carries a session id) is removed by the
+    // recovery; anything else in the target is the caller's mistake — unless it is gone by
+    // now: another process's cleanup may have been half-way through removing such a view (its
+    // mounts unmounted, not yet its tmpfs) at the first look.
+    let dead_view = MountTable::read().ok().is_some_and(|t| {
+        t.mounted_at(&v.target)
+            .is_some_and(|m| crate::cleanup::is_session_id(&m.source))
+    });
+    if !dead_view && check_target_empty(&v.target).is_err() {
+        return Err(usage(e));
+    }
+    Ok(true)
+}
+
+/// One session per target.
+fn lock_target(
+    request: &SessionRequest,
+    v: &crate::validate::Validated,
+) -> Result<TargetLock, SessionError> {
+    TargetLock::acquire(&request.runtime_dir, &v.target).map_err(|e| match e {
+        LockError::Busy { .. } => SessionError::new(FailureKind::Busy, e.to_string()),
+        LockError::Io { .. } => SessionError::new(FailureKind::Internal, e.to_string()),
+    })
+}
+
+/// Recovery, then the mounts to plan over. What dead sessions left behind goes first
+/// (docs/DESIGN.md §3.3) — when there is any. The journals are listed first, which needs no
+/// mount table. The slow path — a dead session's journal, or a target that was not empty (a
+/// dead view, maybe without a journal) — reads the whole mount table, runs the cleanup with
+/// its orphan-view sweep and plans over that table (read again if the cleanup changed it).
+/// The normal start does no cleanup and looks up only the DIRs' mounts (statmount), so its
+/// planning does not grow with the machine's mount table; views that lost their journal are
+/// then left to `snapshot cleanup` and to the next slow-path start. Returns the table and how
+/// it was read (for the log).
+fn recover_or_look_up(
+    request: &SessionRequest,
+    v: &crate::validate::Validated,
+    providers: &[Box<dyn Provider>],
+    target_was_full: bool,
+) -> Result<(MountTable, String), SessionError> {
+    let internal = |e: crate::mountinfo::MountInfoError| {
+        SessionError::new(FailureKind::Internal, e.to_string())
+    };
+    if !target_was_full && !crate::cleanup::dead_sessions(&request.state_dir) {
+        let (table, lookup) = MountTable::for_paths_via(&v.dirs).map_err(internal)?;
+        return Ok((table, lookup.to_string()));
+    }
+    // Read before the cleanup lists the journals (see `cleanup_with`).
+    let mut table = MountTable::read().map_err(internal)?;
+    let report = crate::cleanup::cleanup_with(
+        Ok(table.clone()),
+        &request.state_dir,
+        providers,
+        false,
+        None,
+    );
+    if report.sessions.iter().any(|s| !s.live) {
+        table = MountTable::read().map_err(internal)?;
+    }
+    for sc in report.sessions.iter().filter(|s| !s.live) {
+        log::warn!(
+            "cleaned up after dead session {}: {}",
+            sc.session,
+            sc.actions.join("; ")
+        );
+        for p in &sc.problems {
+            log::warn!("cleaning up after {}: {p}", sc.session);
+        }
+    }
+    Ok((table, "mountinfo, startup cleanup".to_owned()))
+}
+
+/// Checked again under the lock and after the recovery (a dead session's view is gone now,
+/// and a live session may have filled the target since the first look); returns the validated
+/// TARGET directory to build the view on — opened again when the first look let it go.
+fn hold_target(v: &mut crate::validate::Validated) -> Result<std::os::fd::OwnedFd, SessionError> {
+    check_target_empty(&v.target).map_err(usage)?;
+    match v.target_dir.take() {
+        Some(fd) => Ok(fd),
+        None => crate::sys::open_dir_nofollow(&v.target).map_err(|e| {
+            usage(ValidationError::TargetInaccessible(
+                v.target.clone(),
+                e.to_string(),
+            ))
+        }),
+    }
+}
+
+/// Logs the planning time and, per mount, the provider that takes it and those that declined.
+fn log_plan(plan: &Plan, took: Duration, lookup: &str, table_len: usize) {
+    log::info!(
+        "planned in {:.2} ms ({lookup}; mounts in the table: {table_len})",
+        took.as_secs_f64() * 1e3,
+    );
+    for pm in &plan.mounts {
+        let declined = if pm.declined.is_empty() {
+            String::new()
+        } else {
+            let reasons: Vec<_> = pm
+                .declined
+                .iter()
+                .map(|d| format!("{}: {}", d.provider, d.reason))
+                .collect();
+            format!(" (declined: {})", reasons.join("; "))
+        };
+        log::info!(
+            "{:?} ({} on {}): {}{declined}",
+            pm.mount.mount_point,
+            pm.mount.fstype,
+            pm.mount.source,
+            plan.units[pm.unit].provider,
+        );
+    }
+}
+
+/// Filesystems only the bind fallback takes: refused under `--require-snapshot` (before
+/// anything is frozen), otherwise a warning.
+fn refuse_or_warn_unsnapshotted(plan: &Plan, require_snapshot: bool) -> Result<(), SessionError> {
+    let unsnapshotted: Vec<_> = plan
+        .mounts
+        .iter()
+        .filter(|pm| !plan.units[pm.unit].consistent)
+        .map(|pm| format!("{:?}", pm.mount.mount_point))
+        .collect();
+    if unsnapshotted.is_empty() {
+        return Ok(());
+    }
+    if require_snapshot {
+        return Err(SessionError::new(
+            FailureKind::Unavailable,
+            format!(
+                "no provider can snapshot {} (--require-snapshot); `snapshot plan` tells why",
+                unsnapshotted.join(", ")
+            ),
+        ));
+    }
+    log::warn!(
+        "no snapshot for {}: bind-mounted read-only instead; the backup of these is NOT consistent",
+        unsnapshotted.join(", ")
+    );
+    Ok(())
 }
 
 /// `mkdir -m 0700 -p`, refusing a directory that is not root's alone (see

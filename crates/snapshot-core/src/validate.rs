@@ -28,27 +28,18 @@ pub enum ValidationError {
 }
 
 /// DIRs and TARGET after validation: canonical (symlinks resolved), DIRs deduplicated in the
-/// order given, each also held open (`O_PATH`, opened along the canonical path without
-/// following a symlink) so that later steps act on what was validated, not on whatever the
-/// path shows by then (README "Security").
+/// order given. Each was opened along its canonical path without following a symlink, so
+/// that later steps act on what was validated, not on whatever the path shows by then
+/// (README "Security"): TARGET stays open (the view goes on that directory), each DIR's
+/// identity is kept (what `run --in-place` covers must still be it).
 #[derive(Debug)]
 pub struct Validated {
     pub dirs: Vec<PathBuf>,
-    /// One per DIR, in the same order.
-    pub dir_fds: Vec<OwnedFd>,
+    /// Device and inode of each DIR as validated, in the same order.
+    pub dir_identities: Vec<(u64, u64)>,
     pub target: PathBuf,
     /// `None` once released (a descriptor of a dead view on TARGET would keep it busy).
     pub target_dir: Option<OwnedFd>,
-}
-
-impl Validated {
-    /// Device and inode of each DIR as validated.
-    pub fn dir_identities(&self) -> Vec<(u64, u64)> {
-        self.dir_fds
-            .iter()
-            .map(|fd| crate::sys::file_identity(fd.as_fd()).unwrap_or_default())
-            .collect()
-    }
 }
 
 /// Opens a canonical directory path without following symlinks: a path swapped between
@@ -80,7 +71,7 @@ pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, Validation
         return Err(ValidationError::NoDirs);
     }
     let mut out: Vec<PathBuf> = Vec::new();
-    let mut dir_fds = Vec::new();
+    let mut dir_identities = Vec::new();
     for dir in dirs {
         if !dir.is_absolute() {
             return Err(ValidationError::NotAbsolute(dir.clone()));
@@ -99,8 +90,10 @@ pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, Validation
         if !out.contains(&canon) {
             let fd = open_canonical(&canon)
                 .map_err(|reason| ValidationError::Inaccessible(dir.clone(), reason))?;
+            let identity = crate::sys::file_identity(fd.as_fd())
+                .map_err(|e| ValidationError::Inaccessible(dir.clone(), io_reason(&e)))?;
             out.push(canon);
-            dir_fds.push(fd);
+            dir_identities.push(identity);
         }
     }
     let meta = std::fs::metadata(target)
@@ -129,7 +122,7 @@ pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, Validation
         .map_err(|reason| ValidationError::TargetInaccessible(target.to_owned(), reason))?;
     Ok(Validated {
         dirs: out,
-        dir_fds,
+        dir_identities,
         target: canon_target,
         target_dir: Some(target_dir),
     })

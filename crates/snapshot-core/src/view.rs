@@ -261,12 +261,6 @@ impl View {
         })
     }
 
-    /// Mount points of the view (TARGET and the mounts in it), in the order made.
-    pub fn mount_points(&self) -> impl Iterator<Item = PathBuf> + '_ {
-        std::iter::once(self.target.clone())
-            .chain(self.mounts.iter().map(|m| self.path_for(&m.rel)))
-    }
-
     /// Unmounts everything, children before parents. A mount still busy after retries is
     /// detached lazily (it leaves the namespace at once) and reported.
     ///

@@ -4,7 +4,7 @@
 //! the filesystems; a filesystem frozen longer than its deadline is thawed at once whatever
 //! the session does — a frozen filesystem blocks every writer on the machine.
 
-use crate::writers::{Writer, WriterConfig, WriterEnv, Writers};
+use crate::writers::{WriterEnv, Writers};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -267,25 +267,11 @@ pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
             } => {
                 _token = crate::journal::LivenessToken::acquire(&token_name(&session)).ok();
                 pending.journal = journal;
-                let writers = writers
-                    .into_iter()
-                    .map(|path| Writer {
-                        name: path
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                        path,
-                    })
-                    .collect();
-                let w = Writers {
-                    config: WriterConfig {
-                        dirs: Vec::new(),
-                        timeout: Duration::from_millis(timeout_ms),
-                        strict: false,
-                    },
-                    env: WriterEnv { session, target },
-                    writers,
-                };
+                let w = Writers::recorded(
+                    &writers,
+                    Duration::from_millis(timeout_ms),
+                    WriterEnv { session, target },
+                );
                 pending.writers = Some((w, dirs));
             }
             Message::WritersThawed => pending.writers = None,

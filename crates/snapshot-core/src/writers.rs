@@ -105,6 +105,30 @@ pub struct Writers {
 }
 
 impl Writers {
+    /// The writers a journal or the watchdog's message recorded as frozen (their paths, in
+    /// freeze order), to send them `thaw` from another process; `timeout` per invocation.
+    pub fn recorded(paths: &[PathBuf], timeout: Duration, env: WriterEnv) -> Self {
+        let writers = paths
+            .iter()
+            .map(|path| Writer {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path: path.clone(),
+            })
+            .collect();
+        Writers {
+            config: WriterConfig {
+                dirs: Vec::new(),
+                timeout,
+                strict: false,
+            },
+            env,
+            writers,
+        }
+    }
+
     /// Finds the writers in `config.dirs`; a missing directory holds none.
     pub fn discover(config: WriterConfig, env: WriterEnv) -> Result<Self, WriterError> {
         // (raw file name, directory index, path): the raw name gives byte order.
