@@ -82,6 +82,7 @@ use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
 use snapshot_core::sys::DetachedMount;
+use snapshot_core::watchdog::FreezeGuard;
 use snapshot_core::{sys, trust, Mount, MountTable};
 use std::fs::File;
 use std::io;
@@ -723,6 +724,40 @@ fn freeze_and_copy(copies: Vec<Copy>, ctx: &SessionContext) -> Result<Vec<Copy>,
             return Err(e);
         }
     };
+    let order = match order_of(&pending) {
+        Ok(o) => o,
+        Err(e) => {
+            discard(&pending);
+            return Err(ProviderError::Other(e));
+        }
+    };
+    let window = frozen_window(&pending, &order, &ctx.guard);
+    window.log();
+    let mut failure = window.failure;
+    record_copy_devices(&mut pending, window.outputs, &mut failure);
+    let timeout = ctx.guard.timeout();
+    if failure.is_none() && !timeout.is_zero() && window.held >= timeout {
+        failure = Some(ProviderError::Other(format!(
+            "the filesystems stayed frozen {:.1} s, past --freeze-timeout {:.1} s: the watchdog \
+             may have thawed them mid-copy, so the copy is not a point in time",
+            window.held.as_secs_f64(),
+            timeout.as_secs_f64()
+        )));
+    }
+    if failure.is_none() && !window.thaw_errors.is_empty() {
+        failure = Some(ProviderError::Other(window.thaw_errors.join("; ")));
+    }
+    match failure {
+        None => Ok(pending.into_iter().map(|p| p.copy).collect()),
+        Some(e) => {
+            discard(&pending);
+            Err(e)
+        }
+    }
+}
+
+/// The order to freeze in: a filesystem holding another's backing file after it.
+fn order_of(pending: &[Pending]) -> Result<Vec<usize>, String> {
     let items: Vec<(u64, Option<u64>)> = pending
         .iter()
         .map(|p| {
@@ -735,124 +770,152 @@ fn freeze_and_copy(copies: Vec<Copy>, ctx: &SessionContext) -> Result<Vec<Copy>,
             (dev, backing_dev)
         })
         .collect();
-    let order = match freeze_order(&items) {
-        Ok(o) => o,
-        Err(e) => {
-            discard(&pending);
-            return Err(ProviderError::Other(e));
-        }
-    };
+    freeze_order(&items)
+}
 
-    // The frozen window: nothing but the ioctls (or the command) and the watchdog messages.
-    let guard = &ctx.guard;
-    let mut frozen: Vec<usize> = Vec::new();
-    let mut w = Window::default();
-    let mut outputs: Vec<(usize, Result<String, ProviderError>)> = Vec::new();
+/// What happened in the frozen window.
+#[derive(Debug)]
+struct WindowOutcome {
+    /// Indices into `pending` that were frozen, in order.
+    frozen: Vec<usize>,
+    /// Per copy attempted: the command's output (empty for a clone) or the error.
+    outputs: Vec<(usize, Result<String, ProviderError>)>,
+    /// A FIFREEZE that failed.
+    failure: Option<ProviderError>,
+    thaw_errors: Vec<String>,
+    /// First FIFREEZE to last FITHAW.
+    held: Duration,
+    timings: Window,
+}
+
+/// The frozen window: nothing but the ioctls (or the command) and the watchdog messages. Each
+/// filesystem is frozen and copied in `order`, stopping at the first failure; every one
+/// frozen is thawed, whatever happened (no early return, no panic path in between).
+fn frozen_window(pending: &[Pending], order: &[usize], guard: &FreezeGuard) -> WindowOutcome {
+    let mut out = WindowOutcome {
+        frozen: Vec::new(),
+        outputs: Vec::new(),
+        failure: None,
+        thaw_errors: Vec::new(),
+        held: Duration::ZERO,
+        timings: Window::default(),
+    };
     let start = Instant::now();
-    let mut failure: Option<ProviderError> = None;
-    for &i in &order {
+    for &i in order {
         let p = &pending[i];
         guard.freezing(&p.copy.mount_point);
         let t = Instant::now();
         if let Err(e) = sys::freeze_filesystem(&p.copy.mount_point) {
             guard.thawed(&p.copy.mount_point);
-            failure = Some(ProviderError::io(
+            out.failure = Some(ProviderError::io(
                 format!("freezing {} (FIFREEZE)", p.copy.mount_point.display()),
                 e,
             ));
             break;
         }
-        w.freeze += t.elapsed();
-        frozen.push(i);
+        out.timings.freeze += t.elapsed();
+        out.frozen.push(i);
         let t = Instant::now();
-        let r = match (&p.files, &p.copy.method) {
-            (Some((src, dest)), Method::Clone { backing, clone, .. }) => sys::clone_file(src, dest)
-                .map(|()| String::new())
-                .map_err(|e| {
-                    ProviderError::io(
-                        format!(
-                            "cloning {} to {} (FICLONE)",
-                            backing.display(),
-                            clone.display()
-                        ),
-                        e,
-                    )
-                }),
-            (_, Method::Command { command, name, .. }) => {
-                run_command_create(command, &p.copy.device, name)
-            }
-            (None, Method::Clone { .. }) => unreachable!("prepare opened every clone"),
-        };
-        w.copy += t.elapsed();
+        let r = copy_one(p);
+        out.timings.copy += t.elapsed();
         let failed = r.is_err();
-        outputs.push((i, r));
+        out.outputs.push((i, r));
         if failed {
             break;
         }
     }
-    let held = start.elapsed();
+    out.held = start.elapsed();
     let t = Instant::now();
-    let mut thaw_errors = Vec::new();
+    out.thaw_errors = thaw_all(pending, &out.frozen, guard);
+    out.timings.thaw = t.elapsed();
+    out.timings.total = start.elapsed();
+    out
+}
+
+/// Copies one frozen filesystem: FICLONE of its backing file, or the configured command.
+fn copy_one(p: &Pending) -> Result<String, ProviderError> {
+    match (&p.files, &p.copy.method) {
+        (Some((src, dest)), Method::Clone { backing, clone, .. }) => sys::clone_file(src, dest)
+            .map(|()| String::new())
+            .map_err(|e| {
+                ProviderError::io(
+                    format!(
+                        "cloning {} to {} (FICLONE)",
+                        backing.display(),
+                        clone.display()
+                    ),
+                    e,
+                )
+            }),
+        (_, Method::Command { command, name, .. }) => {
+            run_command_create(command, &p.copy.device, name)
+        }
+        // `prepare` opens every clone's files; an error, not a panic, inside the window.
+        (None, Method::Clone { clone, .. }) => Err(ProviderError::Other(format!(
+            "{}: its files were not opened before the window",
+            clone.display()
+        ))),
+    }
+}
+
+/// Thaws what was frozen, last first; returns what could not be thawed (the watchdog still
+/// has those and thaws them at their deadline).
+fn thaw_all(pending: &[Pending], frozen: &[usize], guard: &FreezeGuard) -> Vec<String> {
+    let mut errors = Vec::new();
     for &i in frozen.iter().rev() {
         let mp = &pending[i].copy.mount_point;
         if let Err(e) = sys::thaw_filesystem(mp) {
-            // The watchdog still has it and thaws it at its deadline.
-            thaw_errors.push(format!("thawing {} (FITHAW): {e}", mp.display()));
+            errors.push(format!("thawing {} (FITHAW): {e}", mp.display()));
             continue;
         }
         guard.thawed(mp);
     }
-    w.thaw = t.elapsed();
-    w.total = start.elapsed();
-    // Outside the window: log and check.
-    log::debug!(
-        "freeze: {} filesystem(s) frozen {:.3} ms (FIFREEZE {:.3} ms, copy {:.3} ms, FITHAW {:.3} ms)",
-        frozen.len(),
-        w.total.as_secs_f64() * 1e3,
-        w.freeze.as_secs_f64() * 1e3,
-        w.copy.as_secs_f64() * 1e3,
-        w.thaw.as_secs_f64() * 1e3
-    );
-    for e in &thaw_errors {
-        log::error!("freeze: {e}");
-    }
-    for (i, r) in outputs {
-        match r {
-            Ok(out) => {
-                if let Method::Command { copy_device, .. } = &mut pending[i].copy.method {
-                    match parse_copy_device(&out) {
-                        Ok(dev) => *copy_device = Some(dev),
-                        Err(e) => {
-                            failure.get_or_insert(ProviderError::Other(format!(
-                                "freeze command for {}: {e}",
-                                pending[i].copy.device.display()
-                            )));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
+    errors
+}
+
+impl WindowOutcome {
+    /// Outside the window: the timings and what could not be thawed.
+    fn log(&self) {
+        let w = &self.timings;
+        log::debug!(
+            "freeze: {} filesystem(s) frozen {:.3} ms (FIFREEZE {:.3} ms, copy {:.3} ms, FITHAW {:.3} ms)",
+            self.frozen.len(),
+            w.total.as_secs_f64() * 1e3,
+            w.freeze.as_secs_f64() * 1e3,
+            w.copy.as_secs_f64() * 1e3,
+            w.thaw.as_secs_f64() * 1e3
+        );
+        for e in &self.thaw_errors {
+            log::error!("freeze: {e}");
         }
     }
-    let timeout = guard.timeout();
-    if failure.is_none() && !timeout.is_zero() && held >= timeout {
-        failure = Some(ProviderError::Other(format!(
-            "the filesystems stayed frozen {:.1} s, past --freeze-timeout {:.1} s: the watchdog \
-             may have thawed them mid-copy, so the copy is not a point in time",
-            held.as_secs_f64(),
-            timeout.as_secs_f64()
-        )));
-    }
-    if failure.is_none() && !thaw_errors.is_empty() {
-        failure = Some(ProviderError::Other(thaw_errors.join("; ")));
-    }
-    match failure {
-        None => Ok(pending.into_iter().map(|p| p.copy).collect()),
-        Some(e) => {
-            discard(&pending);
-            Err(e)
+}
+
+/// The copy device each command printed, recorded in its copy; the first failure is kept.
+fn record_copy_devices(
+    pending: &mut [Pending],
+    outputs: Vec<(usize, Result<String, ProviderError>)>,
+    failure: &mut Option<ProviderError>,
+) {
+    for (i, r) in outputs {
+        let out = match r {
+            Ok(out) => out,
+            Err(e) => {
+                failure.get_or_insert(e);
+                continue;
+            }
+        };
+        let device = pending[i].copy.device.clone();
+        if let Method::Command { copy_device, .. } = &mut pending[i].copy.method {
+            match parse_copy_device(&out) {
+                Ok(dev) => *copy_device = Some(dev),
+                Err(e) => {
+                    failure.get_or_insert(ProviderError::Other(format!(
+                        "freeze command for {}: {e}",
+                        device.display()
+                    )));
+                }
+            }
         }
     }
 }
