@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN.md §3.3, issue 5) through the real binary (loop tier: root).
+//! Crash safety (docs/DESIGN.md §3.3, issue 5) through the real binary (loop tier: root).
 //!
 //! The tool is killed (SIGKILL) or terminated (SIGTERM) at every fault-injection step while
 //! it snapshots a btrfs filesystem (a real snapshot), an ext4 one (the bind fallback) and runs
@@ -549,7 +549,7 @@ fn next_session_cleans_up_after_a_killed_one() {
 ///
 /// - subvolumes `snapshot-decoy` and `.snapshot-snapshot-deadbeef-0`: no journal names them.
 ///   Cleanup removes snapshots only from journals; the name prefix alone is trusted for view
-///   tmpfs mounts, never for snapshots (DESIGN.md §3.3: a journal *or* the prefix permits a
+///   tmpfs mounts, never for snapshots (docs/DESIGN.md §3.3: a journal *or* the prefix permits a
 ///   removal, it never obliges one);
 /// - a tmpfs with source `snapshot-nothex1`: not a session id;
 /// - a live session's view (tmpfs named with its id) and snapshot: its journal is this

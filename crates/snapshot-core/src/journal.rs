@@ -1,4 +1,4 @@
-//! The session journal (DESIGN.md §3.3): one JSON file per session under
+//! The session journal (docs/DESIGN.md §3.3): one JSON file per session under
 //! `/var/lib/snapshot/sessions/` (persistent: snapshots survive a reboot, `/run` does not).
 //! Every object is recorded *before* it is created and updated after; every write is atomic
 //! (write, fsync, rename, fsync the directory), so a crash at any instant leaves a record that

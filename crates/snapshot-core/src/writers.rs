@@ -1,4 +1,4 @@
-//! Writer hooks (DESIGN.md §2.2): executables that flush and pause applications on `freeze`
+//! Writer hooks (docs/DESIGN.md §2.2): executables that flush and pause applications on `freeze`
 //! and let them go on `thaw`, compatible with the QEMU guest agent's fsfreeze hooks.
 //!
 //! Each writer runs as `WRITER freeze|thaw DIR...` in its own process group, with stdin from

@@ -1,6 +1,6 @@
 //! freeze: a point-in-time copy of a filesystem that has no snapshots of its own (XFS, ext4,
 //! ext3) — quiesce it with `FIFREEZE`, copy the block device underneath, `FITHAW` at once
-//! (DESIGN.md §3.2).
+//! (docs/DESIGN.md §3.2).
 //!
 //! # Taking a filesystem
 //!

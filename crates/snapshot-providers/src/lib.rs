@@ -28,7 +28,7 @@ pub struct ProviderConfig {
     pub freeze_command: Option<std::path::PathBuf>,
 }
 
-/// The providers in the order they are tried (DESIGN.md §3.1).
+/// The providers in the order they are tried (docs/DESIGN.md §3.1).
 pub fn providers(config: &ProviderConfig) -> Vec<Box<dyn Provider>> {
     let scripts = config
         .scripts_dir

@@ -1,5 +1,5 @@
 //! Compatibility with the original tool's provider scripts in `/usr/lib/snapshot/filesystems.d`
-//! (DESIGN.md §2.3): `SCRIPT snapshot SOURCE TARGET` snapshots the filesystem mounted at SOURCE
+//! (docs/DESIGN.md §2.3): `SCRIPT snapshot SOURCE TARGET` snapshots the filesystem mounted at SOURCE
 //! and mounts the snapshot at TARGET, exit 0 meaning "handled"; `SCRIPT remove SOURCE TARGET`
 //! undoes it. Scripts are tried in lexical order; the first that handles a filesystem wins.
 //!

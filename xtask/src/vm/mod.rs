@@ -1,4 +1,4 @@
-//! `cargo xtask vm-test`: the VM tier (DESIGN.md §4 tier 3). Boots a throwaway QEMU guest
+//! `cargo xtask vm-test`: the VM tier (docs/DESIGN.md §4 tier 3). Boots a throwaway QEMU guest
 //! (Debian 12 kernel and userland, TCG: KVM hangs on these machines) whose init runs the
 //! project's guest-only integration tests (`crates/snapshot-cli/tests/{lvm,zfs}.rs`, built
 //! with `--features vm-tests`) as root against device-mapper and ZFS, then powers off.

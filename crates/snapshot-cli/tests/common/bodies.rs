@@ -1,4 +1,4 @@
-//! Provider test bodies shared by the tiers (DESIGN.md §4: one body, several fixtures): the
+//! Provider test bodies shared by the tiers (docs/DESIGN.md §4: one body, several fixtures): the
 //! loop tier runs them on loop-device filesystems, the VM tier on LVs. A body takes mounted
 //! filesystems (`MountedFs`) and the provider each is expected to get, and checks the
 //! contract end to end through the real binary.
