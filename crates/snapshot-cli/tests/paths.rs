@@ -208,3 +208,74 @@ fn dir_swapped_for_a_symlink_before_the_snapshot() {
         assert_no_journal(&rt);
     }
 }
+
+/// A DIR that is a bind mount of a directory deep inside a btrfs filesystem (its mount root is
+/// `/users/alice/sub/x`): the view clones that directory out of the snapshot, looked up beneath
+/// the snapshot's root. During the frozen window the user who owns `sub`'s parent replaces
+/// `sub` with a symlink to a root-only directory holding an `x` of its own; the snapshot then
+/// holds the symlink, and following it would mount the live secret in the view. The session
+/// refuses (73) saying the path changed, and leaves nothing. Positive control: no swap.
+#[test]
+fn bind_mount_root_swapped_for_a_symlink_inside_the_snapshot() {
+    if !require_privileges("bind_mount_root_swapped_for_a_symlink_inside_the_snapshot") {
+        return;
+    }
+    for attack in [false, true] {
+        let scratch = reachable_scratch("swap-root");
+        let m = scratch.join("m");
+        let _fs = LoopFs::new("swap-root", FsKind::Btrfs, 128, &m).unwrap();
+        set_mode(&m, 0o755);
+        let alice = m.join("users/alice");
+        let x = alice.join("sub/x");
+        std::fs::create_dir_all(&x).unwrap();
+        std::fs::write(x.join("notes"), "alice's notes\n").unwrap();
+        chown_user(&alice);
+        chown_user(&alice.join("sub"));
+        let secret_parent = scratch.join("secret-parent");
+        std::fs::create_dir_all(secret_parent.join("x")).unwrap();
+        std::fs::write(secret_parent.join("x/notes"), "root's secret\n").unwrap();
+        set_mode(&secret_parent, 0o700);
+        let srv = scratch.join("srv");
+        std::fs::create_dir(&srv).unwrap();
+        let _bind = snapshot_testkit::TestMount::new(&["--bind", s(&x)], &srv).unwrap();
+        let swap = if attack {
+            format!(
+                "mv {a}/sub {a}/sub.old && ln -s {p} {a}/sub",
+                a = s(&alice),
+                p = s(&secret_parent)
+            )
+        } else {
+            "true".to_owned()
+        };
+        let hooks = scratch.join("hooks");
+        hook_as_user(&hooks, &swap);
+        let target = scratch.join("T");
+        std::fs::create_dir(&target).unwrap();
+        let rt = scratch.join("run");
+        let mut run = Running::start(
+            &["--writers-dir", s(&hooks), "-t", s(&target), s(&srv)],
+            &rt,
+        );
+        let ready = run.ready();
+        let seen = if ready == "done\n" {
+            std::fs::read_to_string(in_view(&target, &srv).join("notes")).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let (status, stderr) = run.finish();
+        if attack {
+            assert_eq!(status.code(), Some(73), "{stderr}");
+            assert!(
+                stderr.contains("changed during the session: a symlink is on its path"),
+                "{stderr}"
+            );
+            assert!(seen.is_empty(), "the view showed {seen:?}");
+        } else {
+            assert_eq!(status.code(), Some(0), "positive control: {stderr}");
+            assert_eq!(seen, "alice's notes\n");
+        }
+        assert!(!seen.contains("root's secret"), "the secret leaked: {seen}");
+        assert_clean(&target);
+        assert_no_journal(&rt);
+    }
+}

@@ -313,7 +313,16 @@ fn mount_setattr(fd: BorrowedFd<'_>, attr_set: u64, propagation: u64) -> io::Res
 /// lie in the snapshot, where a user may have put a symlink before the snapshot instant.
 pub fn clone_beneath(root: &Path, rel: &Path) -> io::Result<DetachedMount> {
     let base = open_dir_nofollow(root)?;
-    let dir = open_dir_beneath(base.as_fd(), rel, false)?;
+    let dir = open_dir_beneath(base.as_fd(), rel, false).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{:?} in the snapshot changed during the session: {}",
+                rel,
+                lookup_failure(&e)
+            ),
+        )
+    })?;
     DetachedMount::clone_readonly(dir.as_fd())
 }
 
