@@ -39,6 +39,14 @@ remove)
     for dev in $copy; do
         losetup --detach "$dev" 2>/dev/null || true
     done
+    # A device some other program holds open for a moment (a tool probing every block device,
+    # like mkfs.btrfs or blkid) is only detached once it is closed: wait for that (at most
+    # 10 s), so that a removed copy is gone.
+    i=0
+    while [ $i -lt 100 ] && [ -n "$(losetup --noheadings --output NAME --associated "$COPY_DIR/$name.img" 2>/dev/null)" ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
     rm -f "$COPY_DIR/$name.img"
     ;;
 *)

@@ -274,6 +274,12 @@ create)
     ;;
 remove)
     if [ -n "$4" ]; then losetup -d "$4" || true; fi
+    # Detached only once closed, when a tool probing every block device (mkfs.btrfs in a
+    # parallel test) holds it for a moment: wait for that, as a careful command would.
+    i=0
+    while [ $i -lt 100 ] && [ -n "$(losetup --noheadings --output NAME --associated "{d}/$3.img")" ]; do
+        sleep 0.1; i=$((i + 1))
+    done
     rm -f "{d}/$3.img"
     ;;
 *) exit 2 ;;
