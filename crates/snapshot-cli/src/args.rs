@@ -3,7 +3,7 @@
 use clap::Args;
 use snapshot_core::session::{Fault, SessionRequest};
 use snapshot_core::writers::{WriterConfig, DEFAULT_DIRS};
-use snapshot_providers::ProviderConfig;
+use snapshot_providers::{ProviderConfig, ProviderOrder};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,12 +42,13 @@ pub struct SessionArgs {
     #[arg(long)]
     pub strict_writers: bool,
 
-    /// Time each writer hook gets for freeze or thaw before its process group is killed
-    /// (seconds, or with a unit: 500ms, 30s, 2m).
+    /// Time each writer hook gets for freeze or thaw, and each provider script for one call,
+    /// before its process group is killed (seconds, or with a unit: 500ms, 30s, 2m).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub freeze_timeout: Duration,
 
-    /// Directory of filesystems.d provider scripts (`SCRIPT snapshot|remove SOURCE TARGET`).
+    /// Directory of filesystems.d provider scripts (`SCRIPT snapshot|remove SOURCE TARGET`,
+    /// the snapshot mounted at "$TARGET$SOURCE").
     #[arg(long, value_name = "DIR")]
     pub scripts_dir: Option<PathBuf>,
 
@@ -62,6 +63,13 @@ pub struct SessionArgs {
     #[arg(long, value_name = "PATH")]
     pub freeze_command: Option<PathBuf>,
 
+    /// Providers that may snapshot a filesystem, in the order they are tried, comma-separated
+    /// (default: zfs,btrfs,lvm-thin,lvm,freeze,script,bind). Those left out are not used; the
+    /// bind fallback always comes last (listed last or not at all) and is governed by
+    /// --require-snapshot.
+    #[arg(long, value_name = "LIST")]
+    pub providers: Option<ProviderOrder>,
+
     /// Configuration file with defaults for these options (a command-line value wins);
     /// default /etc/snapshot/snapshot.toml when it exists.
     #[arg(long, value_name = "FILE")]
@@ -74,6 +82,11 @@ pub struct SessionArgs {
     /// Directory for session journals (persistent: snapshots survive a reboot).
     #[arg(long, value_name = "DIR", default_value = snapshot_core::journal::STATE_DIR, hide = true)]
     pub state_dir: PathBuf,
+
+    /// The configuration file's `writable` list (for `run --in-place`, whose `--writable`
+    /// is not a session option).
+    #[arg(skip)]
+    pub config_writable: Vec<PathBuf>,
 
     /// Testing aid: honour SNAPSHOT_FAULT=STEP[:kill|:stop] (crash-safety tests). Without this
     /// flag the variable is ignored, so it cannot strike by accident.
@@ -127,6 +140,8 @@ impl SessionArgs {
             scripts_dir: self.scripts_dir.clone(),
             lvm_size: self.lvm_size,
             freeze_command: self.freeze_command.clone(),
+            order: self.providers.clone().unwrap_or_default(),
+            script_timeout: self.freeze_timeout,
         }
     }
 }

@@ -85,9 +85,17 @@ pub struct RunArgs {
     /// Run CMD in a private mount namespace where each DIR shows its snapshot at its own
     /// path (read-only), so that the backup records the real paths; the binds vanish with
     /// the namespace. Binds are non-recursive, like the view: a filesystem below a DIR that
-    /// is not itself a DIR shows as an empty directory. `/` cannot be a DIR here.
+    /// is not itself a DIR shows as an empty directory. With `/` among the DIRs, CMD's root
+    /// is the view, with the live /proc, /sys, /dev, /run and /tmp bound into it.
     #[arg(long)]
     pub in_place: bool,
+
+    /// With --in-place: bind this live directory writable at its own path, over the
+    /// snapshots (the backup program's cache, a local repository); repeatable. Default (also
+    /// when given): ~/.cache and ~/.config/borg where they exist, for a root-owned home. The
+    /// backup shows these live, not as snapshotted: exclude them.
+    #[arg(long, value_name = "PATH", requires = "in_place")]
+    pub writable: Vec<PathBuf>,
 
     /// The command to run while the view is mounted (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -97,7 +105,10 @@ pub struct RunArgs {
 const RUN_EXAMPLES: &str = "\
 Examples:
   snapshot run -t /mnt/view /srv -- restic backup /mnt/view/srv
-  snapshot run --in-place /srv /home -- restic backup /srv /home";
+  snapshot run --in-place /srv /home -- restic backup /srv /home
+  snapshot run --in-place --writable /srv/restic-repo / /home -- \\
+      restic -r /srv/restic-repo backup --one-file-system --exclude-caches \\
+      --exclude /srv/restic-repo / /home";
 
 #[derive(Debug, clap::Args)]
 pub struct CleanupArgs {

@@ -23,6 +23,9 @@ pub struct Config {
     pub scripts_dir: Option<PathBuf>,
     pub lvm_size: Option<String>,
     pub freeze_command: Option<PathBuf>,
+    pub providers: Option<Vec<String>>,
+    /// `snapshot run --in-place --writable` (used when the command line names none).
+    pub writable: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,15 @@ impl Config {
         if let (Some(v), false) = (&self.freeze_command, from_cli("freeze_command")) {
             args.freeze_command = Some(v.clone());
         }
+        if let (Some(v), false) = (&self.providers, from_cli("providers")) {
+            args.providers = Some(
+                snapshot_providers::ProviderOrder::new(v)
+                    .map_err(|e| invalid("providers", e.to_string()))?,
+            );
+        }
+        if let Some(v) = &self.writable {
+            args.config_writable = v.clone();
+        }
         Ok(())
     }
 }
@@ -180,6 +192,23 @@ mod tests {
     }
 
     #[test]
+    fn providers_from_the_file_unless_on_the_command_line() {
+        let cfg = "providers = [\"script\", \"btrfs\"]\n";
+        let a = with(cfg, &["/d"]).unwrap();
+        assert_eq!(
+            a.provider_config().order.names(),
+            ["script", "btrfs", "bind"]
+        );
+        let b = with(cfg, &["--providers", "lvm,zfs", "/d"]).unwrap();
+        assert_eq!(b.provider_config().order.names(), ["lvm", "zfs", "bind"]);
+        let c = with("", &["/d"]).unwrap();
+        assert_eq!(
+            c.provider_config().order,
+            snapshot_providers::ProviderOrder::default()
+        );
+    }
+
+    #[test]
     fn bad_files_name_the_file_and_the_key() {
         let e = with("targt = \"/x\"\n", &["/d"]).unwrap_err().to_string();
         assert!(e.contains("snapshot.toml") && e.contains("targt"), "{e}");
@@ -191,6 +220,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lvm_size"), "{e}");
+        let e = with("providers = [\"script\", \"btrfz\"]\n", &["/d"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("providers: unknown provider \"btrfz\""), "{e}");
+        let e = with("providers = [\"bind\", \"zfs\"]\n", &["/d"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("providers: bind is the fallback"), "{e}");
         let e = Config::load(Some(Path::new("/nonexistent/snapshot.toml")))
             .unwrap_err()
             .to_string();

@@ -45,7 +45,7 @@ fn applied(cfg: &Config, path: &Path) -> Result<SessionArgs, ConfigError> {
     Ok(cli.session)
 }
 
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
     "target",
     "require_snapshot",
     "writers_dirs",
@@ -55,6 +55,7 @@ const KEYS: [&str; 9] = [
     "scripts_dir",
     "lvm_size",
     "freeze_command",
+    "providers",
 ];
 
 /// A TOML value of any type, often a plausible one.

@@ -6,7 +6,7 @@ use crate::exit;
 use snapshot_core::session::{
     FailureKind, Interrupt, Manifest, Session, SessionError, TeardownReport,
 };
-use snapshot_core::sys::InPlaceBind;
+use snapshot_core::sys::{InPlace, LiveBind};
 use snapshot_core::Provider;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -30,8 +30,31 @@ pub enum HoldUntil {
 pub struct RunCommand {
     pub argv: Vec<std::ffi::OsString>,
     /// `--in-place`: run it in a private mount namespace where each DIR's snapshot covers
-    /// the DIR itself.
+    /// the DIR itself (with `/` among the DIRs: whose root is the view).
     pub in_place: bool,
+    /// `--in-place`: live directories bound writable at their own paths (canonical), over
+    /// the snapshots: the program's cache, a local repository.
+    pub writable: Vec<PathBuf>,
+}
+
+/// Live filesystems a command needs whatever it backs up, bound into its namespace when `/`
+/// is a DIR of `run --in-place` (its root is the view then).
+pub const LIVE_SYSTEM_PATHS: [&str; 5] = ["/proc", "/sys", "/dev", "/run", "/tmp"];
+
+/// Writable paths bound by default (when they exist, are directories and not symlinks, under
+/// a home directory owned by root): restic's and borg's caches, borg's configuration and
+/// security directory (docs/DESIGN.md §2.4).
+pub fn default_writable(home: &std::path::Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let owned_by_root = std::fs::symlink_metadata(home).is_ok_and(|m| m.is_dir() && m.uid() == 0);
+    if !home.is_absolute() || !owned_by_root {
+        return Vec::new();
+    }
+    [".cache", ".config/borg"]
+        .iter()
+        .map(|rel| home.join(rel))
+        .filter(|p| snapshot_core::sys::open_dir_nofollow(p).is_ok())
+        .collect()
 }
 
 /// `--in-place`: (view of a DIR, the DIR) pairs to bind, parents before children. A DIR below
@@ -54,30 +77,71 @@ pub fn in_place_binds(manifest: &Manifest) -> Vec<(PathBuf, PathBuf)> {
     binds
 }
 
-/// The snapshots `snapshot run --in-place` puts over the DIRs, parents first (none for the
-/// other modes).
-fn in_place_trees(
+/// What `snapshot run --in-place` puts in the command's namespace (nothing for the other
+/// modes): the view as its root when `/` is a DIR, else the snapshots over the DIRs, parents
+/// first; then the live paths it needs.
+fn in_place(
     session: &Session,
     until: &HoldUntil,
     manifest: &Manifest,
-) -> Result<Vec<InPlaceBind>, SessionError> {
-    let HoldUntil::Command(RunCommand { in_place: true, .. }) = until else {
-        return Ok(Vec::new());
+) -> Result<InPlace, SessionError> {
+    let HoldUntil::Command(RunCommand {
+        in_place: true,
+        writable,
+        ..
+    }) = until
+    else {
+        return Ok(InPlace::default());
     };
-    in_place_binds(manifest)
-        .into_iter()
-        .map(|(view, dir)| {
+    let mut out = InPlace {
+        new_root: session.in_place_root()?,
+        ..InPlace::default()
+    };
+    if out.new_root.is_some() {
+        log::info!("in place: / is the view under {:?}", manifest.target);
+        let dirs: Vec<PathBuf> = manifest
+            .mounts
+            .iter()
+            .flat_map(|m| m.dirs.clone())
+            .collect();
+        out.system = live_system_paths(session, &dirs)?;
+    }
+    for (view, dir) in in_place_binds(manifest) {
+        // With `/` as the root, the view shows every DIR but those a live path would hide.
+        let hidden = out.system.iter().any(|l| dir.starts_with(&l.path));
+        if out.new_root.is_none() || hidden {
             log::info!("in place: {} shows {}", dir.display(), view.display());
-            session.in_place_bind(&dir)
-        })
-        .collect()
+            out.binds.push(session.in_place_bind(&dir)?);
+        }
+    }
+    let mut writable = writable.clone();
+    writable.sort_by_key(|p| p.components().count());
+    for path in writable {
+        log::info!("in place: {} is live and writable", path.display());
+        out.writable.push(session.live_bind(&path)?);
+    }
+    Ok(out)
 }
 
-/// `--in-place` cannot cover `/` (the command would run on a read-only root, without its
-/// /proc, /dev or a writable cache): the DIR naming it, for the usage error.
-pub fn in_place_root_dir(dirs: &[PathBuf]) -> Option<&PathBuf> {
-    dirs.iter()
-        .find(|d| std::fs::canonicalize(d).is_ok_and(|c| c.parent().is_none()))
+/// [`LIVE_SYSTEM_PATHS`] that exist, except where a DIR other than `/` covers one (then its
+/// snapshot shows, as asked).
+fn live_system_paths(session: &Session, dirs: &[PathBuf]) -> Result<Vec<LiveBind>, SessionError> {
+    let mut out = Vec::new();
+    for path in LIVE_SYSTEM_PATHS.map(PathBuf::from) {
+        if dirs
+            .iter()
+            .any(|d| d.parent().is_some() && path.starts_with(d))
+        {
+            log::info!("in place: {} is a DIR's snapshot, not live", path.display());
+            continue;
+        }
+        if snapshot_core::sys::open_dir_nofollow(&path).is_err() {
+            log::info!("in place: no {} to bind", path.display());
+            continue;
+        }
+        out.push(session.live_bind(&path)?);
+    }
+    Ok(out)
 }
 
 /// How the hold ended.
@@ -128,13 +192,8 @@ impl Signals {
     }
 
     /// Blocks until the hold ends.
-    /// `binds`: for `snapshot run --in-place`, the snapshots to put over the DIRs.
-    pub fn hold(
-        &self,
-        until: &HoldUntil,
-        env: &[(&str, String)],
-        binds: Vec<InPlaceBind>,
-    ) -> HoldEnd {
+    /// `in_place`: for `snapshot run --in-place`, what goes in the command's namespace.
+    pub fn hold(&self, until: &HoldUntil, env: &[(&str, String)], in_place: InPlace) -> HoldEnd {
         use signal_hook::consts::SIGUSR1;
         let mut child_pid = None;
         match until {
@@ -149,11 +208,15 @@ impl Signals {
                 });
             }
             HoldUntil::Usr1 => {}
-            HoldUntil::Command(RunCommand { argv, in_place }) => {
+            HoldUntil::Command(RunCommand {
+                argv,
+                in_place: place,
+                ..
+            }) => {
                 let mut cmd = std::process::Command::new(&argv[0]);
                 cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v)));
-                if *in_place {
-                    if let Err(e) = snapshot_core::sys::in_private_namespace(&mut cmd, binds) {
+                if *place {
+                    if let Err(e) = snapshot_core::sys::in_private_namespace(&mut cmd, in_place) {
                         say!("snapshot: error: --in-place: {e}");
                         return HoldEnd {
                             signal: None,
@@ -165,10 +228,14 @@ impl Signals {
                 let mut child = match spawned {
                     Ok(c) => c,
                     Err(e) => {
-                        let how = if *in_place {
-                            " in place (a private mount namespace with the snapshots over the DIRs)"
-                        } else {
-                            ""
+                        let how = match e.raw_os_error() {
+                            _ if !*place => "",
+                            Some(libc_estale)
+                                if libc_estale == rustix::io::Errno::STALE.raw_os_error() =>
+                            {
+                                " in place: TARGET or a DIR changed before the command could start"
+                            }
+                            _ => " in place (a private mount namespace showing the snapshots)",
                         };
                         say!("snapshot: error: cannot run {:?}{how}: {e}", argv[0]);
                         return HoldEnd {
@@ -318,13 +385,13 @@ pub fn run_session(
         Ok(()) => {
             session.fault_point("after-ready");
             match signals.interrupt.load(Ordering::SeqCst) as i32 {
-                0 => match in_place_trees(&session, &until, &manifest) {
-                    Ok(binds) => signals.hold(&until, &env, binds),
+                0 => match in_place(&session, &until, &manifest) {
+                    Ok(in_place) => signals.hold(&until, &env, in_place),
                     Err(e) => {
                         say!("snapshot: error: --in-place: {e}");
                         HoldEnd {
                             signal: None,
-                            command: Some(exit::SNAPSHOT_FAILED),
+                            command: Some(exit::for_failure(e.kind)),
                         }
                     }
                 },

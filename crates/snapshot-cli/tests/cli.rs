@@ -54,9 +54,14 @@ fn bad_inputs_exit_64_naming_the_argument() {
             ],
             "nope".into(),
         ),
+        // TARGET may lie inside a DIR, but may not be one.
         (
-            vec!["-t".into(), s(&d.join("inner")).into(), s(&d).into()],
-            s(&d.join("inner")).into(),
+            vec![
+                "-t".into(),
+                s(&d.join("inner")).into(),
+                s(&d.join("inner")).into(),
+            ],
+            "it is DIR".into(),
         ),
         (vec!["-t".into(), s(&target).into()], "DIR".into()),
         (

@@ -259,8 +259,15 @@ fn unmount_view_and_scratch(r: &Record, dry_run: bool, out: &mut SessionCleanup)
     };
     let mut below = Vec::new();
     if r.view.is_some() {
+        // The view's tmpfs, or `/`'s snapshot stacked on it when `/` was a DIR.
+        let view = table
+            .mounts
+            .iter()
+            .find(|m| m.mount_point == r.target && m.source == r.session);
         match table.mounted_at(&r.target) {
-            Some(m) if m.source == r.session => below.extend(mounts_below(&table, &r.target)),
+            Some(m) if view.is_some_and(|v| m.id == v.id || m.parent_id == v.id) => {
+                below.extend(mounts_below(&table, &r.target))
+            }
             Some(m) => out.actions.push(format!(
                 "leave {:?} alone: mounted by {:?}, not by this session",
                 r.target, m.source

@@ -759,6 +759,60 @@ impl<'p> Session<'p> {
         })
     }
 
+    /// For `snapshot run --in-place` with `/` among the DIRs: the view on TARGET, which
+    /// becomes the command's root (`None` when `/` is not a DIR).
+    pub fn in_place_root(&self) -> Result<Option<crate::sys::NewRoot>, SessionError> {
+        if !self.dirs.iter().any(|d| d.parent().is_none()) {
+            return Ok(None);
+        }
+        let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
+        let view = self
+            .view
+            .as_ref()
+            .ok_or_else(|| failed("the view is not built".into()))?;
+        let root = view
+            .open_dir(Path::new("/"))
+            .map_err(|e| failed(e.to_string()))?;
+        let identity = crate::sys::file_identity(std::os::fd::AsFd::as_fd(&root)).map_err(|e| {
+            failed(format!(
+                "inspecting the view of / at {:?}: {e}",
+                self.target
+            ))
+        })?;
+        Ok(Some(crate::sys::NewRoot {
+            target: self.target.clone(),
+            identity,
+        }))
+    }
+
+    /// For `snapshot run --in-place`: the live directory `path` (absolute, canonical) as a
+    /// writable tree to bind at its own path in the command's namespace. Where a DIR covers
+    /// `path`, the place must exist in its snapshot (a directory reached without a symlink):
+    /// a read-only snapshot cannot grow a directory to mount on.
+    pub fn live_bind(&self, path: &Path) -> Result<crate::sys::LiveBind, SessionError> {
+        let usage = |e: String| SessionError::new(FailureKind::Usage, e);
+        let live = crate::sys::open_dir_nofollow(path)
+            .map_err(|e| usage(format!("{path:?}: {}", crate::sys::lookup_failure(&e))))?;
+        if self.dirs.iter().any(|d| path.starts_with(d)) {
+            let view = self
+                .view
+                .as_ref()
+                .ok_or_else(|| usage("the view is not built".into()))?;
+            view.open_dir(path).map_err(|_| {
+                usage(format!(
+                    "{path:?}: not a directory in the snapshot (it must exist, as a directory \
+                     reached without a symlink, when the snapshot is taken)"
+                ))
+            })?;
+        }
+        let tree = crate::sys::DetachedMount::clone_live(std::os::fd::AsFd::as_fd(&live))
+            .map_err(|e| usage(format!("{path:?}: cloning it for the command: {e}")))?;
+        Ok(crate::sys::LiveBind {
+            tree,
+            path: path.to_owned(),
+        })
+    }
+
     /// Testing aid: strikes the request's fault at `step` (for steps the caller owns).
     pub fn fault_point(&self, step: &str) {
         Fault::strike(self.request.fault.as_ref(), step);

@@ -21,8 +21,8 @@ pub enum ValidationError {
     TargetNotADirectory(PathBuf),
     #[error("target {0:?}: not empty (the view is built in an empty directory)")]
     TargetNotEmpty(PathBuf),
-    #[error("target {target:?}: inside DIR {dir:?} (the view would contain itself)")]
-    TargetInsideDir { target: PathBuf, dir: PathBuf },
+    #[error("target {target:?}: it is DIR {dir:?} itself (the view is built over TARGET)")]
+    TargetIsDir { target: PathBuf, dir: PathBuf },
     #[error("DIR {dir:?}: inside target {target:?}")]
     DirInsideTarget { target: PathBuf, dir: PathBuf },
 }
@@ -104,9 +104,13 @@ pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, Validation
     let canon_target = target
         .canonicalize()
         .map_err(|e| ValidationError::TargetInaccessible(target.to_owned(), io_reason(&e)))?;
+    // TARGET inside a DIR is fine (docs/DESIGN.md §2.4): every snapshot is taken before the
+    // view is mounted on TARGET, and every mount in the view is non-recursive, so the view of
+    // that DIR shows TARGET as the directory it was, empty. TARGET must not be a DIR or hold
+    // one: the view would cover what it is to show.
     for dir in &out {
-        if canon_target.starts_with(dir) {
-            return Err(ValidationError::TargetInsideDir {
+        if *dir == canon_target {
+            return Err(ValidationError::TargetIsDir {
                 target: target.to_owned(),
                 dir: dir.clone(),
             });
@@ -182,9 +186,15 @@ mod tests {
         );
         let inner = d.join("t");
         std::fs::create_dir(&inner).unwrap();
+        assert!(v(&[&d], &inner).is_ok(), "TARGET inside a DIR is allowed");
+        assert!(v(&[Path::new("/")], &inner).is_ok(), "so is / as a DIR");
         assert!(matches!(
-            v(&[&d], &inner),
-            Err(ValidationError::TargetInsideDir { .. })
+            v(&[&inner], &inner),
+            Err(ValidationError::TargetIsDir { .. })
+        ));
+        assert!(matches!(
+            v(&[&inner], &d),
+            Err(ValidationError::DirInsideTarget { .. })
         ));
         let ok = v(&[&d, &d], &target).unwrap();
         assert_eq!(ok.len(), 1, "duplicates collapse");

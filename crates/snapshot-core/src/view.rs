@@ -55,6 +55,8 @@ struct ViewMount {
     kind: Kind,
     /// Identity of the mount made there (unique mount id where the kernel has one).
     id: u64,
+    /// Its id in the mount table (for finding mounts stacked on it).
+    table_id: u64,
 }
 
 /// The view: its tmpfs at TARGET and the mounts made in it, torn down in reverse.
@@ -63,8 +65,11 @@ pub struct View {
     target: PathBuf,
     /// The TARGET directory validated at the start (the one the tmpfs covers).
     target_dir: OwnedFd,
-    /// The view tmpfs's root: where every lookup in the view starts. `None` once unmounted.
+    /// The view tmpfs's root. `None` once unmounted.
     root: Option<OwnedFd>,
+    /// When `/` is a DIR: its snapshot, mounted over the tmpfs's root (the view of `/` *is*
+    /// TARGET). Lookups in the view start here then, else at `root`.
+    top: Option<OwnedFd>,
     root_ids: MountIds,
     mounts: Vec<ViewMount>,
     skeleton_name: String,
@@ -111,6 +116,7 @@ impl View {
             target: target.to_owned(),
             target_dir,
             root: Some(root),
+            top: None,
             root_ids,
             mounts: Vec::new(),
             skeleton_name: name.to_owned(),
@@ -119,13 +125,17 @@ impl View {
 
     /// TARGET + `mount_point`.
     pub fn path_for(&self, mount_point: &Path) -> PathBuf {
-        self.target
-            .join(mount_point.strip_prefix("/").unwrap_or(mount_point))
+        match mount_point.strip_prefix("/").unwrap_or(mount_point) {
+            rel if rel.as_os_str().is_empty() => self.target.clone(),
+            rel => self.target.join(rel),
+        }
     }
 
+    /// Where lookups in the view start: `/`'s snapshot when there is one, else the tmpfs.
     fn root(&self) -> Result<BorrowedFd<'_>, ViewError> {
-        self.root
+        self.top
             .as_ref()
+            .or(self.root.as_ref())
             .map(|r| r.as_fd())
             .ok_or_else(|| ViewError::Io {
                 what: "using the view at",
@@ -134,21 +144,29 @@ impl View {
             })
     }
 
-    /// Attaches `tree` (a snapshot's detached mount) at TARGET + `mount_point`.
+    /// Attaches `tree` (a snapshot's detached mount) at TARGET + `mount_point`. `/` (which
+    /// comes first, parents being attached before children) goes over the tmpfs's root.
     pub fn attach(&mut self, mount_point: &Path, tree: DetachedMount) -> Result<(), ViewError> {
+        let rel = relative(mount_point);
+        let is_root = rel.as_os_str().is_empty();
+        if is_root && !self.mounts.is_empty() {
+            return Err(self.cannot_place(mount_point, "/ must be attached first".into()));
+        }
         let at = self.prepare(mount_point)?;
         let path = self.path_for(mount_point);
         let root = tree
             .attach(at.as_fd())
             .map_err(io_err("mounting a snapshot at", &path))?;
-        let id = sys::mount_ids_of(root.as_fd())
-            .map_err(io_err("inspecting", &path))?
-            .unique;
+        let ids = sys::mount_ids_of(root.as_fd()).map_err(io_err("inspecting", &path))?;
         self.mounts.push(ViewMount {
-            rel: relative(mount_point),
+            rel,
             kind: Kind::Snapshot,
-            id,
+            id: ids.unique,
+            table_id: ids.reusable,
         });
+        if is_root {
+            self.top = Some(root);
+        }
         Ok(())
     }
 
@@ -224,13 +242,13 @@ impl View {
         let skeleton = tmpfs
             .attach(parent)
             .map_err(io_err("mounting a skeleton tmpfs at", &parent_path))?;
-        let id = sys::mount_ids_of(skeleton.as_fd())
-            .map_err(io_err("inspecting", &parent_path))?
-            .unique;
+        let ids =
+            sys::mount_ids_of(skeleton.as_fd()).map_err(io_err("inspecting", &parent_path))?;
         self.mounts.push(ViewMount {
             rel: parent_rel.to_owned(),
             kind: Kind::Skeleton,
-            id,
+            id: ids.unique,
+            table_id: ids.reusable,
         });
         sys::make_dir_in(skeleton.as_fd(), name)
             .map_err(io_err("creating a directory in", &parent_path))
@@ -238,8 +256,11 @@ impl View {
 
     /// Makes every skeleton read-only.
     pub fn seal(&self) -> Result<(), ViewError> {
+        if let Some(tmpfs) = &self.root {
+            sys::seal_superblock(tmpfs.as_fd())
+                .map_err(io_err("making read-only", &self.target))?;
+        }
         let root = self.root()?;
-        sys::seal_superblock(root).map_err(io_err("making read-only", &self.target))?;
         for m in self.mounts.iter().filter(|m| m.kind == Kind::Skeleton) {
             let path = self.path_for(&m.rel);
             let fd = sys::open_dir_beneath(root, &m.rel, true).map_err(io_err("opening", &path))?;
@@ -283,6 +304,21 @@ impl View {
             .collect();
         while let Some(m) = self.mounts.pop() {
             let shown = self.path_for(&m.rel);
+            if m.rel.as_os_str().is_empty() && held.is_empty() {
+                // `/`'s snapshot over the tmpfs's root: our descriptor of it would keep it busy.
+                self.top = None;
+                let ids = MountIds {
+                    unique: m.id,
+                    reusable: m.table_id,
+                };
+                let at = sys::fd_path(root.as_fd(), Path::new(""));
+                if let Err(e) = self.unmount_top(&at, ids) {
+                    problems.push(e);
+                    held.push(m.rel);
+                }
+                continue;
+            }
+            let lookup = self.top.as_ref().unwrap_or(&root);
             if let Some(h) = held.iter().find(|h| h.starts_with(&m.rel)) {
                 problems.push(format!(
                     "{shown:?}: left mounted: it holds {:?}",
@@ -291,8 +327,8 @@ impl View {
                 held.push(m.rel);
                 continue;
             }
-            let at = sys::fd_path(root.as_fd(), &m.rel);
-            let now = sys::open_dir_beneath(root.as_fd(), &m.rel, true)
+            let at = sys::fd_path(lookup.as_fd(), &m.rel);
+            let now = sys::open_dir_beneath(lookup.as_fd(), &m.rel, true)
                 .and_then(|fd| sys::mount_ids_of(fd.as_fd()))
                 .map(|ids| ids.unique);
             match now {
@@ -323,36 +359,33 @@ impl View {
         }
         // Our own descriptor of the tmpfs would keep it busy.
         drop(root);
-        if let Err(e) = self.unmount_root() {
+        let at = sys::fd_path(self.target_dir.as_fd(), Path::new(""));
+        if let Err(e) = self.unmount_top(&at, self.root_ids) {
             problems.push(e);
         }
         problems
     }
 
-    /// Unmounts the view's tmpfs: the topmost mount on the validated TARGET directory, once it
-    /// is known to be ours.
-    fn unmount_root(&self) -> Result<(), String> {
-        let at = sys::fd_path(self.target_dir.as_fd(), Path::new(""));
+    /// Unmounts the topmost mount on TARGET (reached through `at`, a `/proc/self/fd` path
+    /// that leads to it: the view's tmpfs, or `/`'s snapshot over it) once it is known to be
+    /// `ours`.
+    fn unmount_top(&self, at: impl AsRef<Path>, ours: MountIds) -> Result<(), String> {
         let shown =
             sys::open_dir_nofollow(&self.target).and_then(|fd| sys::mount_ids_of(fd.as_fd()));
-        if shown.as_ref().ok() != Some(&self.root_ids) {
+        if shown.as_ref().ok() != Some(&ours) {
             // Covered by a mount of someone else's, or TARGET's path was changed: only the
             // mount table tells which.
             let table = crate::MountTable::read().map_err(|e| e.to_string())?;
-            if let Some(m) = table
-                .mounts
-                .iter()
-                .find(|m| m.parent_id == self.root_ids.reusable)
-            {
+            if let Some(m) = table.mounts.iter().find(|m| m.parent_id == ours.reusable) {
                 let now = shown.map(|s| s.unique).unwrap_or(m.id);
-                return Err(covered(&self.target, now, self.root_ids.unique));
+                return Err(covered(&self.target, now, ours.unique));
             }
             log::warn!(
                 "target {:?}: its path no longer leads to the view; unmounting the view where it is",
                 self.target
             );
         }
-        unmount_retrying(&at, &self.target, true)
+        unmount_retrying(at.as_ref(), &self.target, true)
     }
 }
 

@@ -6,22 +6,16 @@
 //! An invocation ends when the writer process exits, not when its output closes: a writer may
 //! leave a helper running (one that holds a database lock until `thaw`, say).
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::io::Errno;
-use rustix::pipe::PipeFlags;
-use rustix::process::{kill_process_group, pidfd_open, Pid, PidfdFlags, Signal};
 use serde::Serialize;
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind, Read};
-use std::os::fd::OwnedFd;
+use std::io::ErrorKind;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::exec::{self, HookError};
 use crate::trust::{self, Reason, TrustError};
 
 /// Writer directories in the order they are searched.
@@ -248,52 +242,35 @@ impl Writers {
         phase: &'static str,
         dirs: &[PathBuf],
     ) -> Result<(), WriterError> {
-        let spawn_error = |source| WriterError::Spawn {
-            writer: writer.path.clone(),
-            phase,
-            source,
-        };
-        let mut child = {
-            let mut cmd = Command::new(&writer.path);
-            cmd.arg(phase)
-                .args(dirs)
-                .env("SNAPSHOT_PHASE", phase)
-                .env("SNAPSHOT_TARGET", &self.env.target)
-                .env("SNAPSHOT_SESSION", &self.env.session)
-                .stdin(Stdio::null())
-                // Its own group, so that a timeout kills whatever it started too.
-                .process_group(0);
-            let (out, err) = output_to_log(&writer.name).map_err(spawn_error)?;
-            cmd.stdout(out).stderr(err);
-            spawn_retrying(&mut cmd).map_err(spawn_error)?
-            // `cmd` drops here with our copies of the pipe's write end, so that the
-            // forwarder sees end-of-file once the writer (and its descendants) are done.
-        };
-
+        let mut cmd = Command::new(&writer.path);
+        cmd.arg(phase)
+            .args(dirs)
+            .env("SNAPSHOT_PHASE", phase)
+            .env("SNAPSHOT_TARGET", &self.env.target)
+            .env("SNAPSHOT_SESSION", &self.env.session);
         let timeout = self.config.timeout;
-        match wait_timeout(&mut child, timeout) {
-            Ok(Some(status)) if status.success() => Ok(()),
-            Ok(Some(status)) => Err(WriterError::Failed {
+        match exec::run_hook(cmd, &format!("writer {}", writer.name), timeout) {
+            Ok(exit) if exit.status.success() => Ok(()),
+            Ok(exit) => Err(WriterError::Failed {
                 writer: writer.path.clone(),
                 phase,
-                status: status.to_string(),
+                status: exit.status.to_string(),
             }),
-            Ok(None) => {
-                kill_and_reap(child, &writer.name);
-                Err(WriterError::TimedOut {
-                    writer: writer.path.clone(),
-                    phase,
-                    timeout,
-                })
-            }
-            Err(e) => {
-                kill_and_reap(child, &writer.name);
-                Err(WriterError::Failed {
-                    writer: writer.path.clone(),
-                    phase,
-                    status: format!("cannot wait for it: {e}"),
-                })
-            }
+            Err(HookError::Spawn(source)) => Err(WriterError::Spawn {
+                writer: writer.path.clone(),
+                phase,
+                source,
+            }),
+            Err(HookError::TimedOut(timeout)) => Err(WriterError::TimedOut {
+                writer: writer.path.clone(),
+                phase,
+                timeout,
+            }),
+            Err(e @ HookError::Wait(_)) => Err(WriterError::Failed {
+                writer: writer.path.clone(),
+                phase,
+                status: e.to_string(),
+            }),
         }
     }
 }
@@ -318,12 +295,6 @@ fn check_trust(writer: &Writer, phase: &'static str) -> Result<(), WriterError> 
 
 const PHASE_FREEZE: &str = "freeze";
 const PHASE_THAW: &str = "thaw";
-
-/// Longest line forwarded to the log in one piece, so a writer cannot make us buffer without end.
-const MAX_LINE: u64 = 16 * 1024;
-
-/// How long to wait for a killed writer to be reaped before leaving that to a thread.
-const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// The executables of a hook directory (writers.d, filesystems.d), as the QEMU fsfreeze-hook
 /// dispatcher finds them: regular files with an x bit (symlinks followed), minus ignored
@@ -377,152 +348,11 @@ pub fn is_ignored_name(name: &[u8]) -> bool {
         || name.windows(b".dpkg-".len()).any(|w| w == b".dpkg-")
 }
 
-/// A pipe for the writer's stdout and stderr whose lines a detached thread sends to the log:
-/// never our stdout, which is the protocol channel. If the thread cannot be started, the
-/// output goes to /dev/null rather than blocking the writer on a full pipe.
-fn output_to_log(name: &str) -> std::io::Result<(Stdio, Stdio)> {
-    // CLOEXEC so that processes spawned concurrently by other threads do not inherit it.
-    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
-    let write_err = write.try_clone()?;
-    let name = name.to_owned();
-    let forwarder = std::thread::Builder::new()
-        .name("writer-log".to_owned())
-        .spawn(move || forward_lines(File::from(read), &name));
-    match forwarder {
-        Ok(_) => Ok((Stdio::from(write), Stdio::from(write_err))),
-        Err(e) => {
-            log::warn!("cannot start a thread to log writer output, discarding it: {e}");
-            Ok((Stdio::null(), Stdio::null()))
-        }
-    }
-}
-
-fn forward_lines(read: File, name: &str) {
-    let mut reader = BufReader::new(read);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                log::info!("writer {name}: {}", text.trim_end());
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                log::debug!("writer {name}: reading its output: {e}");
-                break;
-            }
-        }
-    }
-}
-
-/// `spawn`, retried briefly on ETXTBSY: a writer being written (or whose file descriptor
-/// another thread's fork has just inherited) cannot be executed for that moment.
-fn spawn_retrying(cmd: &mut Command) -> std::io::Result<Child> {
-    let mut attempts = 0;
-    loop {
-        match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(Errno::TXTBSY.raw_os_error()) && attempts < 10 => {
-                attempts += 1;
-                std::thread::sleep(Duration::from_millis(10 * attempts));
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Waits for `child` to exit, at most `timeout`; `None` when it is still running.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
-    let pidfd = match pidfd_open(Pid::from_child(child), PidfdFlags::empty()) {
-        Ok(fd) => Some(fd),
-        // Kernels before 5.3 (or a seccomp filter) lack it; anything else (out of file
-        // descriptors) is no reason to give up on the writer either.
-        Err(e) => {
-            if e != Errno::NOSYS {
-                log::debug!("pidfd_open: {e}; polling for the writer's exit instead");
-            }
-            None
-        }
-    };
-    wait_with(child, timeout, pidfd)
-}
-
-/// [`wait_timeout`] with the pidfd of `child`, or without one: then by polling `try_wait`.
-fn wait_with(
-    child: &mut Child,
-    timeout: Duration,
-    mut pidfd: Option<OwnedFd>,
-) -> std::io::Result<Option<ExitStatus>> {
-    // `None`: the timeout is too large to matter.
-    let deadline = Instant::now().checked_add(timeout);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        let remaining = match deadline {
-            Some(deadline) => {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    return Ok(None);
-                }
-                Some(remaining)
-            }
-            None => None,
-        };
-        let Some(fd) = &pidfd else {
-            std::thread::sleep(remaining.map_or(POLL_INTERVAL, |r| r.min(POLL_INTERVAL)));
-            continue;
-        };
-        // The pidfd becomes readable when the process exits.
-        let timespec = remaining.and_then(|r| Timespec::try_from(r).ok());
-        match poll(&mut [PollFd::new(fd, PollFlags::IN)], timespec.as_ref()) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => {
-                log::debug!("poll on a pidfd: {e}; polling for the writer's exit instead");
-                pidfd = None;
-            }
-        }
-    }
-}
-
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Kills the writer's process group (and the writer itself, should it have left the group),
-/// then reaps it; one that does not die promptly (stuck in the kernel) is reaped by a thread.
-fn kill_and_reap(mut child: Child, name: &str) {
-    let pid = Pid::from_child(&child);
-    match kill_process_group(pid, Signal::KILL) {
-        Ok(()) | Err(Errno::SRCH) => {}
-        Err(e) => log::warn!("writer {name}: cannot kill its process group {pid}: {e}"),
-    }
-    if let Err(e) = child.kill() {
-        log::debug!("writer {name}: kill: {e}");
-    }
-    match wait_timeout(&mut child, REAP_GRACE) {
-        Ok(Some(_)) => {}
-        Ok(None) | Err(_) => {
-            log::warn!(
-                "writer {name}: still not gone {REAP_GRACE:?} after SIGKILL; reaping it later"
-            );
-            let owned = name.to_owned();
-            let spawned = std::thread::Builder::new()
-                .name("writer-reap".to_owned())
-                .spawn(move || {
-                    if let Err(e) = child.wait() {
-                        log::warn!("writer {owned}: cannot reap it: {e}");
-                    }
-                });
-            if let Err(e) = spawned {
-                log::warn!("writer {name}: cannot start a thread to reap it: {e}");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::process::{Pid, Signal};
+    use std::os::unix::process::CommandExt;
     use std::path::Path;
     use std::sync::Mutex;
 
@@ -1068,12 +898,12 @@ mod tests {
             .spawn()
             .unwrap();
         let started = Instant::now();
-        assert!(wait_with(&mut hang, QUICK, None).unwrap().is_none());
+        assert!(exec::wait_with(&mut hang, QUICK, None).unwrap().is_none());
         assert!(started.elapsed() >= QUICK);
-        kill_and_reap(hang, "hang");
+        exec::kill_and_reap(hang, "hang");
 
         let mut quick = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
-        let status = wait_with(&mut quick, SLOW, None).unwrap().unwrap();
+        let status = exec::wait_with(&mut quick, SLOW, None).unwrap().unwrap();
         assert_eq!(status.code(), Some(3));
     }
 

@@ -458,9 +458,9 @@ fn mount_staging(device: &Path, staging: &Path) -> Result<(), ProviderError> {
             ))
         }
     }
-    let flags = rustix::mount::MountFlags::NOSUID
-        | rustix::mount::MountFlags::NODEV
-        | rustix::mount::MountFlags::NOEXEC;
+    // Not noexec: the view's clone keeps these flags, and with `run --in-place /` the backup
+    // program runs from the view of `/`.
+    let flags = rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV;
     let r = rustix::mount::mount(device, staging, "btrfs", flags, c"subvolid=5")
         .map_err(io::Error::from)
         .and_then(|()| {
@@ -627,9 +627,7 @@ fn detached_top_level(d: &SnapshotData) -> Result<rustix::fd::OwnedFd, ProviderE
             Ok(fsmount(
                 &fs,
                 FsMountFlags::FSMOUNT_CLOEXEC,
-                MountAttrFlags::MOUNT_ATTR_NOSUID
-                    | MountAttrFlags::MOUNT_ATTR_NODEV
-                    | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+                MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
             )?)
         })();
         match attempt {

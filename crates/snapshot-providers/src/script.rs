@@ -1,15 +1,25 @@
 //! Compatibility with the original tool's provider scripts in `/usr/lib/snapshot/filesystems.d`
-//! (docs/DESIGN.md §2.3): `SCRIPT snapshot SOURCE TARGET` snapshots the filesystem mounted at SOURCE
-//! and mounts the snapshot at TARGET, exit 0 meaning "handled"; `SCRIPT remove SOURCE TARGET`
-//! undoes it. Scripts are tried in lexical order; the first that handles a filesystem wins.
+//! (docs/DESIGN.md §2.3), called the way the original tool called them:
 //!
-//! TARGET is a private staging directory under the session's runtime directory; the view then
-//! gets a read-only bind of it.
+//! - `SCRIPT snapshot SOURCE TARGET`: snapshot the filesystem mounted at SOURCE and mount the
+//!   snapshot at `"$TARGET$SOURCE"` (string concatenation: for SOURCE `/`, TARGET itself), a
+//!   directory that exists before the call; exit 0 means "handled", anything else "not mine".
+//! - `SCRIPT remove SOURCE TARGET`, with the same two arguments: unmount `"$TARGET$SOURCE"` and
+//!   remove the snapshot.
 //!
-//! The scripts run as root: the directory and every script must pass the trust rule
-//! ([`snapshot_core::trust`]), or the provider declines, naming the one refused.
+//! TARGET is a private staging root of the session (`RUNTIME/script-INDEX`, 0700 root, under
+//! the root-only runtime directory), made for the unit: not the view. The view then gets a
+//! read-only clone of the mount at `TARGET + SOURCE`. Scripts are tried in lexical order; the
+//! first that handles a filesystem wins.
+//!
+//! Scripts run as root, in the session's own mount namespace (they see the host's mounts, as
+//! the session does), with `PATH` set to the system directories and `LANG`/`LC_ALL=C`, stdin
+//! from `/dev/null`, stdout and stderr to the log, in a process group of their own that is
+//! killed when a script outlasts the freeze timeout ([`exec::run_hook`], as writer hooks run).
+//! The directory and every script must pass the trust rule ([`snapshot_core::trust`]), or
+//! the provider declines, naming the one refused.
 
-use snapshot_core::exec::{self, CommandError};
+use snapshot_core::exec::{self, HookError};
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest,
 };
@@ -21,21 +31,30 @@ use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// Where the original tool installed its provider scripts.
 pub const DEFAULT_DIR: &str = "/usr/lib/snapshot/filesystems.d";
 
+/// How long a script may run when no `--freeze-timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `PATH` of a script: the system directories, whatever the caller's was (a cron job's lacks
+/// the sbin ones, where `lvcreate`, `zfs` and `tune2fs` live).
+pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 const NAME: &str = "script";
 
-/// Bound on stacked mounts unmounted at one staging directory, so that a mount that keeps
-/// reappearing cannot loop forever.
-const MAX_STACKED_UNMOUNTS: usize = 16;
+/// Bound on unmounts under one staging root, so that a mount that keeps reappearing cannot
+/// loop forever.
+const MAX_UNMOUNTS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct ScriptProvider {
     dir: PathBuf,
+    timeout: Duration,
 }
 
 impl Default for ScriptProvider {
@@ -44,9 +63,38 @@ impl Default for ScriptProvider {
     }
 }
 
+/// Where a script mounts the snapshot of SOURCE: `"$TARGET$SOURCE"`, the original tool's string
+/// concatenation, written without a doubled or trailing slash — for SOURCE `/`, TARGET itself.
+/// `None` for a SOURCE that is not absolute or has a `..` component (a mount point never has:
+/// mountinfo shows canonical paths), which would lead out of TARGET. Any other bytes (spaces,
+/// newlines, non-UTF-8) are kept as they are.
+pub fn snapshot_mount_point(target: &Path, source: &Path) -> Option<PathBuf> {
+    if !source.has_root() {
+        return None;
+    }
+    let mut at = target.to_path_buf();
+    for c in source.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => at.push(name),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(at)
+}
+
 impl ScriptProvider {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// How long one call of a script may take before its process group is killed.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -79,6 +127,47 @@ impl ScriptProvider {
         }
         Ok(scripts)
     }
+
+    /// `SCRIPT ACTION SOURCE TARGET`, each argument one argv element as it is (no shell).
+    fn run(&self, script: &Path, action: &str, data: &ScriptData) -> Result<(), RunFailure> {
+        let mut cmd = Command::new(script);
+        cmd.arg(action)
+            .arg(&data.source)
+            .arg(&data.staging)
+            .env("PATH", SCRIPT_PATH)
+            .env("LANG", "C")
+            .env("LC_ALL", "C");
+        let label = format!("provider script {}", file_name(script));
+        log::debug!("{label}: {action} {:?} {:?}", data.source, data.staging);
+        match exec::run_hook(cmd, &label, self.timeout) {
+            Ok(exit) if exit.status.success() => Ok(()),
+            Ok(exit) if exit.stderr.is_empty() => {
+                Err(RunFailure::Declined(exit.status.to_string()))
+            }
+            Ok(exit) => Err(RunFailure::Declined(format!(
+                "{}: {}",
+                exit.status, exit.stderr
+            ))),
+            Err(e @ HookError::Spawn(_)) => Err(RunFailure::Declined(e.to_string())),
+            Err(e @ (HookError::TimedOut(_) | HookError::Wait(_))) => {
+                Err(RunFailure::Killed(e.to_string()))
+            }
+        }
+    }
+
+    /// After a script claimed success but left no usable snapshot, or was killed: run its
+    /// `remove` (so that it can undo what it made), clear the staging root but keep it for
+    /// the next script. Returns what went wrong, as a suffix for the error message.
+    fn undo(&self, script: &Path, data: &ScriptData) -> String {
+        let mut problems = Vec::new();
+        if let Err(e) = self.run(script, "remove", data) {
+            problems.push(format!("its remove failed too: {e}"));
+        }
+        if let Err(e) = unmount_below(&data.staging) {
+            problems.push(format!("unmounting under {:?}: {e}", data.staging));
+        }
+        problems.iter().map(|p| format!("; {p}")).collect()
+    }
 }
 
 /// Why there are no scripts to run.
@@ -88,6 +177,19 @@ enum ScriptsError {
     Read(std::io::Error),
     #[error(transparent)]
     Untrusted(#[from] TrustError),
+}
+
+/// How a script's call went wrong.
+#[derive(Debug, thiserror::Error)]
+enum RunFailure {
+    /// It exited non-zero (with the end of its stderr), or could not be started: by the
+    /// convention it made nothing.
+    #[error("{0}")]
+    Declined(String),
+    /// It outlasted the timeout (its process group was killed) or could not be waited for:
+    /// what it made is unknown.
+    #[error("{0}")]
+    Killed(String),
 }
 
 impl Provider for ScriptProvider {
@@ -117,7 +219,7 @@ impl Provider for ScriptProvider {
 
     fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
         // Which script will handle it is not known yet; without one, `remove` can still clear
-        // the staging directory.
+        // the staging root.
         Created {
             provider: NAME.into(),
             unit: unit.unit.clone(),
@@ -126,7 +228,7 @@ impl Provider for ScriptProvider {
             data: ScriptData {
                 script: None,
                 source: source_of(unit).unwrap_or_default(),
-                staging: staging_dir(ctx),
+                staging: staging_root(ctx),
             }
             .to_json(),
         }
@@ -145,66 +247,93 @@ impl Provider for ScriptProvider {
             return Err(ProviderError::Declined(self.no_scripts()));
         }
 
-        let staging = staging_dir(ctx);
+        let staging = staging_root(ctx);
+        let at = snapshot_mount_point(&staging, &source).ok_or_else(|| {
+            ProviderError::Declined(format!("{source:?} is not an absolute, plain path"))
+        })?;
+        // Fails when it exists: it must be this session's alone.
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&staging)
-            .map_err(|e| ProviderError::io(format!("creating staging directory {staging:?}"), e))?;
+            .map_err(|e| ProviderError::io(format!("creating staging root {staging:?}"), e))?;
 
         let mut failures = Vec::new();
         for script in &scripts {
-            match run_script(script, "snapshot", &source, &staging) {
-                Ok(out) => {
-                    if !out.stderr.is_empty() {
-                        log::debug!("{script:?} snapshot {source:?}: {}", out.stderr);
+            // `mkdir -p "$TARGET$SOURCE"` inside the private root, again for each script: one
+            // that failed may have removed it.
+            if let Err(e) = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&at)
+            {
+                let _ = remove_staging(&staging);
+                return Err(ProviderError::io(format!("creating {at:?}"), e));
+            }
+            let data = ScriptData {
+                script: Some(script.clone()),
+                source: source.clone(),
+                staging: staging.clone(),
+            };
+            match self.run(script, "snapshot", &data) {
+                Ok(()) => match is_mounted(&at) {
+                    Ok(true) => {
+                        log::info!("{script:?} snapshotted {source:?} at {at:?}");
+                        return Ok(Created {
+                            provider: NAME.into(),
+                            unit: unit.unit.clone(),
+                            name: ctx.object_name(),
+                            consistent: true,
+                            data: data.to_json(),
+                        });
                     }
-                    let data = ScriptData {
-                        script: Some(script.clone()),
-                        source: source.clone(),
-                        staging: staging.clone(),
-                    };
-                    match is_mounted(&staging) {
-                        Ok(true) => {
-                            log::info!("{script:?} snapshotted {source:?} at {staging:?}");
-                            return Ok(Created {
-                                provider: NAME.into(),
-                                unit: unit.unit.clone(),
-                                name: ctx.object_name(),
-                                consistent: true,
-                                data: data.to_json(),
-                            });
-                        }
-                        Ok(false) => {
-                            // The script claims success: let it undo whatever it did make.
-                            let undo = undo_failed_create(&data);
-                            return Err(ProviderError::Other(format!(
-                                "filesystems.d script {script:?} exited 0 for {source:?} but \
-                                 mounted nothing at {staging:?}{undo}"
-                            )));
-                        }
-                        Err(e) => {
-                            let undo = undo_failed_create(&data);
-                            return Err(ProviderError::Other(format!(
-                                "after {script:?} snapshot {source:?}: {e}{undo}"
-                            )));
-                        }
+                    Ok(false) => {
+                        // The script claims success: let it undo whatever it did make.
+                        let hint = if at != staging && is_mounted(&staging).unwrap_or(false) {
+                            " (it mounted at TARGET itself: scripts mount at \"$TARGET$SOURCE\")"
+                        } else {
+                            ""
+                        };
+                        let undo = self.undo(script, &data);
+                        let _ = remove_staging(&staging);
+                        return Err(ProviderError::Other(format!(
+                            "filesystems.d script {script:?} exited 0 for {source:?} but \
+                             mounted nothing at {at:?}{hint}{undo}"
+                        )));
                     }
-                }
-                Err(e) => {
+                    Err(e) => {
+                        let undo = self.undo(script, &data);
+                        let _ = remove_staging(&staging);
+                        return Err(ProviderError::Other(format!(
+                            "after {script:?} snapshot {source:?}: {e}{undo}"
+                        )));
+                    }
+                },
+                Err(e @ RunFailure::Declined(_)) => {
                     log::debug!("{script:?} did not take {source:?}: {e}");
-                    failures.push(describe_failure(script, &e));
+                    failures.push(format!("{}: {e}", file_name(script)));
                     // A script that failed must not leave a mount for the next one to find.
-                    unmount_all(&staging).map_err(|e| {
+                    unmount_below(&staging).map_err(|e| {
                         ProviderError::Other(format!(
-                            "{script:?} failed for {source:?} but left a mount at {staging:?} \
-                             that cannot be removed: {e}"
+                            "{script:?} failed for {source:?} but left a mount under \
+                             {staging:?} that cannot be removed: {e}"
                         ))
                     })?;
                 }
+                Err(e @ RunFailure::Killed(_)) => {
+                    log::warn!("provider script {script:?} snapshot {source:?}: {e}");
+                    let undo = self.undo(script, &data);
+                    failures.push(format!("{}: {e}{undo}", file_name(script)));
+                    if is_mounted_below(&staging).unwrap_or(true) {
+                        return Err(ProviderError::Other(format!(
+                            "{script:?} was killed for {source:?} and left a mount under \
+                             {staging:?} that cannot be removed{undo}"
+                        )));
+                    }
+                }
             }
         }
-        if let Err(e) = std::fs::remove_dir(&staging) {
-            log::warn!("removing staging directory {staging:?}: {e}");
+        if let Err(e) = remove_staging(&staging) {
+            log::warn!("removing staging root {staging:?}: {e}");
         }
         Err(ProviderError::Declined(format!(
             "no filesystems.d script took {source:?}: {}",
@@ -214,12 +343,10 @@ impl Provider for ScriptProvider {
 
     fn mount(&self, created: &Created, _mount: &Mount) -> Result<DetachedMount, ProviderError> {
         let data = ScriptData::from_json(&created.data)?;
-        sys::clone_beneath(&data.staging, Path::new("")).map_err(|e| {
+        let at = data.mount_point()?;
+        sys::clone_beneath(&at, Path::new("")).map_err(|e| {
             ProviderError::io(
-                format!(
-                    "cloning {:?} (snapshot of {:?}) read-only",
-                    data.staging, data.source
-                ),
+                format!("cloning {at:?} (snapshot of {:?}) read-only", data.source),
                 e,
             )
         })
@@ -228,7 +355,7 @@ impl Provider for ScriptProvider {
     fn remove(&self, created: &Created) -> Result<(), ProviderError> {
         let data = ScriptData::from_json(&created.data)?;
         let staging = &data.staging;
-        // The staging directory goes last: when it is gone, everything is.
+        // The staging root goes last: when it is gone, everything is.
         match std::fs::symlink_metadata(staging) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 log::debug!("{}: {staging:?} already gone", created.name);
@@ -240,9 +367,12 @@ impl Provider for ScriptProvider {
         let script_result = match &data.script {
             // The script comes from the journal: checked again before it runs as root.
             Some(script) => match trust::check("provider script", script) {
-                Ok(_) => run_script(script, "remove", &data.source, staging)
-                    .map(drop)
-                    .map_err(ProviderError::from),
+                Ok(_) => self.run(script, "remove", &data).map_err(|e| {
+                    ProviderError::Other(format!(
+                        "{script:?} remove {:?} {staging:?}: {e}",
+                        data.source
+                    ))
+                }),
                 Err(e) => Err(ProviderError::Other(e.to_string())),
             },
             None => {
@@ -258,64 +388,24 @@ impl Provider for ScriptProvider {
             }
         };
         if let Err(e) = &script_result {
-            log::warn!("{:?} remove {:?}: {e}", data.script, data.source);
+            log::warn!("{e}");
         }
-        // Whatever the script did, the session is over: nothing may stay mounted at staging.
-        unmount_all(staging)
-            .map_err(|e| ProviderError::io(format!("unmounting {staging:?}"), e))?;
-        // The script failing keeps the staging directory, so that a later `cleanup` runs its
+        // Whatever the script did, the session is over: nothing may stay mounted there.
+        unmount_below(staging)
+            .map_err(|e| ProviderError::io(format!("unmounting under {staging:?}"), e))?;
+        // The script failing keeps the staging root, so that a later `cleanup` runs its
         // `remove` again.
         script_result?;
-        // Never remove_dir_all: a mount could still sit below.
-        match std::fs::remove_dir(staging) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(ProviderError::io(
-                format!("removing staging directory {staging:?}"),
-                e,
-            )),
-            _ => Ok(()),
-        }
+        remove_staging(staging)
+            .map_err(|e| ProviderError::io(format!("removing staging root {staging:?}"), e))
     }
 }
 
-fn run_script(
-    script: &Path,
-    action: &str,
-    source: &Path,
-    staging: &Path,
-) -> Result<exec::Output, CommandError> {
-    exec::run(Command::new(script).arg(action).arg(source).arg(staging))
-}
-
-fn describe_failure(script: &Path, e: &CommandError) -> String {
-    let name = script.file_name().map_or_else(
+fn file_name(script: &Path) -> String {
+    script.file_name().map_or_else(
         || script.display().to_string(),
         |n| n.to_string_lossy().into(),
-    );
-    match e {
-        CommandError::Failed { status, stderr, .. } if stderr.is_empty() => {
-            format!("{name}: {status}")
-        }
-        CommandError::Failed { status, stderr, .. } => format!("{name}: {status}: {stderr}"),
-        CommandError::Spawn { source, .. } => format!("{name}: cannot run it: {source}"),
-    }
-}
-
-/// After a script claimed success but left no usable snapshot: run its `remove`, clear the
-/// staging directory. Returns what went wrong, as a suffix for the error message.
-fn undo_failed_create(data: &ScriptData) -> String {
-    let mut problems = Vec::new();
-    if let Some(script) = &data.script {
-        if let Err(e) = run_script(script, "remove", &data.source, &data.staging) {
-            problems.push(format!("its remove failed too: {e}"));
-        }
-    }
-    if let Err(e) = unmount_all(&data.staging) {
-        problems.push(format!("unmounting {:?}: {e}", data.staging));
-    }
-    if let Err(e) = std::fs::remove_dir(&data.staging) {
-        problems.push(format!("removing {:?}: {e}", data.staging));
-    }
-    problems.iter().map(|p| format!("; {p}")).collect()
+    )
 }
 
 /// SOURCE: where the unit's (first) mount is mounted.
@@ -324,8 +414,8 @@ fn source_of(unit: &UnitRequest) -> Option<PathBuf> {
 }
 
 /// TARGET for the scripts: `RUNTIME/script-INDEX`, with the runtime directory resolved,
-/// because mountinfo shows resolved paths and `remove` looks the staging mount up there.
-fn staging_dir(ctx: &SessionContext) -> PathBuf {
+/// because mountinfo shows resolved paths and the mounts under it are looked up there.
+fn staging_root(ctx: &SessionContext) -> PathBuf {
     std::fs::canonicalize(&ctx.runtime_dir)
         .unwrap_or_else(|_| ctx.runtime_dir.clone())
         .join(format!("script-{}", ctx.index))
@@ -336,33 +426,86 @@ fn is_mounted(path: &Path) -> std::io::Result<bool> {
     Ok(table.mounted_at(path).is_some())
 }
 
-/// Unmounts whatever is mounted at exactly `path`, top to bottom when mounts are stacked.
-fn unmount_all(path: &Path) -> std::io::Result<()> {
-    for _ in 0..MAX_STACKED_UNMOUNTS {
-        if !is_mounted(path)? {
+fn is_mounted_below(root: &Path) -> std::io::Result<bool> {
+    let table = MountTable::read().map_err(std::io::Error::other)?;
+    let found = table.at_or_below(root).next().is_some();
+    Ok(found)
+}
+
+/// Unmounts whatever is mounted at or below `root` (the private staging root, where only the
+/// session and its scripts mount), the last mounted first, until nothing is.
+fn unmount_below(root: &Path) -> std::io::Result<()> {
+    for _ in 0..MAX_UNMOUNTS {
+        let table = MountTable::read().map_err(std::io::Error::other)?;
+        let Some(m) = table.at_or_below(root).last() else {
             return Ok(());
-        }
-        log::debug!("unmounting {path:?}");
-        sys::unmount_path(path)?;
+        };
+        log::debug!("unmounting {:?}", m.mount_point);
+        sys::unmount_path(&m.mount_point)?;
     }
-    if is_mounted(path)? {
+    if is_mounted_below(root)? {
         return Err(std::io::Error::other(format!(
-            "still mounted after {MAX_STACKED_UNMOUNTS} unmounts"
+            "still mounted after {MAX_UNMOUNTS} unmounts"
         )));
     }
     Ok(())
 }
 
-/// What the journal keeps of a script snapshot, to remove it from another process.
+/// Deletes the staging root and what the scripts left in it, once nothing is mounted there
+/// (checked just before: a mount below would have its files deleted through it). The path
+/// may come from a journal: only a directory named `script-*`, ours (root's) and private to
+/// us (as `create` made it), is deleted with its contents; anything else only when empty.
+fn remove_staging(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if is_mounted_below(root)? {
+        return Err(std::io::Error::other(format!(
+            "{root:?}: something is still mounted under it"
+        )));
+    }
+    let meta = match std::fs::symlink_metadata(root) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    let ours = meta.is_dir()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && meta.mode() & 0o077 == 0
+        && root
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(b"script-"));
+    let removed = if ours {
+        std::fs::remove_dir_all(root)
+    } else {
+        std::fs::remove_dir(root)
+    };
+    match removed {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// What the journal keeps of a script snapshot, to call the script's `remove` with the same
+/// arguments from another process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ScriptData {
     /// The script that handled it; `None` in the record journaled before `create`.
     script: Option<PathBuf>,
+    /// SOURCE: the mount point of the filesystem.
     source: PathBuf,
+    /// TARGET: the staging root.
     staging: PathBuf,
 }
 
 impl ScriptData {
+    /// Where the snapshot is mounted: `TARGET + SOURCE`.
+    fn mount_point(&self) -> Result<PathBuf, ProviderError> {
+        snapshot_mount_point(&self.staging, &self.source).ok_or_else(|| {
+            ProviderError::Other(format!(
+                "script snapshot record: source {:?} is not an absolute, plain path",
+                self.source
+            ))
+        })
+    }
+
     fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
             "source": path_json(&self.source),
@@ -515,7 +658,7 @@ mod tests {
             // No unwrap here: a panic while unwinding would abort the test binary.
             let raw = self.0.as_ref().unwrap().path();
             let base = std::fs::canonicalize(raw).unwrap_or_else(|_| raw.to_owned());
-            for _ in 0..MAX_STACKED_UNMOUNTS {
+            for _ in 0..MAX_UNMOUNTS {
                 let Ok(table) = MountTable::read() else { break };
                 let Some(m) = table.at_or_below(&base).last() else {
                     return; // TempDir's own drop removes the files
@@ -579,8 +722,14 @@ mod tests {
             &self.request.mounts[0].mount_point
         }
 
+        /// TARGET: the staging root.
         fn staging(&self) -> PathBuf {
             self.ctx.runtime_dir.join("script-3")
+        }
+
+        /// `"$TARGET$SOURCE"`.
+        fn at(&self) -> PathBuf {
+            snapshot_mount_point(&self.staging(), self.src()).unwrap()
         }
 
         fn script(&self, name: &str, body: &str) -> PathBuf {
@@ -844,6 +993,126 @@ mod tests {
     }
 
     #[test]
+    fn mount_point_is_target_and_source_concatenated() {
+        let t = Path::new("/run/snapshot/snapshot-1/script-0");
+        let at = |src: &[u8]| {
+            snapshot_mount_point(t, Path::new(std::ffi::OsStr::from_bytes(src)))
+                .map(|p| p.into_os_string().into_vec())
+        };
+        // SOURCE `/`: TARGET itself, no trailing or doubled slash.
+        assert_eq!(at(b"/"), Some(t.as_os_str().as_bytes().to_vec()));
+        assert_eq!(
+            at(b"/srv/data"),
+            Some(b"/run/snapshot/snapshot-1/script-0/srv/data".to_vec())
+        );
+        assert_eq!(at(b"//srv//data/"), at(b"/srv/data"));
+        assert_eq!(at(b"/srv/./data"), at(b"/srv/data"));
+        // Odd bytes stay as they are.
+        assert_eq!(
+            at(b"/srv/a b\nc\xff"),
+            Some(b"/run/snapshot/snapshot-1/script-0/srv/a b\nc\xff".to_vec())
+        );
+        // Nothing that could lead out of TARGET.
+        assert_eq!(at(b"srv"), None);
+        assert_eq!(at(b""), None);
+        assert_eq!(at(b"/srv/../etc"), None);
+        assert_eq!(at(b"/.."), None);
+    }
+
+    #[test]
+    fn scripts_get_source_and_target_as_single_arguments_and_a_system_environment() {
+        let mut s = Setup::new();
+        // A mount point with a space and a newline: each argument one argv element.
+        let odd = s.root.path().join("odd dir\nx");
+        std::fs::create_dir(&odd).unwrap();
+        s.request.mounts[0].mount_point = odd.clone();
+        let out = s.root.path().join("seen");
+        std::fs::create_dir(&out).unwrap();
+        s.script(
+            "10-look",
+            &format!(
+                "cd '{}' || exit 9\nprintf %s \"$#\" > argc\nprintf %s \"$2\" > source\n\
+                 printf %s \"$3\" > target\n[ -d \"$3$2\" ] && echo yes > made\n\
+                 stat -c %a \"$3\" > mode\nprintf %s \"$PATH\" > path\n\
+                 printf %s \"$LANG/$LC_ALL\" > lang\nexit 1",
+                out.display()
+            ),
+        );
+        let err = s.provider().create(&s.request, &s.ctx).unwrap_err();
+        assert!(matches!(err, ProviderError::Declined(_)), "{err:?}");
+        let read = |n: &str| std::fs::read(out.join(n)).unwrap();
+        assert_eq!(read("argc"), b"3");
+        assert_eq!(read("source"), odd.as_os_str().as_bytes());
+        assert_eq!(read("target"), s.staging().as_os_str().as_bytes());
+        // `"$TARGET$SOURCE"` existed before the call, in a root-only TARGET.
+        assert_eq!(read("made"), b"yes\n");
+        assert_eq!(read("mode"), b"700\n");
+        assert_eq!(read("path"), SCRIPT_PATH.as_bytes());
+        assert_eq!(read("lang"), b"C/C");
+        assert!(!s.staging().exists(), "staging root left behind");
+    }
+
+    #[test]
+    fn a_hung_script_is_killed_with_its_group_and_the_next_one_is_tried() {
+        let s = Setup::new();
+        let pidfile = s.root.path().join("child.pid");
+        s.script(
+            "10-hang",
+            &format!(
+                "case \"$1\" in snapshot) sleep 1000 & echo $! > '{}'; wait ;; \
+                 remove) exit 0 ;; esac",
+                pidfile.display()
+            ),
+        );
+        s.script("20-decline", "echo 'not mine either' >&2; exit 1");
+        let provider = s.provider().with_timeout(Duration::from_millis(700));
+        let started = std::time::Instant::now();
+        let err = provider.create(&s.request, &s.ctx).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(15));
+        let ProviderError::Declined(reason) = &err else {
+            panic!("expected a decline, got {err:?}");
+        };
+        assert!(
+            reason.contains("10-hang: did not finish within 700ms; its process group was killed"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("20-decline: exit status: 1: not mine either"),
+            "{reason}"
+        );
+        let src = s.src().display();
+        let stg = s.staging();
+        let stg = stg.display();
+        // It was asked to undo what it may have made, with the same arguments.
+        assert_eq!(
+            s.calls(),
+            [
+                format!("10-hang snapshot {src} {stg}"),
+                format!("10-hang remove {src} {stg}"),
+                format!("20-decline snapshot {src} {stg}"),
+            ]
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // Its child went with it (gone, or a zombie for init to reap).
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            st.rsplit_once(") ")
+                .is_some_and(|(_, r)| !r.starts_with('Z'))
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the script's child {pid} survived"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!s.staging().exists(), "staging root left behind");
+    }
+
+    #[test]
     fn create_refuses_an_existing_staging_directory() {
         let s = Setup::new();
         s.script("10-any", "exit 1");
@@ -986,8 +1255,8 @@ mod tests {
         s.script(
             "20-tmpfs",
             r#"case "$1" in
-  snapshot) mount -t tmpfs -o size=1m snaptest-script "$3" && echo "snapshot of $2" > "$3/marker" ;;
-  remove) umount "$3" ;;
+  snapshot) mount -t tmpfs -o size=1m snaptest-script "$3$2" && echo "snapshot of $2" > "$3$2/marker" ;;
+  remove) umount "$3$2" ;;
   *) exit 2 ;;
 esac"#,
         );
@@ -1005,9 +1274,10 @@ esac"#,
         assert_eq!(data.source, s.src());
         assert_eq!(data.staging, staging);
         let table = MountTable::read().unwrap();
+        assert!(table.mounted_at(&staging).is_none());
         let m = table
-            .mounted_at(&staging)
-            .expect("snapshot mounted at staging");
+            .mounted_at(&s.at())
+            .expect("snapshot mounted at TARGET + SOURCE");
         assert_eq!(
             (m.fstype.as_str(), m.source.as_str()),
             ("tmpfs", "snaptest-script")
@@ -1052,5 +1322,37 @@ esac"#,
                 format!("20-tmpfs remove {src} {stg}"),
             ]
         );
+    }
+
+    /// A script that mounts at TARGET itself rather than at `"$TARGET$SOURCE"` (the convention
+    /// of this project's first releases) is told so, its `remove` runs, nothing is left.
+    #[test]
+    fn a_mount_at_target_itself_is_refused_with_a_hint() {
+        if !privileged("a_mount_at_target_itself_is_refused_with_a_hint") {
+            return;
+        }
+        let s = Setup::new();
+        s.script(
+            "10-at-target",
+            r#"case "$1" in
+  snapshot) mount -t tmpfs -o size=1m snaptest-script "$3" ;;
+  remove) umount "$3" ;;
+esac"#,
+        );
+        let err = s.provider().create(&s.request, &s.ctx).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("mounted nothing at"), "{text}");
+        assert!(
+            text.contains("it mounted at TARGET itself: scripts mount at \"$TARGET$SOURCE\""),
+            "{text}"
+        );
+        assert_eq!(s.calls().len(), 2, "{:?}", s.calls());
+        assert!(s.calls()[1].starts_with("10-at-target remove "));
+        assert!(!s.staging().exists());
+        assert!(MountTable::read()
+            .unwrap()
+            .at_or_below(&s.root.path())
+            .next()
+            .is_none());
     }
 }

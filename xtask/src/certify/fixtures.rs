@@ -51,6 +51,10 @@ pub struct ProviderSpec {
     pub backing: Backing,
     /// Needs the maintainer's `filesystems.d` scripts (`--scripts-dir`).
     pub needs_scripts: bool,
+    /// The provider that must take the fixtures: the session gets `--providers` with it
+    /// alone (bind stays the fallback, which the manifest would show), so that no other
+    /// provider can take them first.
+    pub provider: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,12 +80,14 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::BTRFS],
         backing: Backing::Plain,
         needs_scripts: false,
+        provider: "btrfs",
     },
     ProviderSpec {
         name: "freeze",
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Reflink,
         needs_scripts: false,
+        provider: "freeze",
     },
     // Tried after freeze, so only given what freeze declines (plain backing files).
     ProviderSpec {
@@ -89,6 +95,7 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Plain,
         needs_scripts: true,
+        provider: "script",
     },
     // The negative control: a live read-only bind, declared not consistent.
     ProviderSpec {
@@ -96,6 +103,7 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Plain,
         needs_scripts: false,
+        provider: "bind",
     },
 ];
 
@@ -107,12 +115,30 @@ pub const VM_PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::LvmClassic,
         needs_scripts: false,
+        provider: "lvm",
     },
     ProviderSpec {
         name: "lvm-thin",
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::LvmThin,
         needs_scripts: false,
+        provider: "lvm-thin",
+    },
+    // The maintainer's scripts (`--scripts-dir`) over the LVM and ZFS fixtures: the script
+    // provider alone may take them (`--providers script`).
+    ProviderSpec {
+        name: "script-lvm",
+        takes: &[Kind::EXT4, Kind::XFS],
+        backing: Backing::LvmClassic,
+        needs_scripts: true,
+        provider: "script",
+    },
+    ProviderSpec {
+        name: "script-zfs",
+        takes: &[Kind::Zfs],
+        backing: Backing::ZfsPool,
+        needs_scripts: true,
+        provider: "script",
     },
     // One pool, two datasets: the provider snapshots both in one atomic `zfs snapshot`.
     ProviderSpec {
@@ -120,6 +146,7 @@ pub const VM_PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::Zfs],
         backing: Backing::ZfsPool,
         needs_scripts: false,
+        provider: "zfs",
     },
 ];
 
@@ -296,6 +323,8 @@ pub struct Fixture {
     pub scripts: PathBuf,
     pub target: PathBuf,
     pub runtime: PathBuf,
+    /// `--providers`: the provider under test ([`ProviderSpec::provider`]).
+    pub provider: &'static str,
     /// `--config`: an empty file, so that the machine's `/etc/snapshot/snapshot.toml` (a
     /// `freeze_command`, say) cannot change which provider takes the fixtures.
     pub config: PathBuf,
@@ -364,6 +393,7 @@ impl Fixture {
             },
             target: dir("view")?,
             runtime: dir("run")?,
+            provider: spec.provider,
             config: scratch.join("snapshot.toml"),
             copy: scratch.join("copy"),
             fs1,
@@ -537,6 +567,22 @@ mod tests {
         assert!(matrix("zfs", &parse_fs("ext4").unwrap(), None).is_err());
         assert!(matrix("freeze", &parse_fs("zfs").unwrap(), None).is_err());
         assert!(matrix("nfs", &all, None).is_err());
+        // The maintainer's scripts over LVM or ZFS fixtures, by name only.
+        assert!(matrix("script-lvm", &all, None).is_err());
+        let m = matrix("script-lvm", &all, Some(Path::new("/x"))).unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m.iter().all(|(p, _)| p.provider == "script"));
+        let m = matrix("script-zfs", &all, Some(Path::new("/x"))).unwrap();
+        let names: Vec<_> = m.iter().map(|(p, k)| (p.provider, k.name())).collect();
+        assert_eq!(names, [("script", "zfs")]);
+        for p in PROVIDERS.iter().chain(VM_PROVIDERS) {
+            assert!(
+                ["zfs", "btrfs", "lvm-thin", "lvm", "freeze", "script", "bind"]
+                    .contains(&p.provider),
+                "{}",
+                p.provider
+            );
+        }
         assert!(parse_fs("ntfs").is_err());
         assert!(Kind::BTRFS == FsKind::Btrfs && Kind::Zfs != FsKind::Btrfs);
     }

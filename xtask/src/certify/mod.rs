@@ -33,8 +33,10 @@ pub const DEFAULT_CYCLES: u32 = 100;
 #[derive(Debug, clap::Args)]
 pub struct CertifyArgs {
     /// Provider to certify: btrfs, freeze, bind (the negative control), script (the
-    /// filesystems.d scripts given with --scripts-dir), or all; lvm and lvm-thin need
-    /// device-mapper, zfs needs ZFS (inside `cargo xtask vm-test`): never part of all.
+    /// filesystems.d scripts given with --scripts-dir, over ext4/XFS on loop devices), or all;
+    /// lvm and lvm-thin need device-mapper, zfs needs ZFS, and script-lvm / script-zfs (the
+    /// scripts over LVs / datasets) need either (inside `cargo xtask vm-test`): never part
+    /// of all. Each session gets `--providers` with the provider under test alone.
     #[arg(long, value_name = "NAME", default_value = "all")]
     provider: String,
     /// Filesystem: ext4, xfs, btrfs, zfs or all (each provider runs on those it takes).
@@ -297,12 +299,12 @@ fn view_paths(m: &Manifest, spec: &ProviderSpec, fx: &Fixture) -> Result<(PathBu
             .iter()
             .find(|x| x.mount_point == mp)
             .with_context(|| format!("{} is not in the manifest", mp.display()))?;
-        if mount.provider != spec.name {
+        if mount.provider != spec.provider {
             bail!(
                 "{} was taken by the {} provider, not {}: this machine cannot certify {} here",
                 mp.display(),
                 mount.provider,
-                spec.name,
+                spec.provider,
                 spec.name
             );
         }

@@ -54,6 +54,8 @@ impl Session {
             .arg(&fx.hooks)
             .arg("--scripts-dir")
             .arg(&fx.scripts)
+            .arg("--providers")
+            .arg(fx.provider)
             .arg("--config")
             .arg(&fx.config)
             .arg("-t")

@@ -1,8 +1,8 @@
 //! `snapshot`: consistent, read-only, point-in-time views of live filesystems for backups.
 
 use snapshot_cli::args::SessionArgs;
-use snapshot_cli::cli::{CleanupArgs, Cli, Cmd};
-use snapshot_cli::seed::{in_place_root_dir, run_session, HoldUntil, RunCommand, Signals};
+use snapshot_cli::cli::{CleanupArgs, Cli, Cmd, RunArgs};
+use snapshot_cli::seed::{default_writable, run_session, HoldUntil, RunCommand, Signals};
 use snapshot_cli::{configure_or_exit, exit, fail, held, logger, out, parse_with_matches, say};
 use snapshot_core::session::plan_request;
 use std::process::ExitCode;
@@ -22,20 +22,23 @@ fn main() -> ExitCode {
         Some(Cmd::Status(args)) => status(&args),
         Some(Cmd::Run(mut args)) => {
             configure_or_exit("snapshot", &mut args.session, &sub("run"));
-            if args.in_place {
-                if let Some(d) = in_place_root_dir(&args.session.dirs) {
-                    say!(
-                        "snapshot: error: {}: --in-place cannot cover / (the command would run on a read-only root); name the directories to back up, or back up the view under TARGET without --in-place",
-                        d.display()
-                    );
-                    return ExitCode::from(exit::USAGE);
+            let writable = if !args.in_place {
+                Vec::new()
+            } else {
+                match writable_paths(&args) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        say!("snapshot: error: {e}");
+                        return ExitCode::from(exit::USAGE);
+                    }
                 }
-            }
+            };
             session(
                 &args.session,
                 Mode::Run(RunCommand {
                     argv: args.command.clone(),
                     in_place: args.in_place,
+                    writable,
                 }),
             )
         }
@@ -45,6 +48,39 @@ fn main() -> ExitCode {
             session(&args, if cli.holder { Mode::Holder } else { Mode::Seed })
         }
     }
+}
+
+/// `run --in-place`'s writable paths: `--writable` (else the configuration's), canonical,
+/// plus the defaults; each an existing directory outside TARGET.
+fn writable_paths(args: &RunArgs) -> Result<Vec<std::path::PathBuf>, String> {
+    let given = if args.writable.is_empty() {
+        &args.session.config_writable
+    } else {
+        &args.writable
+    };
+    let target = std::fs::canonicalize(&args.session.target).unwrap_or_default();
+    let mut out = Vec::new();
+    for p in given {
+        let bad = |why: &str| format!("--writable {}: {why}", p.display());
+        if !p.is_absolute() {
+            return Err(bad("not an absolute path"));
+        }
+        let canon = std::fs::canonicalize(p).map_err(|e| bad(&e.to_string()))?;
+        if !canon.is_dir() {
+            return Err(bad("not a directory"));
+        }
+        if canon.starts_with(&target) || target.starts_with(&canon) {
+            return Err(bad("overlaps the target"));
+        }
+        out.push(canon);
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    for p in home.map(|h| default_writable(&h)).unwrap_or_default() {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug)]
@@ -208,7 +244,8 @@ fn watchdog() -> ExitCode {
 
 fn plan(args: &SessionArgs) -> ExitCode {
     logger::init("snapshot", args.verbose);
-    let providers = snapshot_providers::providers(&args.provider_config());
+    let config = args.provider_config();
+    let providers = snapshot_providers::providers(&config);
     let plan = match plan_request(&args.request(), &providers) {
         Ok(p) => p,
         Err(e) => {
@@ -217,7 +254,7 @@ fn plan(args: &SessionArgs) -> ExitCode {
         }
     };
     if args.json {
-        let v = serde_json::json!({ "consistent": plan.consistent(), "mounts": plan.mounts, "units": plan.units });
+        let v = serde_json::json!({ "consistent": plan.consistent(), "providers": config.order.names(), "mounts": plan.mounts, "units": plan.units });
         out!("{v}");
         return ExitCode::SUCCESS;
     }
@@ -250,5 +287,6 @@ fn plan(args: &SessionArgs) -> ExitCode {
             "consistent: NO (some filesystems are only bind-mounted)"
         }
     );
+    out!("providers: {}", config.order.names().join(", "));
     ExitCode::SUCCESS
 }

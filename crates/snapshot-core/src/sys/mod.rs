@@ -14,7 +14,7 @@ pub use loopdev::{
 
 pub mod ioctl;
 mod namespace;
-pub use namespace::{in_private_namespace, InPlaceBind};
+pub use namespace::{in_private_namespace, InPlace, InPlaceBind, LiveBind, NewRoot};
 mod mountfd;
 pub use mountfd::{
     clone_beneath, clone_live_mount, detach_fd_mount, dir_is_empty, fd_path, file_identity,

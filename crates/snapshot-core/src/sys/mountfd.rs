@@ -192,7 +192,21 @@ impl DetachedMount {
                 | OpenTreeFlags::OPEN_TREE_CLOEXEC
                 | OpenTreeFlags::AT_EMPTY_PATH,
         )?;
-        mount_setattr(fd.as_fd(), view_attrs(), 0)?;
+        mount_setattr(fd.as_fd(), view_attrs(), 0, 0)?;
+        Ok(Self(fd))
+    }
+
+    /// A recursive clone of the tree at `dir`, as it is — writable if it was (a live path a
+    /// command needs: `/proc`, its cache, a local repository).
+    pub fn clone_live(dir: BorrowedFd<'_>) -> io::Result<Self> {
+        let fd = open_tree(
+            dir,
+            "",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_EMPTY_PATH
+                | OpenTreeFlags::AT_RECURSIVE,
+        )?;
         Ok(Self(fd))
     }
 
@@ -230,7 +244,7 @@ impl DetachedMount {
             "",
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
         )?;
-        if let Err(e) = mount_setattr(self.0.as_fd(), 0, MS_PRIVATE) {
+        if let Err(e) = mount_setattr(self.0.as_fd(), 0, 0, MS_PRIVATE) {
             let _ = detach_fd_mount(self.0.as_fd());
             return Err(e);
         }
@@ -275,8 +289,13 @@ struct MountAttr {
 const SYS_MOUNT_SETATTR: std::ffi::c_long = 442;
 
 /// mount_setattr(2) on the mount `fd` is the root of (attached or not): sets `attr_set`
-/// (MOUNT_ATTR_*) and the propagation type (0: unchanged). rustix has no binding for it.
-fn mount_setattr(fd: BorrowedFd<'_>, attr_set: u64, propagation: u64) -> io::Result<()> {
+/// and clears `attr_clr` (MOUNT_ATTR_*), sets the propagation type (0: unchanged). rustix has no binding for it.
+fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+) -> io::Result<()> {
     use std::ffi::{c_int, c_long, c_uint};
     extern "C" {
         // The C library's generic system-call entry (std links it on Linux).
@@ -284,7 +303,7 @@ fn mount_setattr(fd: BorrowedFd<'_>, attr_set: u64, propagation: u64) -> io::Res
     }
     let attr = MountAttr {
         attr_set,
-        attr_clr: 0,
+        attr_clr,
         propagation,
         userns_fd: 0,
     };

@@ -7,6 +7,10 @@
 //! attaches each onto its DIR, looked up again in the new namespace without following a
 //! symlink and checked to be the directory validated at the start (device and inode), so a DIR
 //! swapped meanwhile makes the spawn fail instead of covering something else.
+//!
+//! With `/` among the DIRs the command's root *becomes* the view (docs/DESIGN.md §2.4): the
+//! child finds the view on TARGET (checked by identity), binds the live `/proc`, `/sys`,
+//! `/dev`, `/run`, `/tmp` and the `--writable` paths into it, and `pivot_root`s there.
 #![allow(unsafe_code)]
 
 use super::DetachedMount;
@@ -21,6 +25,38 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// What `snapshot run --in-place` puts in the command's namespace, in this order.
+#[derive(Debug, Default)]
+pub struct InPlace {
+    /// `/` is a DIR: the command's root becomes the view.
+    pub new_root: Option<NewRoot>,
+    /// With a `new_root`: the live `/proc`, `/dev`… the command needs, bound first.
+    pub system: Vec<LiveBind>,
+    /// Snapshots over DIRs, parents first. With a `new_root` the view shows them already,
+    /// but for those inside a `system` path, which would hide them.
+    pub binds: Vec<InPlaceBind>,
+    /// Live trees bound writable at their own paths, over everything else, parents first.
+    pub writable: Vec<LiveBind>,
+}
+
+/// The view that becomes the command's root.
+#[derive(Debug)]
+pub struct NewRoot {
+    /// TARGET, canonical.
+    pub target: PathBuf,
+    /// Device and inode of the root of `/`'s snapshot in the view (what TARGET must show).
+    pub identity: (u64, u64),
+}
+
+/// A live directory the command needs as it is (its cache, a local repository, `/proc`).
+#[derive(Debug)]
+pub struct LiveBind {
+    /// A recursive clone of it, writable.
+    pub tree: DetachedMount,
+    /// Its path (absolute, canonical), where it goes in the command's namespace.
+    pub path: PathBuf,
+}
 
 /// One snapshot to put over a DIR in the command's namespace.
 #[derive(Debug)]
@@ -44,10 +80,18 @@ fn c_path(p: &Path) -> io::Result<CString> {
 
 /// Makes `cmd` start in a new mount namespace in which every mount is private (nothing made
 /// there propagates back to the caller's namespace) and each of `binds`, in order (parents
-/// first), covers its DIR. The child then changes to its working directory again, so that a
-/// relative path it starts from resolves in the snapshots too. Fails here on a path with a NUL
-/// byte; a DIR that changed makes the spawn fail with `ESTALE` (`ELOOP` for a symlink).
-pub fn in_private_namespace(cmd: &mut Command, binds: Vec<InPlaceBind>) -> io::Result<()> {
+/// first), covers its DIR — or, with a `new_root`, whose root is the view — and each `live`
+/// tree is bound at its path. The child then changes to its working directory again, so that
+/// a relative path it starts from resolves in the snapshots too. Fails here on a path with a
+/// NUL byte; a DIR or TARGET that changed makes the spawn fail with `ESTALE` (`ELOOP` for a
+/// symlink), a live path missing in the view with `ENOENT`.
+pub fn in_private_namespace(cmd: &mut Command, in_place: InPlace) -> io::Result<()> {
+    let InPlace {
+        new_root,
+        system,
+        binds,
+        writable,
+    } = in_place;
     let dirs: Vec<PathBuf> = binds.iter().map(|b| b.dir.clone()).collect();
     let mut prepared = Vec::new();
     for (i, b) in binds.into_iter().enumerate() {
@@ -58,14 +102,28 @@ pub fn in_private_namespace(cmd: &mut Command, binds: Vec<InPlaceBind>) -> io::R
             .find(|&j| b.dir.starts_with(&dirs[j]))
             .map(|j| Ok::<_, io::Error>((j, c_path(relative_to(&b.dir, &dirs[j]))?)))
             .transpose()?;
-        prepared.push((b.tree, c_path(&b.dir)?, b.identity, under));
+        let rel = c_path(relative_to(&b.dir, Path::new("/")))?;
+        prepared.push((b.tree, c_path(&b.dir)?, b.identity, under, rel));
     }
+    let new_root = new_root
+        .map(|r| Ok::<_, io::Error>((c_path(&r.target)?, r.identity)))
+        .transpose()?;
+    let live = |trees: Vec<LiveBind>| {
+        trees
+            .into_iter()
+            .map(|l| {
+                let rel = relative_to(&l.path, Path::new("/"));
+                Ok((l.tree, c_path(&l.path)?, c_path(rel)?))
+            })
+            .collect::<io::Result<Vec<_>>>()
+    };
+    let (system, writable) = (live(system)?, live(writable)?);
     let cwd = std::env::current_dir().ok().and_then(|d| c_path(&d).ok());
     // SAFETY: the closure runs in the forked child before exec. It allocates nothing (the
     // paths were made into C strings above, the trees are descriptors) and makes only system
-    // calls — unshare(2), mount(2), openat2(2), fstat(2), move_mount(2), chdir(2) — which are
-    // async-signal-safe, so it is sound even though the parent has other threads. It touches
-    // no state shared with the parent.
+    // calls — unshare(2), mount(2), openat2(2), fstat(2), move_mount(2), fchdir(2),
+    // pivot_root(2), umount2(2), chdir(2) — which are async-signal-safe, so it is sound even
+    // though the parent has other threads. It touches no state shared with the parent.
     unsafe {
         cmd.pre_exec(move || {
             // SAFETY: NEWNS alone unshares no file descriptor table (the caveat of
@@ -76,24 +134,43 @@ pub fn in_private_namespace(cmd: &mut Command, binds: Vec<InPlaceBind>) -> io::R
                 MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
             )?;
             // Every DIR must still be the directory validated, before anything covers it.
-            for (_, dir, identity, _) in &prepared {
+            for (_, dir, identity, _, _) in &prepared {
                 let at = openat2(CWD, dir.as_c_str(), dir_flags(), Mode::empty(), nofollow())?;
                 let st = fstat(&at)?;
                 if (st.st_dev, st.st_ino) != *identity {
                     return Err(Errno::STALE.into());
                 }
             }
-            for (tree, dir, _, under) in &prepared {
-                let at = match under {
-                    None => openat2(CWD, dir.as_c_str(), dir_flags(), Mode::empty(), nofollow())?,
-                    Some((j, rel)) => openat2(
-                        prepared[*j].0.root(),
-                        rel.as_c_str(),
+            // The view on TARGET, which must still show `/`'s snapshot.
+            let top = match &new_root {
+                None => None,
+                Some((target, identity)) => {
+                    let top = openat2(
+                        CWD,
+                        target.as_c_str(),
                         dir_flags(),
                         Mode::empty(),
-                        nofollow() | ResolveFlags::BENEATH,
-                    )?,
-                };
+                        nofollow(),
+                    )?;
+                    let st = fstat(&top)?;
+                    if (st.st_dev, st.st_ino) != *identity {
+                        return Err(Errno::STALE.into());
+                    }
+                    Some(top)
+                }
+            };
+            // Where `path` (or `rel`, beneath the new root) is in the command's namespace now.
+            let place = |path: &CString, rel: &CString| match &top {
+                None => openat2(CWD, path.as_c_str(), dir_flags(), Mode::empty(), nofollow()),
+                Some(top) => openat2(
+                    top,
+                    rel.as_c_str(),
+                    dir_flags(),
+                    Mode::empty(),
+                    nofollow() | ResolveFlags::BENEATH,
+                ),
+            };
+            let attach = |tree: &DetachedMount, at: &rustix::fd::OwnedFd| {
                 move_mount(
                     tree.root(),
                     c"",
@@ -101,7 +178,35 @@ pub fn in_private_namespace(cmd: &mut Command, binds: Vec<InPlaceBind>) -> io::R
                     c"",
                     MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
                         | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-                )?;
+                )
+            };
+            for (tree, path, rel) in &system {
+                attach(tree, &place(path, rel)?)?;
+            }
+            for (tree, dir, _, under, rel) in &prepared {
+                let at = match under {
+                    None => place(dir, rel)?,
+                    Some((j, below)) => openat2(
+                        prepared[*j].0.root(),
+                        below.as_c_str(),
+                        dir_flags(),
+                        Mode::empty(),
+                        nofollow() | ResolveFlags::BENEATH,
+                    )?,
+                };
+                attach(tree, &at)?;
+            }
+            for (tree, path, rel) in &writable {
+                attach(tree, &place(path, rel)?)?;
+            }
+            if let Some(top) = &top {
+                // pivot_root(".", "."): the old root ends up stacked on the new one, and
+                // detaching it leaves the view as the root (no directory for it needed in a
+                // read-only snapshot).
+                rustix::process::fchdir(top)?;
+                rustix::process::pivot_root(c".", c".")?;
+                rustix::mount::unmount(c".", rustix::mount::UnmountFlags::DETACH)?;
+                rustix::process::chdir(c"/")?;
             }
             if let Some(cwd) = &cwd {
                 // A directory gone or covered differently: stay where the kernel put us.
