@@ -24,15 +24,20 @@ impl Provider for BindProvider {
         }
     }
 
-    fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
-        Ok(Created {
+    fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
+        Created {
             provider: self.name().into(),
             unit: unit.unit.clone(),
             name: ctx.object_name(),
+            // A live view, journaled as such (the trait's default says a snapshot).
             consistent: false,
             // Nothing to record: the session unmounts the view, and a bind leaves nothing else.
             data: serde_json::Value::Null,
-        })
+        }
+    }
+
+    fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
+        Ok(self.expected(unit, ctx))
     }
 
     fn mount(&self, _created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError> {

@@ -274,6 +274,13 @@ impl Provider for ScriptProvider {
                 source: source.clone(),
                 staging: staging.clone(),
             };
+            if let Err(e) = mark_running(&staging, script) {
+                let _ = remove_staging(&staging);
+                return Err(ProviderError::io(
+                    format!("recording {script:?} beside {staging:?}"),
+                    e,
+                ));
+            }
             match self.run(script, "snapshot", &data) {
                 Ok(()) => match is_mounted(&at) {
                     Ok(true) => {
@@ -359,13 +366,22 @@ impl Provider for ScriptProvider {
         match std::fs::symlink_metadata(staging) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 log::debug!("{}: {staging:?} already gone", created.name);
-                return Ok(());
+                return remove_marker(staging).map_err(|e| {
+                    ProviderError::io(format!("removing the marker of {staging:?}"), e)
+                });
             }
             Err(e) => return Err(ProviderError::io(format!("checking {staging:?}"), e)),
             Ok(_) => {}
         }
-        let script_result = match &data.script {
-            // The script comes from the journal: checked again before it runs as root.
+        // Journaled before `create` only: the marker beside the staging root says which
+        // script was running (a crash before the session recorded what `create` made).
+        let marked = data
+            .script
+            .is_none()
+            .then(|| marked_script(staging))
+            .flatten();
+        let script_result = match data.script.as_ref().or(marked.as_ref()) {
+            // The script comes from the journal or the marker: checked again before it runs.
             Some(script) => match trust::check("provider script", script) {
                 Ok(_) => self.run(script, "remove", &data).map_err(|e| {
                     ProviderError::Other(format!(
@@ -399,6 +415,34 @@ impl Provider for ScriptProvider {
         remove_staging(staging)
             .map_err(|e| ProviderError::io(format!("removing staging root {staging:?}"), e))
     }
+}
+
+/// Beside the staging root `RUNTIME/script-INDEX`: `script-INDEX.script`, naming the script
+/// that runs (or ran) `snapshot` there, written before it starts. `remove` given the record
+/// journaled before `create` reads it, so that a crash between `create` and the journal's
+/// record of it still gets the right script's `remove`. In the private runtime directory,
+/// like the staging root; gone with it.
+fn marker_of(staging: &Path) -> PathBuf {
+    let mut name = staging.file_name().unwrap_or_default().to_owned();
+    name.push(".script");
+    staging.with_file_name(name)
+}
+
+fn mark_running(staging: &Path, script: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(marker_of(staging))?;
+    std::io::Write::write_all(&mut f, script.as_os_str().as_bytes())?;
+    f.sync_all()
+}
+
+fn marked_script(staging: &Path) -> Option<PathBuf> {
+    let bytes = std::fs::read(marker_of(staging)).ok()?;
+    (!bytes.is_empty()).then(|| PathBuf::from(OsString::from_vec(bytes)))
 }
 
 fn file_name(script: &Path) -> String {
@@ -463,7 +507,7 @@ fn remove_staging(root: &Path) -> std::io::Result<()> {
         )));
     }
     let meta = match std::fs::symlink_metadata(root) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return remove_marker(root),
         other => other?,
     };
     let ours = meta.is_dir()
@@ -478,6 +522,14 @@ fn remove_staging(root: &Path) -> std::io::Result<()> {
         std::fs::remove_dir(root)
     };
     match removed {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        other => other?,
+    }
+    remove_marker(root)
+}
+
+fn remove_marker(staging: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(marker_of(staging)) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         other => other,
     }

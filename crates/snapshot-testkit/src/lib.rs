@@ -6,6 +6,7 @@
 //! [`mounts_under`]). Nothing here ever touches an object it did not create: no `losetup -D`,
 //! no unmount by pattern, no killing by name.
 
+pub mod conformance;
 pub mod lvm;
 pub mod prop;
 pub mod zfs;
