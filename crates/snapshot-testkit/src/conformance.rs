@@ -74,13 +74,16 @@ pub struct Finding {
     pub what: String,
 }
 
+/// What of a provider's own objects named after a session id still exists, in words.
+pub type Leftovers<'a> = Box<dyn Fn(&str) -> Vec<String> + 'a>;
+
 /// The filesystem a provider is tested on.
 pub struct Fixture<'a> {
     /// Its mount point (the DIR).
     pub mount_point: PathBuf,
     /// The provider's own objects named after a session id that still exist (snapshots, LVs,
     /// datasets), in words; the suite adds mounts, runtime entries and loop devices itself.
-    pub leftovers: Box<dyn Fn(&str) -> Vec<String> + 'a>,
+    pub leftovers: Leftovers<'a>,
 }
 
 impl std::fmt::Debug for Fixture<'_> {
