@@ -80,7 +80,7 @@ pub struct SessionArgs {
     pub runtime_dir: PathBuf,
 
     /// Directory for session journals (persistent: snapshots survive a reboot).
-    #[arg(long, value_name = "DIR", default_value = snapshot_core::journal::STATE_DIR, hide = true)]
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::recovery::journal::STATE_DIR, hide = true)]
     pub state_dir: PathBuf,
 
     /// The configuration file's `writable` list (for `run --in-place`, whose `--writable`

@@ -128,7 +128,7 @@ pub struct CleanupArgs {
     #[arg(long, value_name = "DIR")]
     pub scripts_dir: Option<std::path::PathBuf>,
 
-    #[arg(long, value_name = "DIR", default_value = snapshot_core::journal::STATE_DIR, hide = true)]
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::recovery::journal::STATE_DIR, hide = true)]
     pub state_dir: std::path::PathBuf,
 }
 

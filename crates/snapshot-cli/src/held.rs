@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HeldState {
     pub pid: u32,
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     pub target: PathBuf,
     pub session: String,
 }

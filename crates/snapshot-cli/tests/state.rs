@@ -13,7 +13,7 @@
 
 mod common;
 use common::*;
-use snapshot_core::journal::{LivenessToken, LIVENESS_DIR};
+use snapshot_core::recovery::liveness::{LivenessToken, LIVENESS_DIR};
 use snapshot_testkit::{mode_of, set_mode};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;

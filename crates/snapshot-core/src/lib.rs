@@ -1,19 +1,18 @@
 //! The engine of `snapshot`: mount table, planning, the [`Provider`] trait, writer hooks,
 //! the target view and the session. Knows nothing of the command line.
 
-pub mod cleanup;
 pub mod exec;
-pub mod journal;
 pub mod lock;
 pub mod mountinfo;
+pub mod path_json;
 pub mod plan;
 pub mod provider;
+pub mod recovery;
 pub mod session;
 pub mod sys;
 pub mod trust;
 pub mod validate;
 pub mod view;
-pub mod watchdog;
 pub mod writers;
 
 pub use mountinfo::{Mount, MountTable};

@@ -50,7 +50,7 @@ pub struct SessionContext {
     /// A private, root-only directory for this session's scratch mounts (`/run/snapshot/<id>`).
     pub runtime_dir: PathBuf,
     /// For providers that FIFREEZE: report freezes to the session's watchdog.
-    pub guard: crate::watchdog::FreezeGuard,
+    pub guard: crate::recovery::watchdog::FreezeGuard,
 }
 
 impl SessionContext {

@@ -1,16 +1,16 @@
 //! The session engine: validate → plan → writers freeze → create (in parallel) → writers thaw
 //! → build the view → (the caller holds) → teardown → verify nothing is left.
 
-use crate::journal::{FrozenWriters, Journal, ObjectState, Record, SnapshotEntry};
 use crate::lock::{LockError, TargetLock};
 use crate::mountinfo::MountTable;
 use crate::plan::Plan;
 use crate::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
+use crate::recovery::journal::{FrozenWriters, Journal, ObjectState, Record, SnapshotEntry};
+use crate::recovery::watchdog::{FreezeGuard, Message, Watchdog};
 use crate::validate::{check_target_empty, validate, ValidationError};
 use crate::view::View;
-use crate::watchdog::{FreezeGuard, Message, Watchdog};
 use crate::writers::{WriterConfig, WriterEnv, Writers};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ pub struct SessionRequest {
     pub freeze_timeout: Duration,
 }
 
-/// The hidden flag that makes the tool's executable run [`crate::watchdog::run`].
+/// The hidden flag that makes the tool's executable run [`crate::recovery::watchdog::run`].
 pub const WATCHDOG_FLAG: &str = "--watchdog";
 
 /// The steps where a [`Fault`] can strike.
@@ -213,7 +213,7 @@ pub struct Session<'p> {
     journal: Option<Journal>,
     /// Held for the session's life: tells every cleanup, in any state directory, that this
     /// session's objects are not orphans.
-    _token: crate::journal::LivenessToken,
+    _token: crate::recovery::liveness::LivenessToken,
     /// Handed to providers inside the frozen window.
     guard: FreezeGuard,
     pub timings: Timings,
@@ -276,7 +276,7 @@ impl<'p> Session<'p> {
 
         let id = new_session_id();
         // Root's alone (`/run/snapshot/live`): nobody else can make the session look alive.
-        let token = crate::journal::LivenessToken::acquire(&id).map_err(|e| {
+        let token = crate::recovery::liveness::LivenessToken::acquire(&id).map_err(|e| {
             SessionError::new(
                 FailureKind::Internal,
                 format!("the liveness token of session {id}: {e}"),
@@ -612,7 +612,7 @@ impl<'p> Session<'p> {
     /// frozen window is enough for cleanup on its own, see [`Journal::refine`]).
     fn journal_update(
         &mut self,
-        f: impl FnOnce(&mut crate::journal::Record),
+        f: impl FnOnce(&mut crate::recovery::journal::Record),
     ) -> Result<(), SessionError> {
         match self.journal.as_mut() {
             Some(j) => j
@@ -1027,7 +1027,7 @@ fn check_target_at_first_look(
     // mounts unmounted, not yet its tmpfs) at the first look.
     let dead_view = MountTable::read().ok().is_some_and(|t| {
         t.mounted_at(&v.target)
-            .is_some_and(|m| crate::cleanup::is_session_id(&m.source))
+            .is_some_and(|m| crate::recovery::cleanup::is_session_id(&m.source))
     });
     if !dead_view && check_target_empty(&v.target).is_err() {
         return Err(usage(e));
@@ -1064,13 +1064,13 @@ fn recover_or_look_up(
     let internal = |e: crate::mountinfo::MountInfoError| {
         SessionError::new(FailureKind::Internal, e.to_string())
     };
-    if !target_was_full && !crate::cleanup::dead_sessions(&request.state_dir) {
+    if !target_was_full && !crate::recovery::cleanup::dead_sessions(&request.state_dir) {
         let (table, lookup) = MountTable::for_paths_via(&v.dirs).map_err(internal)?;
         return Ok((table, lookup.to_string()));
     }
     // Read before the cleanup lists the journals (see `cleanup_with`).
     let mut table = MountTable::read().map_err(internal)?;
-    let report = crate::cleanup::cleanup_with(
+    let report = crate::recovery::cleanup::cleanup_with(
         Ok(table.clone()),
         &request.state_dir,
         providers,

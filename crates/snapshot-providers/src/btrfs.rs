@@ -64,11 +64,11 @@ pub struct BtrfsProvider;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct UnitPlan {
     /// A device of the filesystem (the mount's source).
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     device: PathBuf,
     subvol_id: u64,
     /// Path of the subvolume from the top level (`/` for the top level itself): any bytes.
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     subvol: PathBuf,
 }
 
@@ -81,10 +81,10 @@ pub struct SnapshotData {
     #[serde(default)]
     pub fsid: Option<String>,
     /// The device the staging mount is made from.
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     pub device: PathBuf,
     /// Where the top level is mounted (privately) for the session.
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     pub staging: PathBuf,
     /// Name of the snapshot subvolume in the top level.
     pub snapshot: String,
@@ -92,7 +92,7 @@ pub struct SnapshotData {
     #[serde(default)]
     pub snapshot_id: Option<u64>,
     /// The snapshotted subvolume: path from the top level, and id.
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     pub origin_subvol: PathBuf,
     pub origin_subvol_id: u64,
 }

@@ -26,7 +26,7 @@
 //! instant. Filesystems are taken in device-number order, except that a filesystem whose
 //! backing file lives on another one of the set goes first: its clone is written to that one,
 //! which must not be frozen yet. Before `FIFREEZE` of each, the session's watchdog is told
-//! ([`snapshot_core::watchdog::FreezeGuard`]): it thaws the filesystem if this process dies or
+//! ([`snapshot_core::recovery::watchdog::FreezeGuard`]): it thaws the filesystem if this process dies or
 //! the freeze outlasts `--freeze-timeout`. A copy that took longer than that is refused, since
 //! the watchdog may have thawed the filesystem under it.
 //!
@@ -81,8 +81,8 @@ use snapshot_core::exec;
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
+use snapshot_core::recovery::watchdog::FreezeGuard;
 use snapshot_core::sys::DetachedMount;
-use snapshot_core::watchdog::FreezeGuard;
 use snapshot_core::{sys, trust, Mount, MountTable};
 use std::fs::File;
 use std::io;
@@ -121,10 +121,10 @@ impl FreezeProvider {
 pub enum Method {
     /// `FICLONE` of the loop device's backing file.
     Clone {
-        #[serde(with = "snapshot_core::journal::path_json")]
+        #[serde(with = "snapshot_core::path_json")]
         backing: PathBuf,
         /// Next to `backing`, named with the session id.
-        #[serde(with = "snapshot_core::journal::path_json")]
+        #[serde(with = "snapshot_core::path_json")]
         clone: PathBuf,
         /// The loop device's window on the file, reproduced on the clone's loop device.
         offset: u64,
@@ -132,12 +132,12 @@ pub enum Method {
     },
     /// The configured device-snapshot command.
     Command {
-        #[serde(with = "snapshot_core::journal::path_json")]
+        #[serde(with = "snapshot_core::path_json")]
         command: PathBuf,
         /// The `NAME` argument.
         name: String,
         /// What `create` printed; `None` in the record journalled before creation.
-        #[serde(default, with = "snapshot_core::journal::path_json::option")]
+        #[serde(default, with = "snapshot_core::path_json::option")]
         copy_device: Option<PathBuf>,
     },
 }
@@ -149,14 +149,14 @@ pub struct Copy {
     pub major: u32,
     pub minor: u32,
     /// The origin's block device (mount source).
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     pub device: PathBuf,
     pub fstype: String,
     /// Where the origin is frozen and thawed through: any user's name.
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     pub mount_point: PathBuf,
     /// Where the copy is mounted privately for the view's binds.
-    #[serde(with = "snapshot_core::journal::path_json")]
+    #[serde(with = "snapshot_core::path_json")]
     pub staging: PathBuf,
     #[serde(flatten)]
     pub method: Method,

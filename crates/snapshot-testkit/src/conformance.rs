@@ -22,7 +22,7 @@
 
 use snapshot_core::provider::{Created, Filesystem, Probe, SessionContext, UnitRequest};
 use snapshot_core::sys::{self, DetachedMount};
-use snapshot_core::watchdog::FreezeGuard;
+use snapshot_core::recovery::watchdog::FreezeGuard;
 use snapshot_core::{Mount, MountTable, Provider, Validity};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};

@@ -131,7 +131,7 @@ fn cleanup(args: &CleanupArgs) -> ExitCode {
         return ExitCode::from(exit::NO_PERMISSION);
     }
     // Journals others could have written, or liveness tokens they could have faked: refuse.
-    if let Err(e) = snapshot_core::journal::check_cleanup_dirs(&args.state_dir) {
+    if let Err(e) = snapshot_core::recovery::journal::check_cleanup_dirs(&args.state_dir) {
         say!("snapshot: error: {e}");
         return ExitCode::from(exit::FAILURE);
     }
@@ -139,7 +139,8 @@ fn cleanup(args: &CleanupArgs) -> ExitCode {
         scripts_dir: args.scripts_dir.clone(),
         ..Default::default()
     });
-    let report = snapshot_core::cleanup::cleanup(&args.state_dir, &providers, args.dry_run, None);
+    let report =
+        snapshot_core::recovery::cleanup::cleanup(&args.state_dir, &providers, args.dry_run, None);
     if args.json {
         out!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
@@ -175,11 +176,11 @@ fn cleanup(args: &CleanupArgs) -> ExitCode {
 
 fn status(args: &CleanupArgs) -> ExitCode {
     logger::init("snapshot", args.verbose);
-    if let Err(e) = snapshot_core::journal::check_state_dir(&args.state_dir, false) {
+    if let Err(e) = snapshot_core::recovery::journal::check_state_dir(&args.state_dir, false) {
         say!("snapshot: error: {e}");
         return ExitCode::from(exit::FAILURE);
     }
-    let journals = snapshot_core::journal::Journal::list(&args.state_dir);
+    let journals = snapshot_core::recovery::journal::Journal::list(&args.state_dir);
     let mut sessions = Vec::new();
     for j in &journals {
         match j {
@@ -238,7 +239,7 @@ fn watchdog() -> ExitCode {
     ] {
         let _ = signal_hook::flag::register(sig, ignored.clone());
     }
-    let code = snapshot_core::watchdog::run(std::io::stdin());
+    let code = snapshot_core::recovery::watchdog::run(std::io::stdin());
     ExitCode::from(code as u8)
 }
 

@@ -10,7 +10,8 @@
 //! target not empty — but not with every session start: a normal start reads no mount table
 //! beyond the mounts of its DIRs.
 
-use crate::journal::{Journal, LivenessToken, Record};
+use super::journal::{Journal, Record};
+use super::liveness::LivenessToken;
 use crate::mountinfo::MountTable;
 use crate::provider::Provider;
 use crate::view::unmount_patiently;
@@ -108,7 +109,7 @@ pub fn cleanup_with(
     let mut report = CleanupReport::default();
     // Journals in a directory others can write could be forged, and liveness tokens in one
     // faked: act on neither (`snapshot cleanup` refuses before it gets here).
-    if let Err(e) = crate::journal::check_cleanup_dirs(state_dir) {
+    if let Err(e) = crate::recovery::journal::check_cleanup_dirs(state_dir) {
         report.unreadable.push(e.to_string());
         return report;
     }
@@ -158,7 +159,10 @@ pub fn cleanup_with(
 
 /// Removes the (stale) liveness tokens of a session cleaned up, and of its watchdog.
 fn remove_stale_tokens(session: &str, out: &mut SessionCleanup) {
-    for name in [session.to_owned(), crate::watchdog::token_name(session)] {
+    for name in [
+        session.to_owned(),
+        crate::recovery::liveness::watchdog_token(session),
+    ] {
         match LivenessToken::remove_stale(&name) {
             Ok(true) => out
                 .actions
@@ -211,7 +215,7 @@ fn replay(mut journal: Journal, providers: &[Box<dyn Provider>], dry_run: bool) 
 /// is bounded by the writers' timeouts. False: it is still at work after five minutes.
 fn wait_for_watchdog(session: &str, dry_run: bool, out: &mut SessionCleanup) -> bool {
     let t = std::time::Instant::now();
-    let watchdog = crate::watchdog::token_name(session);
+    let watchdog = crate::recovery::liveness::watchdog_token(session);
     while LivenessToken::is_held(&watchdog) {
         if dry_run {
             out.actions
