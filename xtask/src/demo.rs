@@ -1,10 +1,13 @@
-//! `cargo xtask demo`: the main job, shown on loop-device filesystems the demo makes and
-//! removes itself: `/srv/a` (btrfs), `/srv/b` (XFS) and `/srv/a/nested` (ext4) under a scratch
-//! directory, snapshotted into one read-only view while the originals keep changing.
+//! `cargo xtask demo`: the main job, shown on filesystems the demo makes and removes itself,
+//! under a scratch directory: `/srv/a` (btrfs: the btrfs provider), `/srv/b` (XFS) and
+//! `/srv/a/nested` (ext4) — both on loop devices whose backing files lie on a btrfs the demo
+//! makes, so the freeze provider clones them inside the frozen window — and `/srv/scratch`, a
+//! tmpfs no provider can snapshot: the flagged fallback. All are snapshotted into one
+//! read-only view while the originals keep changing.
 
 use crate::{cargo, install_deps, root, run};
 use anyhow::{bail, Context, Result};
-use snapshot_testkit::{mounts_under, FsKind, LoopFs, Scratch};
+use snapshot_testkit::{mounts_under, FsKind, LoopFs, Scratch, TestMount};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,13 +20,18 @@ pub fn run_demo() -> Result<()> {
     run(cargo().args(["build", "--quiet", "-p", "snapshot-cli"]))?;
     let snapshot = root().join("target/debug/snapshot");
 
-    println!("== fixtures: three filesystems on loop devices (removed at the end)");
+    println!("== fixtures: four filesystems (removed at the end)");
     let scratch = Scratch::new("demo")?;
+    // Backing files of the XFS and ext4 loop devices: on btrfs, so they can be cloned.
+    let base_dir = scratch.join("backing");
+    let base = LoopFs::new("demo-base", FsKind::Btrfs, 1024, &base_dir)?;
     let (a, b) = (scratch.join("srv/a"), scratch.join("srv/b"));
     let nested = a.join("nested");
     let fa = LoopFs::new("demo-a", FsKind::Btrfs, FsKind::Btrfs.min_size_mb(), &a)?;
-    let fb = LoopFs::new("demo-b", FsKind::Xfs, FsKind::Xfs.min_size_mb(), &b)?;
-    let fnest = LoopFs::new("demo-n", FsKind::Ext4, 32, &nested)?;
+    let fb = LoopFs::new_in(&base_dir, "demo-b", FsKind::Xfs, 0, &b)?;
+    let fnest = LoopFs::new_in(&base_dir, "demo-n", FsKind::Ext4, 32, &nested)?;
+    let tmp = scratch.join("srv/scratch");
+    let ftmp = TestMount::new(&["-t", "tmpfs", "-o", "size=1m", "snaptest-demo"], &tmp)?;
     for (fs, name) in [(&fa, "a"), (&fb, "b"), (&fnest, "nested")] {
         fs.write("report.txt", &format!("{name}: version 1\n"))?;
         println!(
@@ -33,6 +41,12 @@ pub fn run_demo() -> Result<()> {
             fs.device.display()
         );
     }
+    std::fs::write(tmp.join("report.txt"), "scratch: version 1\n")?;
+    println!(
+        "   {:<50} {:<6} (no provider takes it)",
+        tmp.display(),
+        "tmpfs"
+    );
     let target = scratch.join("view");
     std::fs::create_dir(&target)?;
 
@@ -44,6 +58,7 @@ pub fn run_demo() -> Result<()> {
         s(&a),
         s(&b),
         s(&nested),
+        s(&tmp),
     ];
     println!("\n== snapshot {}", args.join(" "));
     let mut child = Command::new(&snapshot)
@@ -80,15 +95,29 @@ pub fn run_demo() -> Result<()> {
     }
 
     println!("\n== the originals change after the view is ready");
-    for (fs, name) in [(&fa, "a"), (&fb, "b"), (&fnest, "nested")] {
-        fs.write("report.txt", &format!("{name}: version 2\n"))?;
-        let view_file = view_path(&target, &fs.mount_point).join("report.txt");
+    let mut wrong = Vec::new();
+    for (dir, name) in [(&a, "a"), (&b, "b"), (&nested, "nested"), (&tmp, "scratch")] {
+        std::fs::write(dir.join("report.txt"), format!("{name}: version 2\n"))?;
+        let seen = read(&view_path(&target, dir).join("report.txt"));
         println!(
-            "   {:<8} original: {:<18} view: {}",
+            "   {:<8} original: {:<20} view: {seen}",
             name,
-            read(&fs.mount_point.join("report.txt")),
-            read(&view_file)
+            read(&dir.join("report.txt")),
         );
+        // A snapshot keeps version 1; the tmpfs is a live bind and shows version 2.
+        let want = if name == "scratch" { 2 } else { 1 };
+        if seen != format!("{name}: version {want}") {
+            wrong.push(name);
+        }
+    }
+    // Every filesystem a point in time, but the tmpfs: flagged.
+    let mounts = manifest["mounts"].as_array().cloned().unwrap_or_default();
+    let flags_right = mounts.len() == 4
+        && mounts
+            .iter()
+            .all(|m| (m["consistent"] == true) == (m["fstype"] != "tmpfs"));
+    if !flags_right {
+        wrong.push("the manifest's consistent flags");
     }
 
     println!("\n== the view is read-only");
@@ -108,9 +137,12 @@ pub fn run_demo() -> Result<()> {
         status.code().unwrap_or(-1),
         left.len()
     );
-    drop((fnest, fb, fa));
+    drop((ftmp, fnest, fb, fa, base));
     if !status.success() || !left.is_empty() || !empty {
         bail!("the demo did not end clean");
+    }
+    if !wrong.is_empty() {
+        bail!("the view did not show what it should: {wrong:?}");
     }
     println!("\n== fixtures removed; done");
     Ok(())

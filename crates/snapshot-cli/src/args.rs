@@ -14,6 +14,7 @@ pub struct SessionArgs {
     pub dirs: Vec<PathBuf>,
 
     /// Empty directory under which the view is built (TARGET/DIR shows DIR as snapshotted).
+    /// `snapshot run` without it uses a private directory of its own.
     #[arg(short, long, value_name = "TARGET", default_value = "/mnt")]
     pub target: PathBuf,
 
@@ -82,6 +83,11 @@ pub struct SessionArgs {
     /// Directory for session journals (persistent: snapshots survive a reboot).
     #[arg(long, value_name = "DIR", default_value = snapshot_core::recovery::journal::STATE_DIR, hide = true)]
     pub state_dir: PathBuf,
+
+    /// Whether the configuration file named the target (`snapshot run` uses a private one
+    /// unless something did).
+    #[arg(skip)]
+    pub target_from_config: bool,
 
     /// The configuration file's `writable` list (for `run --in-place`, whose `--writable`
     /// is not a session option).

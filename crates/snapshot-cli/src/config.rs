@@ -78,6 +78,7 @@ impl Config {
         };
         if let (Some(v), false) = (&self.target, from_cli("target")) {
             args.target = v.clone();
+            args.target_from_config = true;
         }
         if let (Some(v), false) = (self.require_snapshot, from_cli("require_snapshot")) {
             args.require_snapshot = v;

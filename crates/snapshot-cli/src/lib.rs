@@ -26,6 +26,7 @@ pub mod config;
 pub mod exit;
 pub mod held;
 pub mod logger;
+pub mod run_target;
 pub mod seed;
 
 use clap::Parser;

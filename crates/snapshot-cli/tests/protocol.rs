@@ -578,6 +578,54 @@ fn run_in_place_covers_the_dirs_for_the_command_only() {
     assert_no_journal(&rt);
 }
 
+/// `snapshot run` without `-t` builds its view in a private directory of its own under the
+/// runtime directory (never `/mnt`, which may be in use), tells the command where in
+/// `SNAPSHOT_TARGET`, and removes the directory after; `-t` still puts it where asked.
+#[test]
+fn run_without_a_target_uses_a_private_one() {
+    if !require_privileges("run_without_a_target_uses_a_private_one") {
+        return;
+    }
+    let scratch = Scratch::new("run-private").unwrap();
+    let a = scratch.join("a");
+    let fa = LoopFs::new("run-private", FsKind::Btrfs, 128, &a).unwrap();
+    fa.write("f", "v1\n").unwrap();
+    let rt = scratch.join("run");
+    let out = scratch.join("out");
+    let cmd = format!(
+        "echo \"$SNAPSHOT_TARGET\" > {o}; cat \"$SNAPSHOT_TARGET\"{a}/f >> {o}",
+        o = s(&out),
+        a = s(&a)
+    );
+    let (code, _, err) = run_bin(
+        "snapshot",
+        &[
+            "run",
+            "--runtime-dir",
+            s(&rt),
+            "--state-dir",
+            s(&rt.join("state")),
+            "--no-writers",
+            s(&a),
+            "--",
+            "sh",
+            "-c",
+            &cmd,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let seen = lines(&out);
+    let target = std::path::PathBuf::from(&seen[0]);
+    assert!(
+        target.starts_with(rt.join("views")),
+        "the view went to {target:?}"
+    );
+    assert_eq!(seen[1], "v1");
+    assert!(!target.exists(), "the private target is removed after");
+    assert_eq!(mounts_under(&rt), Vec::<std::path::PathBuf>::new());
+    drop(fa);
+}
+
 /// The caller dies before the view is ready, closing the read ends of stdout and stderr: the
 /// session cannot announce readiness, must not panic on the broken pipes, and tears down.
 #[test]

@@ -21,8 +21,8 @@
 //! assert which check caught it.
 
 use snapshot_core::provider::{Created, Filesystem, Probe, SessionContext, UnitRequest};
-use snapshot_core::sys::{self, DetachedMount};
 use snapshot_core::recovery::watchdog::FreezeGuard;
+use snapshot_core::sys::{self, DetachedMount};
 use snapshot_core::{Mount, MountTable, Provider, Validity};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -143,7 +143,20 @@ pub fn run(provider: &dyn Provider, fixture: &Fixture<'_>) -> Vec<Finding> {
         findings: Vec::new(),
     };
     suite.run_all();
+    unmount_left_under(scratch.path());
     suite.findings
+}
+
+/// Whatever a (broken) provider left mounted in the suite's scratch directory, deepest first,
+/// so that the scratch directory and the fixture can go: found (and reported) already.
+fn unmount_left_under(scratch: &Path) {
+    let mut left = crate::mounts_under(scratch);
+    left.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in left {
+        if let Err(e) = sys::unmount(&p, false, true) {
+            eprintln!("conformance: unmounting {p:?} a provider left: {e}");
+        }
+    }
 }
 
 fn finding(check: Check, what: impl Into<String>) -> Finding {

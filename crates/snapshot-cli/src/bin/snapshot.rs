@@ -3,7 +3,9 @@
 use snapshot_cli::args::SessionArgs;
 use snapshot_cli::cli::{CleanupArgs, Cli, Cmd, RunArgs};
 use snapshot_cli::seed::{default_writable, run_session, HoldUntil, RunCommand, Signals};
-use snapshot_cli::{configure_or_exit, exit, fail, held, logger, out, parse_with_matches, say};
+use snapshot_cli::{
+    configure_or_exit, exit, fail, held, logger, out, parse_with_matches, run_target, say,
+};
 use snapshot_core::session::plan_request;
 use std::process::ExitCode;
 
@@ -22,6 +24,14 @@ fn main() -> ExitCode {
         Some(Cmd::Status(args)) => status(&args),
         Some(Cmd::Run(mut args)) => {
             configure_or_exit("snapshot", &mut args.session, &sub("run"));
+            let _private_target =
+                match run_target::private_unless_given(&mut args.session, &sub("run")) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        say!("snapshot: error: {e}");
+                        return ExitCode::from(exit::FAILURE);
+                    }
+                };
             let writable = if !args.in_place {
                 Vec::new()
             } else {
