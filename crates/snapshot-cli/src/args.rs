@@ -30,8 +30,9 @@ pub struct SessionArgs {
     #[arg(long)]
     pub require_snapshot: bool,
 
-    /// Writer hook directory; repeatable; replaces the defaults
-    /// (/usr/lib/snapshot/writers.d, /etc/qemu/fsfreeze-hook.d).
+    /// Writer hook directory; repeatable; replaces the defaults (/etc/snapshot/writers.d,
+    /// /usr/lib/snapshot/writers.d, /etc/qemu/fsfreeze-hook.d). The first directory holding a
+    /// name wins; a symlink to /dev/null there disables that name.
     #[arg(long = "writers-dir", value_name = "DIR")]
     pub writers_dirs: Vec<PathBuf>,
 

@@ -18,8 +18,18 @@ use std::time::{Duration, Instant};
 use crate::exec::{self, HookError};
 use crate::trust::{self, Reason, TrustError};
 
-/// Writer directories in the order they are searched.
-pub const DEFAULT_DIRS: [&str; 2] = ["/usr/lib/snapshot/writers.d", "/etc/qemu/fsfreeze-hook.d"];
+/// Writer directories in the order they are searched: the administrator's, the package's, the
+/// QEMU guest agent's. A name is taken by the first directory that has it, as systemd's `/etc`
+/// overrides `/usr/lib`: a file of the same name in `/etc/snapshot/writers.d` replaces the
+/// shipped one, and a symlink there to `/dev/null` disables it.
+pub const DEFAULT_DIRS: [&str; 3] = [
+    "/etc/snapshot/writers.d",
+    "/usr/lib/snapshot/writers.d",
+    "/etc/qemu/fsfreeze-hook.d",
+];
+
+/// What a symlink that disables a writer of the same name in a later directory points to.
+const MASK: &str = "/dev/null";
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -123,22 +133,41 @@ impl Writers {
         }
     }
 
-    /// Finds the writers in `config.dirs`; a missing directory holds none.
+    /// Finds the writers in `config.dirs`; a missing directory holds none. A name is taken by
+    /// the first directory that has it (a writer, or a symlink to `/dev/null` that disables
+    /// the name); the same name in a later directory is overridden.
     pub fn discover(config: WriterConfig, env: WriterEnv) -> Result<Self, WriterError> {
-        // (raw file name, directory index, path): the raw name gives byte order.
-        let mut found: Vec<(Vec<u8>, usize, PathBuf)> = Vec::new();
-        for (index, dir) in config.dirs.iter().enumerate() {
-            let hooks = hook_executables(dir, "writer").map_err(|source| WriterError::ReadDir {
+        // (raw file name, path): the raw name gives byte order.
+        let mut found: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        let mut taken: HashSet<Vec<u8>> = HashSet::new();
+        for dir in &config.dirs {
+            let read = |e| WriterError::ReadDir {
                 dir: dir.clone(),
-                source,
-            })?;
-            found.extend(hooks.into_iter().map(|(name, path)| (name, index, path)));
+                source: e,
+            };
+            let masked = masked_names(dir).map_err(read)?;
+            let hooks = hook_executables(dir, "writer").map_err(read)?;
+            for (name, path) in hooks {
+                if taken.contains(&name) {
+                    log::debug!("writer {path:?}: overridden by an earlier directory");
+                } else {
+                    found.push((name, path));
+                }
+            }
+            for name in masked {
+                log::debug!(
+                    "writer {:?} disabled (a symlink to {MASK})",
+                    dir.join(std::ffi::OsStr::from_bytes(&name))
+                );
+                taken.insert(name);
+            }
+            taken.extend(found.iter().map(|(n, _)| n.clone()));
         }
-        found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        found.sort_by(|a, b| a.0.cmp(&b.0));
 
         let mut seen = HashSet::new();
         let mut writers = Vec::with_capacity(found.len());
-        for (name, _, path) in found {
+        for (name, path) in found {
             let resolved = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
             if !seen.insert(resolved) {
                 log::debug!("writer {path:?}: already found through another path, skipped");
@@ -330,6 +359,24 @@ pub fn hook_executables(dir: &Path, what: &str) -> std::io::Result<Vec<(Vec<u8>,
     Ok(found)
 }
 
+/// Names in `dir` that are symlinks to `/dev/null`: writers disabled there and in every later
+/// directory. A missing directory masks none.
+fn masked_names(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut masked = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if std::fs::read_link(entry.path()).is_ok_and(|t| t == Path::new(MASK)) {
+            masked.push(entry.file_name().into_vec());
+        }
+    }
+    Ok(masked)
+}
+
 /// Names the QEMU guest agent's fsfreeze-hook dispatcher ignores: `*~ *.bak *.orig *.rpmnew
 /// *.rpmorig *.rpmsave *.sample *.dpkg-*`; dot files too. The `filesystems.d` scripts use
 /// the same list.
@@ -514,13 +561,34 @@ mod tests {
         script(&b, "Upper", "exit 0");
         script(&b, "same", "exit 0");
         let w = discover(&[&a, &b], SLOW, false);
-        // Byte order: digits < upper case < lower case; a tie goes by directory order.
+        // Byte order: digits < upper case < lower case; a name is the first directory's.
         assert_eq!(
             names(&w.writers),
-            ["05-a", "10-b", "20-c", "30-d", "Upper", "same", "same"]
+            ["05-a", "10-b", "20-c", "30-d", "Upper", "same"]
         );
         assert_eq!(w.writers[5].path, a.join("same"));
-        assert_eq!(w.writers[6].path, b.join("same"));
+    }
+
+    /// The package's layout: `/etc/snapshot/writers.d` before `/usr/lib/snapshot/writers.d`.
+    /// A file of the same name replaces the shipped writer; a symlink to /dev/null disables it
+    /// (and is not run itself); the other shipped writers run.
+    #[test]
+    fn the_administrators_directory_overrides_and_masks_shipped_writers() {
+        let t = tempfile::tempdir().unwrap();
+        let (etc, lib) = (t.path().join("etc"), t.path().join("lib"));
+        std::fs::create_dir(&etc).unwrap();
+        std::fs::create_dir(&lib).unwrap();
+        for name in ["mariadb", "postgresql", "other"] {
+            script(&lib, name, "exit 0");
+        }
+        script(&etc, "postgresql", "exit 0");
+        std::os::unix::fs::symlink("/dev/null", etc.join("mariadb")).unwrap();
+        let w = discover(&[&etc, &lib], SLOW, false);
+        assert_eq!(names(&w.writers), ["other", "postgresql"]);
+        assert_eq!(w.writers[1].path, etc.join("postgresql"));
+        // Positive control: without the administrator's directory, all three run.
+        let w = discover(&[&lib], SLOW, false);
+        assert_eq!(names(&w.writers), ["mariadb", "other", "postgresql"]);
     }
 
     #[test]
