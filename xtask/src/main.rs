@@ -1,6 +1,6 @@
 //! `cargo xtask`: the project's own commands — `test` (every tier, as CI runs it), `demo`
 //! (the main job on loop-device fixtures it makes and removes), `bench`, `certify`,
-//! `vm-test`, `dist` (man pages, completions).
+//! `vm-test`, `dist` (the .deb, the RPM, the tarball).
 
 mod bench;
 mod certify;
@@ -41,8 +41,9 @@ enum Cmd {
     /// (LVM classic and thin, ext4 and XFS; ZFS, its module built by DKMS and cached) in it.
     /// Root.
     VmTest(vm::VmTestArgs),
-    /// Man pages and shell completions (bash, zsh, fish) of the three binaries, rendered
-    /// from their clap definitions, into target/dist.
+    /// The packages: release binaries (stripped, debug symbols apart), man pages, shell
+    /// completions, a .deb, an RPM and a tarball with an install script, all from one asset
+    /// list, into target/dist; `--check` verifies them.
     Dist(dist::DistArgs),
 }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: what CI runs, every tier in order — lint (fmt, clippy, also over the
 //! guest-only tests), unit + loop (`cargo test`; the privileged loop tests need root and fail,
-//! not skip, when CI is set), then the VM tier (`cargo xtask vm-test`: LVM and ZFS in a QEMU
-//! guest).
+//! not skip, when CI is set), the packages (`cargo xtask dist --check`: the .deb, the RPM and
+//! the tarball install the same files, lintian finds no error), then the VM tier (`cargo xtask
+//! vm-test`: LVM and ZFS in a QEMU guest, the server guests).
 
 use crate::run as sh;
 use crate::{cargo, install_deps};
@@ -46,9 +47,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
         ]))?;
     }
     sh(cargo().args(["test", "--workspace"]))?;
+    let me = std::env::current_exe().context("finding the xtask binary")?;
+    sh(Command::new(&me).args(["dist", "--check"]))?;
     if !args.no_vm {
-        let me = std::env::current_exe().context("finding the xtask binary")?;
-        sh(Command::new(me).arg("vm-test"))?;
+        sh(Command::new(&me).arg("vm-test"))?;
     }
     Ok(())
 }

@@ -1,36 +1,12 @@
-//! `cargo xtask dist`: what a package needs beside the binaries — man pages (one per binary,
-//! one per `snapshot` subcommand) and shell completions (bash, zsh, fish) — rendered from the
-//! clap definitions the binaries parse with (`snapshot_cli::cli`), so they cannot drift.
+//! Man pages (one per binary, one per `snapshot` subcommand) and shell completions (bash, zsh,
+//! fish), rendered from the clap definitions the binaries parse with (`snapshot_cli::cli`), so
+//! they cannot drift.
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory};
+use clap::CommandFactory;
 use clap_complete::Shell;
 use snapshot_cli::cli::{Cli, StartCli, StopCli};
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Args)]
-pub struct DistArgs {
-    /// Output directory (default: target/dist): man/*.1 and completions/.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-}
-
-pub fn run(args: &DistArgs) -> Result<()> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| crate::root().join("target/dist"));
-    let written = write_all(&out)?;
-    for p in &written {
-        eprintln!("dist: {}", p.display());
-    }
-    eprintln!(
-        "dist: {} files in {} (install: man/*.1 to /usr/share/man/man1, completions/ to the shells' directories)",
-        written.len(),
-        out.display()
-    );
-    Ok(())
-}
 
 /// The three binaries' commands, as the binaries see them.
 fn commands() -> Vec<clap::Command> {
