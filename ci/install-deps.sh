@@ -17,6 +17,11 @@ declare -A need=(
   [mariadb]=mariadb-client
   [mariadbd]=mariadb-server
   [mariadb-install-db]=mariadb-server
+  # the backup clients of the README's recipes (crates/snapshot-cli/tests/recipes.rs)
+  [restic]=restic
+  [borg]=borgbackup
+  [borgmatic]=borgmatic
+  [rsync]=rsync
   # cargo xtask dist: debug symbols split off, the packages checked
   [objcopy]=binutils
   [lintian]=lintian
