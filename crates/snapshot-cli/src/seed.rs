@@ -345,9 +345,9 @@ pub fn run_session(
     let run_mode = matches!(until, HoldUntil::Command(_));
     let session = match Session::start(args.request(), providers, &signals.interrupt) {
         Ok(s) => s,
-        Err(SessionError { kind, message }) => {
-            say!("snapshot: error: {message}");
-            return exit::for_failure(kind);
+        Err(e) => {
+            say!("snapshot: error: {e}");
+            return exit::for_failure(e.kind());
         }
     };
     let manifest = session.manifest();
@@ -391,7 +391,7 @@ pub fn run_session(
                         say!("snapshot: error: --in-place: {e}");
                         HoldEnd {
                             signal: None,
-                            command: Some(exit::for_failure(e.kind)),
+                            command: Some(exit::for_failure(e.kind())),
                         }
                     }
                 },

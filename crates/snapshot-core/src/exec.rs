@@ -14,17 +14,45 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Directories searched for an external tool after `PATH`: a cron job's or a non-login
+/// shell's `PATH` lacks the sbin ones, where `lvcreate`, `zfs` and `losetup` live.
+pub const SYSTEM_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// Full path of the external tool `name`: the first regular file of that name in `PATH`, then
+/// in [`SYSTEM_DIRS`].
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SYSTEM_DIRS.map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A command for the external tool `name` ([`find_tool`]), ready for [`run`]; `package` is
+/// what installs it, for the error when it is not there.
+pub fn tool_command(name: &str, package: &str) -> Result<Command, CommandError> {
+    let path = find_tool(name).ok_or_else(|| CommandError::NotFound {
+        program: name.to_owned(),
+        package: package.to_owned(),
+    })?;
+    Ok(Command::new(path))
+}
+
+/// An external command that could not be run or failed. The messages say the cause (the OS
+/// error, the exit status and stderr); nothing is chained as a source, so it shows once.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("cannot run {program}: {source}")]
+    #[error("{program} not found (is {package} installed?)")]
+    NotFound { program: String, package: String },
+    #[error("cannot run {program}: {error}")]
     Spawn {
         program: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{command} failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
     Failed {
@@ -59,9 +87,9 @@ pub fn run(cmd: &mut Command) -> Result<Output, CommandError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|source| CommandError::Spawn {
+        .map_err(|error| CommandError::Spawn {
             program: cmd.get_program().to_string_lossy().into_owned(),
-            source,
+            error,
         })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -76,15 +104,16 @@ pub fn run(cmd: &mut Command) -> Result<Output, CommandError> {
     }
 }
 
-/// Why a hook run by [`run_hook`] has no exit status to show.
+/// Why a hook run by [`run_hook`] has no exit status to show. The messages say the OS error;
+/// it is not chained as a source too.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("cannot run it: {0}")]
-    Spawn(#[source] std::io::Error),
+    Spawn(std::io::Error),
     #[error("did not finish within {0:?}; its process group was killed")]
     TimedOut(Duration),
     #[error("cannot wait for it: {0}")]
-    Wait(#[source] std::io::Error),
+    Wait(std::io::Error),
 }
 
 /// How a hook run by [`run_hook`] exited.

@@ -43,19 +43,15 @@ pub enum PrivateDirError {
         why: String,
         fix: String,
     },
-    #[error("{path:?}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{path:?}: {error}")]
+    Io { path: PathBuf, error: io::Error },
 }
 
 impl From<PrivateDirError> for io::Error {
     fn from(e: PrivateDirError) -> Self {
         let kind = match &e {
             PrivateDirError::Unsafe { .. } => io::ErrorKind::PermissionDenied,
-            PrivateDirError::Io { source, .. } => source.kind(),
+            PrivateDirError::Io { error, .. } => error.kind(),
         };
         io::Error::new(kind, e)
     }
@@ -64,7 +60,7 @@ impl From<PrivateDirError> for io::Error {
 fn io_error(path: &Path, e: impl Into<io::Error>) -> PrivateDirError {
     PrivateDirError::Io {
         path: path.to_owned(),
-        source: e.into(),
+        error: e.into(),
     }
 }
 
@@ -374,12 +370,8 @@ pub struct TargetLock {
 pub enum LockError {
     #[error("target {target:?} is in use by another snapshot session (lock {lock:?})")]
     Busy { target: PathBuf, lock: PathBuf },
-    #[error("lock {lock:?}: {source}")]
-    Io {
-        lock: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("lock {lock:?}: {error}")]
+    Io { lock: PathBuf, error: io::Error },
 }
 
 pub fn lock_path(runtime_dir: &Path, target: &Path) -> PathBuf {
@@ -393,7 +385,7 @@ impl TargetLock {
         let path = lock_path(runtime_dir, target);
         let io_err = |source| LockError::Io {
             lock: path.clone(),
-            source,
+            error: source,
         };
         // The runtime directory and its `locks/` are root's alone, like everything in them.
         let locks = private_child(runtime_dir, "locks", true)

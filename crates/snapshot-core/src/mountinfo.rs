@@ -225,11 +225,10 @@ fn find_option<'a>(options: &'a str, key: &str) -> Option<&'a str> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountInfoError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("mountinfo line {line}: {reason}: {text:?}")]
     Parse {
@@ -318,7 +317,7 @@ impl MountTable {
     pub fn read_from(path: &Path) -> Result<Self, MountInfoError> {
         let bytes = std::fs::read(path).map_err(|source| MountInfoError::Read {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         Self::parse_bytes(&bytes)
     }

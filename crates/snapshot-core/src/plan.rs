@@ -7,12 +7,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("DIR {dir:?}: cannot find its mount: {source}")]
-    MountId {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("DIR {dir:?}: cannot find its mount: {error}")]
+    MountId { dir: PathBuf, error: std::io::Error },
     #[error("DIR {dir:?}: mount id {id} is not in the mount table")]
     UnknownMount { dir: PathBuf, id: u64 },
     #[error("{mount_point:?} ({fstype}): no provider takes it: {reasons}")]
@@ -101,7 +97,7 @@ pub fn plan(
     for dir in dirs {
         let id = mount_id_of(dir).map_err(|source| PlanError::MountId {
             dir: dir.clone(),
-            source,
+            error: source,
         })?;
         let mut mount = table.by_id(id).ok_or(PlanError::UnknownMount {
             dir: dir.clone(),

@@ -2,16 +2,18 @@
 //! → build the view → (the caller holds) → teardown → verify nothing is left.
 
 use crate::lock::{LockError, TargetLock};
-use crate::mountinfo::MountTable;
-use crate::plan::Plan;
+use crate::mountinfo::{MountInfoError, MountTable};
+use crate::plan::{Plan, PlanError};
 use crate::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest, Validity,
 };
-use crate::recovery::journal::{FrozenWriters, Journal, ObjectState, Record, SnapshotEntry};
+use crate::recovery::journal::{
+    FrozenWriters, Journal, JournalError, ObjectState, Record, SnapshotEntry,
+};
 use crate::recovery::watchdog::{FreezeGuard, Message, Watchdog};
 use crate::validate::{check_target_empty, validate, ValidationError};
-use crate::view::View;
-use crate::writers::{WriterConfig, WriterEnv, Writers};
+use crate::view::{View, ViewError};
+use crate::writers::{WriterConfig, WriterEnv, WriterError, Writers};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -120,20 +122,162 @@ pub enum FailureKind {
     Internal,
 }
 
+/// Why a session did not start (or a part of `run --in-place` could not be made). Each
+/// variant keeps what failed, typed; [`kind`](Self::kind) is its class, which the command line
+/// maps to an exit status. The messages say the cause; nothing is also chained as a source,
+/// so a cause shows once however the error is printed.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SessionError {
-    pub kind: FailureKind,
-    pub message: String,
+pub enum SessionError {
+    /// A DIR or TARGET that cannot be used.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A path `run --in-place` was to bind live (`--writable`) that cannot be.
+    #[error("{path:?}: {reason}")]
+    LivePath { path: PathBuf, reason: String },
+    #[error("must run as root: snapshots and mounts need CAP_SYS_ADMIN")]
+    NotRoot,
+    /// Another live session holds the target (seen before taking the lock).
+    #[error("target {0:?} is in use by another snapshot session")]
+    TargetInUse(PathBuf),
+    /// The target lock: held by another session ([`LockError::Busy`]), or not to be had.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// Only the bind fallback takes these mount points, and `--require-snapshot` was given.
+    #[error(
+        "no provider can snapshot {} (--require-snapshot); `snapshot plan` tells why",
+        quoted(.0)
+    )]
+    SnapshotRequired(Vec<PathBuf>),
+    /// `Provider::prepare` failed.
+    #[error("preparing {provider}: {error}")]
+    Prepare {
+        provider: String,
+        error: ProviderError,
+    },
+    /// Units that were not created, each with its reason.
+    #[error("{}", join(.0))]
+    Create(Vec<UnitFailure>),
+    /// Placing or checking a mount of the view.
+    #[error(transparent)]
+    View(#[from] ViewError),
+    /// A provider could not mount its snapshot for the view.
+    #[error("mounting {snapshot}: {error}")]
+    Mount {
+        snapshot: String,
+        error: ProviderError,
+    },
+    /// The view, or the part of it `run --in-place` needs, cannot be had (what and why).
+    #[error("{0}")]
+    ViewUnavailable(String),
+    /// A writer failed `freeze` under `--strict-writers` (or the trust rule).
+    #[error(transparent)]
+    WriterFreeze(WriterError),
+    /// The writer directories could not be read.
+    #[error(transparent)]
+    Writers(WriterError),
+    /// A signal (its number) arrived before the view was ready.
+    #[error("interrupted by signal {0} before the view was ready")]
+    Interrupted(i32),
+    #[error(transparent)]
+    MountTable(#[from] MountInfoError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the liveness token of session {session}: {error}")]
+    Liveness {
+        session: String,
+        error: std::io::Error,
+    },
+    #[error("creating {path:?}: {error}")]
+    RuntimeDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("starting the freeze watchdog {exe:?}: {error}")]
+    Watchdog { exe: PathBuf, error: std::io::Error },
+    /// A failed start whose undoing left things behind.
+    #[error("{error}; and undoing it left things behind: {}", .problems.join("; "))]
+    Undone {
+        error: Box<SessionError>,
+        problems: Vec<String>,
+    },
 }
 
 impl SessionError {
-    fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
+    /// The failure's class (the command line's exit status).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Invalid(_) | Self::LivePath { .. } => FailureKind::Usage,
+            Self::NotRoot => FailureKind::NotPermitted,
+            Self::TargetInUse(_) | Self::Lock(LockError::Busy { .. }) => FailureKind::Busy,
+            Self::SnapshotRequired(_) => FailureKind::Unavailable,
+            Self::Prepare { .. }
+            | Self::Create(_)
+            | Self::View(_)
+            | Self::Mount { .. }
+            | Self::ViewUnavailable(_) => FailureKind::SnapshotFailed,
+            Self::WriterFreeze(_) => FailureKind::WriterFailed,
+            Self::Interrupted(sig) => FailureKind::Interrupted(*sig),
+            Self::Undone { .. } => FailureKind::TeardownIncomplete,
+            Self::Lock(LockError::Io { .. })
+            | Self::Writers(_)
+            | Self::MountTable(_)
+            | Self::Plan(_)
+            | Self::Journal(_)
+            | Self::Liveness { .. }
+            | Self::RuntimeDir { .. }
+            | Self::Watchdog { .. } => FailureKind::Internal,
         }
     }
+}
+
+/// Why one unit was not created (a part of [`SessionError::Create`]).
+#[derive(Debug, thiserror::Error)]
+pub enum UnitFailure {
+    /// Its provider declined at creation (a `filesystems.d` script), and no other takes it.
+    #[error("{mount_point:?}: {provider} declined ({reason}) and no provider is left")]
+    NoneLeft {
+        mount_point: PathBuf,
+        provider: String,
+        reason: String,
+    },
+    /// Its provider declined, and only the bind fallback is left under `--require-snapshot`.
+    #[error(
+        "{mount_point:?}: {provider} declined ({reason}); only {fallback} is left \
+         (--require-snapshot)"
+    )]
+    OnlyFallback {
+        mount_point: PathBuf,
+        provider: String,
+        reason: String,
+        fallback: String,
+    },
+    #[error("{mount_point:?}: {provider} snapshot failed: {error}")]
+    Failed {
+        mount_point: PathBuf,
+        provider: String,
+        error: Box<ProviderError>,
+    },
+    #[error("snapshot creation panicked")]
+    Panicked,
+}
+
+/// `"/a", "/b"`: mount points for a message.
+fn quoted(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn join(failures: &[UnitFailure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Set by the caller's signal handler (to the signal number) to stop a session that is starting.
@@ -220,10 +364,6 @@ pub struct Session<'p> {
     _lock: TargetLock,
 }
 
-fn usage(e: ValidationError) -> SessionError {
-    SessionError::new(FailureKind::Usage, e.to_string())
-}
-
 /// `snapshot-` + 8 random hex digits: the prefix of every object a session creates.
 pub fn new_session_id() -> String {
     use std::io::Read;
@@ -245,12 +385,15 @@ pub fn plan_request(
     request: &SessionRequest,
     providers: &[Box<dyn Provider>],
 ) -> Result<Plan, SessionError> {
-    let v = validate(&request.dirs, &request.target).map_err(usage)?;
+    let v = validate(&request.dirs, &request.target)?;
     // Only the DIRs' mounts, like a session's normal start.
-    let table = MountTable::for_paths(&v.dirs)
-        .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
-    crate::plan::plan(&v.dirs, &table, crate::sys::mount_id, providers)
-        .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))
+    let table = MountTable::for_paths(&v.dirs)?;
+    Ok(crate::plan::plan(
+        &v.dirs,
+        &table,
+        crate::sys::mount_id,
+        providers,
+    )?)
 }
 
 impl<'p> Session<'p> {
@@ -261,26 +404,25 @@ impl<'p> Session<'p> {
         providers: &'p [Box<dyn Provider>],
         interrupt: &Interrupt,
     ) -> Result<Self, SessionError> {
-        let mut v = validate(&request.dirs, &request.target).map_err(usage)?;
+        let mut v = validate(&request.dirs, &request.target)?;
         require_root()?;
         let target_was_full = check_target_at_first_look(&request, &mut v)?;
         let lock = lock_target(&request, &v)?;
         let t = Instant::now();
         let (table, lookup) = recover_or_look_up(&request, &v, providers, target_was_full)?;
         let target_dir = hold_target(&mut v)?;
-        let plan = crate::plan::plan(&v.dirs, &table, crate::sys::mount_id, providers)
-            .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?;
+        let plan = crate::plan::plan(&v.dirs, &table, crate::sys::mount_id, providers)?;
         let plan_time = t.elapsed();
         log_plan(&plan, plan_time, &lookup, table.mounts.len());
         refuse_or_warn_unsnapshotted(&plan, request.require_snapshot)?;
 
         let id = new_session_id();
         // Root's alone (`/run/snapshot/live`): nobody else can make the session look alive.
-        let token = crate::recovery::liveness::LivenessToken::acquire(&id).map_err(|e| {
-            SessionError::new(
-                FailureKind::Internal,
-                format!("the liveness token of session {id}: {e}"),
-            )
+        let token = crate::recovery::liveness::LivenessToken::acquire(&id).map_err(|error| {
+            SessionError::Liveness {
+                session: id.clone(),
+                error,
+            }
         })?;
         log::debug!("session {id}");
         let units = plan.units.len();
@@ -313,29 +455,24 @@ impl<'p> Session<'p> {
     }
 
     /// Tears down what a failed start made; `e` then also says what could not be undone.
-    fn undo(self, mut e: SessionError) -> SessionError {
+    fn undo(self, e: SessionError) -> SessionError {
         let report = self.teardown();
         for p in &report.problems {
             log::error!("while undoing: {p}");
         }
-        if !report.problems.is_empty() {
-            e.kind = FailureKind::TeardownIncomplete;
-            e.message = format!(
-                "{}; and undoing it left things behind: {}",
-                e.message,
-                report.problems.join("; ")
-            );
+        if report.problems.is_empty() {
+            return e;
         }
-        e
+        SessionError::Undone {
+            error: Box::new(e),
+            problems: report.problems,
+        }
     }
 
     fn check_interrupt(interrupt: &Interrupt) -> Result<(), SessionError> {
         match interrupt.load(Ordering::SeqCst) as i32 {
             0 => Ok(()),
-            sig => Err(SessionError::new(
-                FailureKind::Interrupted(sig),
-                format!("interrupted by signal {sig} before the view was ready"),
-            )),
+            sig => Err(SessionError::Interrupted(sig)),
         }
     }
 
@@ -368,7 +505,7 @@ impl<'p> Session<'p> {
         };
         Writers::discover(config.clone(), env)
             .map(Some)
-            .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))
+            .map_err(SessionError::Writers)
     }
 
     /// What providers see of the session for unit `index`.
@@ -408,15 +545,10 @@ impl<'p> Session<'p> {
         record.snapshots = self.snapshot_entries();
         record.frozen_writers = frozen.clone();
         record.view = Some(ObjectState::Intent);
-        self.journal = Some(
-            Journal::create(&self.request.state_dir, record)
-                .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string()))?,
-        );
-        create_private_dir(&self.runtime).map_err(|e| {
-            SessionError::new(
-                FailureKind::Internal,
-                format!("creating {:?}: {e}", self.runtime),
-            )
+        self.journal = Some(Journal::create(&self.request.state_dir, record)?);
+        create_private_dir(&self.runtime).map_err(|error| SessionError::RuntimeDir {
+            path: self.runtime.clone(),
+            error,
         })?;
         Ok(frozen)
     }
@@ -450,11 +582,9 @@ impl<'p> Session<'p> {
                     &self.unit_request(i),
                     &self.context(i, FreezeGuard::default()),
                 )
-                .map_err(|e| {
-                    SessionError::new(
-                        FailureKind::SnapshotFailed,
-                        format!("preparing {}: {e}", provider.name()),
-                    )
+                .map_err(|error| SessionError::Prepare {
+                    provider: provider.name().to_owned(),
+                    error,
                 })?;
         }
         Ok(())
@@ -476,11 +606,11 @@ impl<'p> Session<'p> {
                 .any(|u| self.providers[u.provider_index].freezes());
         let watchdog = match (needs_watchdog, &self.request.watchdog_exe) {
             (true, Some(exe)) => {
-                let mut w = Watchdog::spawn(exe, &[WATCHDOG_FLAG]).map_err(|e| {
-                    SessionError::new(
-                        FailureKind::Internal,
-                        format!("starting the freeze watchdog {exe:?}: {e}"),
-                    )
+                let mut w = Watchdog::spawn(exe, &[WATCHDOG_FLAG]).map_err(|error| {
+                    SessionError::Watchdog {
+                        exe: exe.clone(),
+                        error,
+                    }
                 })?;
                 if let Some(fw) = frozen {
                     w.send(&self.writers_freezing(fw));
@@ -522,7 +652,7 @@ impl<'p> Session<'p> {
         let outcome = writers.map(|w| w.freeze(&self.dirs)).unwrap_or_default();
         Fault::strike(self.request.fault.as_ref(), "after-writers-freeze");
         let created = match outcome.error {
-            Some(e) => Err(SessionError::new(FailureKind::WriterFailed, e.to_string())),
+            Some(e) => Err(SessionError::WriterFreeze(e)),
             None => {
                 let t = Instant::now();
                 let r = self.create_all();
@@ -562,7 +692,7 @@ impl<'p> Session<'p> {
     /// Creates every unit, in parallel when there are several.
     fn create_all(&mut self) -> Result<(), SessionError> {
         let me: &Self = self;
-        let results: Vec<Result<(usize, Created), String>> = if me.plan.units.len() == 1 {
+        let results: Vec<Result<(usize, Created), UnitFailure>> = if me.plan.units.len() == 1 {
             vec![me.create_unit(0)]
         } else {
             std::thread::scope(|s| {
@@ -571,10 +701,7 @@ impl<'p> Session<'p> {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err("snapshot creation panicked".into()))
-                    })
+                    .map(|h| h.join().unwrap_or(Err(UnitFailure::Panicked)))
                     .collect()
             })
         };
@@ -588,10 +715,7 @@ impl<'p> Session<'p> {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(SessionError::new(
-                FailureKind::SnapshotFailed,
-                failures.join("; "),
-            ))
+            Err(SessionError::Create(failures))
         }
     }
 
@@ -615,14 +739,12 @@ impl<'p> Session<'p> {
         f: impl FnOnce(&mut crate::recovery::journal::Record),
     ) -> Result<(), SessionError> {
         match self.journal.as_mut() {
-            Some(j) => j
-                .refine(f)
-                .map_err(|e| SessionError::new(FailureKind::Internal, e.to_string())),
+            Some(j) => Ok(j.refine(f)?),
             None => Ok(()),
         }
     }
 
-    fn create_unit(&self, index: usize) -> Result<(usize, Created), String> {
+    fn create_unit(&self, index: usize) -> Result<(usize, Created), UnitFailure> {
         let unit = &self.plan.units[index];
         let mounts: Vec<_> = unit
             .mounts
@@ -669,19 +791,19 @@ impl<'p> Session<'p> {
                             Probe::Decline(_) => None,
                         });
                     let Some((i, key, data, consistent)) = next else {
-                        return Err(format!(
-                            "{:?}: {} declined ({reason}) and no provider is left",
-                            fs.mount.mount_point,
-                            provider.name()
-                        ));
+                        return Err(UnitFailure::NoneLeft {
+                            mount_point: fs.mount.mount_point,
+                            provider: provider.name().to_owned(),
+                            reason,
+                        });
                     };
                     if !consistent && self.request.require_snapshot {
-                        return Err(format!(
-                            "{:?}: {} declined ({reason}); only {} is left (--require-snapshot)",
-                            fs.mount.mount_point,
-                            provider.name(),
-                            self.providers[i].name()
-                        ));
+                        return Err(UnitFailure::OnlyFallback {
+                            mount_point: fs.mount.mount_point,
+                            provider: provider.name().to_owned(),
+                            reason,
+                            fallback: self.providers[i].name().to_owned(),
+                        });
                     }
                     log::warn!(
                         "{:?}: {} declined ({reason}); using {}",
@@ -693,12 +815,12 @@ impl<'p> Session<'p> {
                     request.unit = key;
                     request.data = data;
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "{:?}: {} snapshot failed: {e}",
-                        request.mounts[0].mount_point,
-                        provider.name()
-                    ))
+                Err(error) => {
+                    return Err(UnitFailure::Failed {
+                        mount_point: request.mounts[0].mount_point.clone(),
+                        provider: provider.name().to_owned(),
+                        error: Box::new(error),
+                    })
                 }
             }
         }
@@ -707,14 +829,14 @@ impl<'p> Session<'p> {
     /// Mounts the view's tmpfs on the validated TARGET, attaches each snapshot in it, seals
     /// it, and checks that every DIR is a directory reached without symlinks in the view.
     fn build_view(&mut self) -> Result<(), SessionError> {
-        let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
+        let failed = SessionError::ViewUnavailable;
         let target_dir = self
             .target_dir
             .try_clone()
             .map_err(|e| failed(format!("target {:?}: {e}", self.target)))?;
-        self.view =
-            Some(View::new(&self.target, target_dir, &self.id).map_err(|e| failed(e.to_string()))?);
-        let view = self.view.as_mut().ok_or_else(|| failed("no view".into()))?;
+        let view = self
+            .view
+            .insert(View::new(&self.target, target_dir, &self.id)?);
         for pm in &self.plan.mounts {
             let Some((pi, created)) = self.created[pm.unit].as_ref() else {
                 return Err(failed(format!(
@@ -724,14 +846,16 @@ impl<'p> Session<'p> {
             };
             let tree = self.providers[*pi]
                 .mount(created, &pm.mount)
-                .map_err(|e| failed(format!("mounting {}: {e}", created.name)))?;
-            view.attach(&pm.mount.mount_point, tree)
-                .map_err(|e| failed(e.to_string()))?;
+                .map_err(|error| SessionError::Mount {
+                    snapshot: created.name.clone(),
+                    error,
+                })?;
+            view.attach(&pm.mount.mount_point, tree)?;
             Fault::strike(self.request.fault.as_ref(), "during-mount");
         }
-        view.seal().map_err(|e| failed(e.to_string()))?;
+        view.seal()?;
         for dir in &self.dirs {
-            view.open_dir(dir).map_err(|e| failed(e.to_string()))?;
+            view.open_dir(dir)?;
         }
         self.journal_update(|r| r.view = Some(ObjectState::Done))
     }
@@ -739,7 +863,7 @@ impl<'p> Session<'p> {
     /// For `snapshot run --in-place`: the snapshot of `dir` (a DIR of the session) as a
     /// detached read-only mount to put over `dir` in the command's namespace.
     pub fn in_place_bind(&self, dir: &Path) -> Result<crate::sys::InPlaceBind, SessionError> {
-        let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
+        let failed = SessionError::ViewUnavailable;
         let index = self
             .dirs
             .iter()
@@ -749,7 +873,7 @@ impl<'p> Session<'p> {
             .view
             .as_ref()
             .ok_or_else(|| failed("the view is not built".into()))?;
-        let at = view.open_dir(dir).map_err(|e| failed(e.to_string()))?;
+        let at = view.open_dir(dir)?;
         let tree = crate::sys::DetachedMount::clone_readonly(std::os::fd::AsFd::as_fd(&at))
             .map_err(|e| failed(format!("cloning the snapshot of {dir:?}: {e}")))?;
         Ok(crate::sys::InPlaceBind {
@@ -765,14 +889,12 @@ impl<'p> Session<'p> {
         if !self.dirs.iter().any(|d| d.parent().is_none()) {
             return Ok(None);
         }
-        let failed = |e: String| SessionError::new(FailureKind::SnapshotFailed, e);
+        let failed = SessionError::ViewUnavailable;
         let view = self
             .view
             .as_ref()
             .ok_or_else(|| failed("the view is not built".into()))?;
-        let root = view
-            .open_dir(Path::new("/"))
-            .map_err(|e| failed(e.to_string()))?;
+        let root = view.open_dir(Path::new("/"))?;
         let identity = crate::sys::file_identity(std::os::fd::AsFd::as_fd(&root)).map_err(|e| {
             failed(format!(
                 "inspecting the view of / at {:?}: {e}",
@@ -790,23 +912,27 @@ impl<'p> Session<'p> {
     /// `path`, the place must exist in its snapshot (a directory reached without a symlink):
     /// a read-only snapshot cannot grow a directory to mount on.
     pub fn live_bind(&self, path: &Path) -> Result<crate::sys::LiveBind, SessionError> {
-        let usage = |e: String| SessionError::new(FailureKind::Usage, e);
+        let unusable = |reason: String| SessionError::LivePath {
+            path: path.to_owned(),
+            reason,
+        };
         let live = crate::sys::open_dir_nofollow(path)
-            .map_err(|e| usage(format!("{path:?}: {}", crate::sys::lookup_failure(&e))))?;
+            .map_err(|e| unusable(crate::sys::lookup_failure(&e).to_string()))?;
         if self.dirs.iter().any(|d| path.starts_with(d)) {
             let view = self
                 .view
                 .as_ref()
-                .ok_or_else(|| usage("the view is not built".into()))?;
+                .ok_or_else(|| unusable("the view is not built".into()))?;
             view.open_dir(path).map_err(|_| {
-                usage(format!(
-                    "{path:?}: not a directory in the snapshot (it must exist, as a directory \
-                     reached without a symlink, when the snapshot is taken)"
-                ))
+                unusable(
+                    "not a directory in the snapshot (it must exist, as a directory reached \
+                     without a symlink, when the snapshot is taken)"
+                        .into(),
+                )
             })?;
         }
         let tree = crate::sys::DetachedMount::clone_live(std::os::fd::AsFd::as_fd(&live))
-            .map_err(|e| usage(format!("{path:?}: cloning it for the command: {e}")))?;
+            .map_err(|e| unusable(format!("cloning it for the command: {e}")))?;
         Ok(crate::sys::LiveBind {
             tree,
             path: path.to_owned(),
@@ -994,10 +1120,7 @@ fn require_root() -> Result<(), SessionError> {
     if crate::sys::is_root() {
         return Ok(());
     }
-    Err(SessionError::new(
-        FailureKind::NotPermitted,
-        "must run as root: snapshots and mounts need CAP_SYS_ADMIN",
-    ))
+    Err(SessionError::NotRoot)
 }
 
 /// Preflight: a target with something in it is busy (another live session holds it), a dead
@@ -1013,13 +1136,7 @@ fn check_target_at_first_look(
     // It may show a dead view, which the recovery unmounts: not while we hold it.
     v.target_dir = None;
     if TargetLock::is_held(&request.runtime_dir, &v.target) {
-        return Err(SessionError::new(
-            FailureKind::Busy,
-            format!(
-                "target {:?} is in use by another snapshot session",
-                request.target
-            ),
-        ));
+        return Err(SessionError::TargetInUse(request.target.clone()));
     }
     // A view left by a dead session (its tmpfs carries a session id) is removed by the
     // recovery; anything else in the target is the caller's mistake — unless it is gone by
@@ -1030,7 +1147,7 @@ fn check_target_at_first_look(
             .is_some_and(|m| crate::recovery::cleanup::is_session_id(&m.source))
     });
     if !dead_view && check_target_empty(&v.target).is_err() {
-        return Err(usage(e));
+        return Err(e.into());
     }
     Ok(true)
 }
@@ -1040,10 +1157,7 @@ fn lock_target(
     request: &SessionRequest,
     v: &crate::validate::Validated,
 ) -> Result<TargetLock, SessionError> {
-    TargetLock::acquire(&request.runtime_dir, &v.target).map_err(|e| match e {
-        LockError::Busy { .. } => SessionError::new(FailureKind::Busy, e.to_string()),
-        LockError::Io { .. } => SessionError::new(FailureKind::Internal, e.to_string()),
-    })
+    Ok(TargetLock::acquire(&request.runtime_dir, &v.target)?)
 }
 
 /// Recovery, then the mounts to plan over. What dead sessions left behind goes first
@@ -1061,15 +1175,12 @@ fn recover_or_look_up(
     providers: &[Box<dyn Provider>],
     target_was_full: bool,
 ) -> Result<(MountTable, String), SessionError> {
-    let internal = |e: crate::mountinfo::MountInfoError| {
-        SessionError::new(FailureKind::Internal, e.to_string())
-    };
     if !target_was_full && !crate::recovery::cleanup::dead_sessions(&request.state_dir) {
-        let (table, lookup) = MountTable::for_paths_via(&v.dirs).map_err(internal)?;
+        let (table, lookup) = MountTable::for_paths_via(&v.dirs)?;
         return Ok((table, lookup.to_string()));
     }
     // Read before the cleanup lists the journals (see `cleanup_with`).
-    let mut table = MountTable::read().map_err(internal)?;
+    let mut table = MountTable::read()?;
     let report = crate::recovery::cleanup::cleanup_with(
         Ok(table.clone()),
         &request.state_dir,
@@ -1078,7 +1189,7 @@ fn recover_or_look_up(
         None,
     );
     if report.sessions.iter().any(|s| !s.live) {
-        table = MountTable::read().map_err(internal)?;
+        table = MountTable::read()?;
     }
     for sc in report.sessions.iter().filter(|s| !s.live) {
         log::warn!(
@@ -1097,14 +1208,11 @@ fn recover_or_look_up(
 /// and a live session may have filled the target since the first look); returns the validated
 /// TARGET directory to build the view on — opened again when the first look let it go.
 fn hold_target(v: &mut crate::validate::Validated) -> Result<std::os::fd::OwnedFd, SessionError> {
-    check_target_empty(&v.target).map_err(usage)?;
+    check_target_empty(&v.target)?;
     match v.target_dir.take() {
         Some(fd) => Ok(fd),
         None => crate::sys::open_dir_nofollow(&v.target).map_err(|e| {
-            usage(ValidationError::TargetInaccessible(
-                v.target.clone(),
-                e.to_string(),
-            ))
+            ValidationError::TargetInaccessible(v.target.clone(), e.to_string()).into()
         }),
     }
 }
@@ -1139,27 +1247,21 @@ fn log_plan(plan: &Plan, took: Duration, lookup: &str, table_len: usize) {
 /// Filesystems only the bind fallback takes: refused under `--require-snapshot` (before
 /// anything is frozen), otherwise a warning.
 fn refuse_or_warn_unsnapshotted(plan: &Plan, require_snapshot: bool) -> Result<(), SessionError> {
-    let unsnapshotted: Vec<_> = plan
+    let unsnapshotted: Vec<PathBuf> = plan
         .mounts
         .iter()
         .filter(|pm| !plan.units[pm.unit].consistent)
-        .map(|pm| format!("{:?}", pm.mount.mount_point))
+        .map(|pm| pm.mount.mount_point.clone())
         .collect();
     if unsnapshotted.is_empty() {
         return Ok(());
     }
     if require_snapshot {
-        return Err(SessionError::new(
-            FailureKind::Unavailable,
-            format!(
-                "no provider can snapshot {} (--require-snapshot); `snapshot plan` tells why",
-                unsnapshotted.join(", ")
-            ),
-        ));
+        return Err(SessionError::SnapshotRequired(unsnapshotted));
     }
     log::warn!(
         "no snapshot for {}: bind-mounted read-only instead; the backup of these is NOT consistent",
-        unsnapshotted.join(", ")
+        quoted(&unsnapshotted)
     );
     Ok(())
 }
@@ -1170,4 +1272,79 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
     crate::lock::private_dir(path)
         .map(drop)
         .map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every cause in the error's text once: its message and its source chain never both.
+    fn shown_once(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn kinds_and_messages() {
+        let io = || std::io::Error::from_raw_os_error(13);
+        let lock = SessionError::from(LockError::Io {
+            lock: "/run/snapshot/x.lock".into(),
+            error: io(),
+        });
+        assert_eq!(lock.kind(), FailureKind::Internal);
+        let busy = SessionError::from(LockError::Busy {
+            target: "/t".into(),
+            lock: "/run/snapshot/x.lock".into(),
+        });
+        assert_eq!(busy.kind(), FailureKind::Busy);
+        assert_eq!(SessionError::NotRoot.kind(), FailureKind::NotPermitted);
+        assert_eq!(
+            SessionError::Interrupted(15).kind(),
+            FailureKind::Interrupted(15)
+        );
+        let create = SessionError::Create(vec![
+            UnitFailure::Failed {
+                mount_point: "/srv".into(),
+                provider: "lvm".into(),
+                error: Box::new(ProviderError::io("creating /run/x", io())),
+            },
+            UnitFailure::Panicked,
+        ]);
+        assert_eq!(create.kind(), FailureKind::SnapshotFailed);
+        let text = create.to_string();
+        assert_eq!(
+            text,
+            format!(
+                "\"/srv\": lvm snapshot failed: creating /run/x: {}; snapshot creation panicked",
+                io()
+            )
+        );
+        assert_eq!(shown_once(&create), text);
+        let undone = SessionError::Undone {
+            error: Box::new(create),
+            problems: vec!["still mounted: \"/t\"".into()],
+        };
+        assert_eq!(undone.kind(), FailureKind::TeardownIncomplete);
+        assert!(undone
+            .to_string()
+            .ends_with("; and undoing it left things behind: still mounted: \"/t\""));
+        assert_eq!(
+            SessionError::SnapshotRequired(vec!["/a".into(), "/b".into()]).to_string(),
+            "no provider can snapshot \"/a\", \"/b\" (--require-snapshot); `snapshot plan` \
+             tells why"
+        );
+        // The OS error once, however the error is printed.
+        let journal = SessionError::from(JournalError::Io {
+            path: "/var/lib/snapshot/j".into(),
+            error: io(),
+        });
+        assert_eq!(shown_once(&journal), journal.to_string());
+        assert_eq!(journal.to_string().matches(&io().to_string()).count(), 1);
+    }
 }

@@ -56,11 +56,10 @@ pub enum Reason {
     NotADirectory { path: PathBuf },
     #[error("more than {MAX_SYMLINKS} symlinks to follow")]
     TooManySymlinks,
-    #[error("cannot inspect {}: {source}", path.display())]
+    #[error("cannot inspect {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -105,7 +104,7 @@ fn resolve(path: &Path) -> Result<PathBuf, Reason> {
         // The working directory's own chain is then walked too.
         let cwd = std::env::current_dir().map_err(|source| Reason::Io {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         cwd.join(path)
     };
@@ -137,7 +136,7 @@ fn resolve(path: &Path) -> Result<PathBuf, Reason> {
             }
             let target = std::fs::read_link(&next).map_err(|source| Reason::Io {
                 path: next.clone(),
-                source,
+                error: source,
             })?;
             // A relative target goes on from the directory holding the link: `at`.
             todo.extend(steps(&target));
@@ -155,7 +154,7 @@ fn resolve(path: &Path) -> Result<PathBuf, Reason> {
 fn inspect(path: &Path) -> Result<Metadata, Reason> {
     std::fs::symlink_metadata(path).map_err(|source| Reason::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     })
 }
 
@@ -417,7 +416,10 @@ mod tests {
         symlink(b.join("a"), b.join("b")).unwrap();
         assert!(matches!(refusal(&b.join("a")), Reason::TooManySymlinks));
         match refusal(&b.join("missing")) {
-            Reason::Io { path, source } => {
+            Reason::Io {
+                path,
+                error: source,
+            } => {
                 assert_eq!(path, b.join("missing"));
                 assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
             }

@@ -14,16 +14,14 @@ use crate::sys::{self, DetachedMount, MountIds};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
-    #[error("{what} {path:?}: {source}")]
+    #[error("{what} {path:?}: {error}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     #[error("cannot place a mount at {path:?}: {reason}")]
     CannotPlace { path: PathBuf, reason: String },
@@ -37,7 +35,7 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> V
     move |source| ViewError::Io {
         what,
         path: path.to_owned(),
-        source,
+        error: source,
     }
 }
 
@@ -140,7 +138,7 @@ impl View {
             .ok_or_else(|| ViewError::Io {
                 what: "using the view at",
                 path: self.target.clone(),
-                source: io::Error::new(io::ErrorKind::NotFound, "the view is unmounted"),
+                error: io::Error::new(io::ErrorKind::NotFound, "the view is unmounted"),
             })
     }
 
@@ -346,7 +344,7 @@ impl View {
                 }
                 _ => {}
             }
-            if let Err(e) = unmount_retrying(&at, &shown, true) {
+            if let Err(e) = unmount_retrying(&at, &shown) {
                 problems.push(e);
             }
         }
@@ -385,7 +383,7 @@ impl View {
                 self.target
             );
         }
-        unmount_retrying(at.as_ref(), &self.target, true)
+        unmount_retrying(at.as_ref(), &self.target)
     }
 }
 
@@ -406,37 +404,7 @@ fn now_failing(e: &io::Error) -> String {
     format!("{} now", sys::lookup_failure(e))
 }
 
-/// Unmounts `path` (a plain path: a symlink at its end is not followed), retrying while busy
-/// (a backup program may just be closing its files); detaches lazily as a last resort. Err
-/// describes what happened when it was not clean.
-pub fn unmount_patiently(path: &Path) -> Result<(), String> {
-    unmount_retrying(path, path, false)
-}
-
-/// [`unmount_patiently`] of a `/proc/self/fd` path (`follow`: its magic link is followed),
-/// named `shown` in messages.
-fn unmount_retrying(path: &Path, shown: &Path, follow: bool) -> Result<(), String> {
-    let mut last = None;
-    for attempt in 0..20u64 {
-        match sys::unmount(path, follow, false) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
-                last = Some(e);
-                std::thread::sleep(Duration::from_millis(50 * (attempt + 1).min(4)));
-            }
-            Err(e)
-                if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
-                    || e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) =>
-            {
-                // Not a mount point (any more), or no such path any more (a concurrent cleanup
-                // unmounted the tmpfs it lay in): nothing is mounted there, nothing to do.
-                return Ok(());
-            }
-            Err(e) => return Err(format!("unmounting {shown:?}: {e}")),
-        }
-    }
-    let busy = last.map(|e| e.to_string()).unwrap_or_default();
-    log::warn!("{shown:?} is still busy ({busy}); detaching it lazily");
-    sys::unmount(path, follow, true)
-        .map_err(|d| format!("unmounting {shown:?}: {busy}; lazy detach: {d}"))
+/// [`sys::unmount_patiently_as`] of a `/proc/self/fd` path, named `shown` in messages.
+fn unmount_retrying(path: &Path, shown: &Path) -> Result<(), String> {
+    sys::unmount_patiently_as(path, shown, true).map_err(|e| e.to_string())
 }

@@ -57,18 +57,13 @@ pub struct Writer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
-    #[error("writer directory {dir:?}: {source}")]
-    ReadDir {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("writer {writer:?}: cannot run it for {phase}: {source}")]
+    #[error("writer directory {dir:?}: {error}")]
+    ReadDir { dir: PathBuf, error: std::io::Error },
+    #[error("writer {writer:?}: cannot run it for {phase}: {error}")]
     Spawn {
         writer: PathBuf,
         phase: &'static str,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("writer {writer:?} {phase} failed ({status})")]
     Failed {
@@ -143,7 +138,7 @@ impl Writers {
         for dir in &config.dirs {
             let read = |e| WriterError::ReadDir {
                 dir: dir.clone(),
-                source: e,
+                error: e,
             };
             let masked = masked_names(dir).map_err(read)?;
             let hooks = hook_executables(dir, "writer").map_err(read)?;
@@ -288,7 +283,7 @@ impl Writers {
             Err(HookError::Spawn(source)) => Err(WriterError::Spawn {
                 writer: writer.path.clone(),
                 phase,
-                source,
+                error: source,
             }),
             Err(HookError::TimedOut(timeout)) => Err(WriterError::TimedOut {
                 writer: writer.path.clone(),
@@ -311,12 +306,12 @@ fn check_trust(writer: &Writer, phase: &'static str) -> Result<(), WriterError> 
     match trust::check("writer", &writer.path) {
         Ok(_) => Ok(()),
         Err(TrustError {
-            reason: Reason::Io { source, .. },
+            reason: Reason::Io { error: source, .. },
             ..
         }) => Err(WriterError::Spawn {
             writer: writer.path.clone(),
             phase,
-            source,
+            error: source,
         }),
         Err(e) => Err(WriterError::Untrusted(e)),
     }

@@ -17,23 +17,15 @@ impl Provider for BindProvider {
 
     fn probe(&self, fs: &Filesystem) -> Probe {
         // Every mount is its own unit: there is nothing to share between two binds.
-        Probe::Accept {
-            unit: fs.mount.id.to_string(),
-            data: serde_json::Value::Null,
-            consistent: false,
-        }
+        // No plan (`null`).
+        Probe::accept(fs.mount.id.to_string(), &(), false)
     }
 
     fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
-        Created {
-            provider: self.name().into(),
-            unit: unit.unit.clone(),
-            name: ctx.object_name(),
-            // A live view, journaled as such (the trait's default says a snapshot).
-            consistent: false,
-            // Nothing to record: the session unmounts the view, and a bind leaves nothing else.
-            data: serde_json::Value::Null,
-        }
+        // A live view, journaled as such (the trait's default says a snapshot). Nothing else
+        // to record (the plan is `null`): the session unmounts the view, and a bind leaves
+        // nothing else.
+        Created::planned(self.name(), unit, ctx, false)
     }
 
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {

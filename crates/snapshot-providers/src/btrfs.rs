@@ -54,11 +54,13 @@ use snapshot_core::sys::{self, ioctl};
 use snapshot_core::Mount;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The btrfs snapshot provider.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BtrfsProvider;
+
+const NAME: &str = "btrfs";
 
 /// What `probe` plans for a unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,12 +101,7 @@ pub struct SnapshotData {
 
 impl SnapshotData {
     fn from_created(created: &Created) -> Result<Self, ProviderError> {
-        let d: Self = serde_json::from_value(created.data.clone()).map_err(|e| {
-            ProviderError::Other(format!(
-                "btrfs snapshot {}: unreadable record: {e}",
-                created.name
-            ))
-        })?;
+        let d: Self = created.data()?;
         // The record's data must name the entry's own object: a journal is never trusted to
         // point removal at a subvolume that does not carry the session's name.
         if d.snapshot != format!(".{}", created.name) {
@@ -119,7 +116,7 @@ impl SnapshotData {
 
 impl Provider for BtrfsProvider {
     fn name(&self) -> &str {
-        "btrfs"
+        NAME
     }
 
     fn nested(&self, mount: &Mount, dir: &Path) -> Vec<Mount> {
@@ -134,31 +131,24 @@ impl Provider for BtrfsProvider {
 
     fn probe(&self, fs: &Filesystem) -> Probe {
         match plan_unit(&fs.mount) {
-            Ok((unit, plan)) => Probe::Accept {
-                unit,
-                data: serde_json::to_value(plan).expect("a plain struct serialises"),
-                consistent: true,
-            },
+            Ok((unit, plan)) => Probe::accept(unit, &plan, true),
             Err(reason) => Probe::Decline(reason),
         }
     }
 
     fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
-        let mut data = match UnitPlan::from_request(unit) {
-            Ok(plan) => serde_json::to_value(SnapshotData::planned(plan, ctx))
-                .expect("a plain struct serialises"),
-            // create will fail the same way; journal what there is.
-            Err(_) => unit.data.clone(),
-        };
-        // The fsid lets a later process find the filesystem whatever its device is called.
-        if let Some(info) = unit
-            .mounts
-            .first()
-            .and_then(|m| ioctl::btrfs_fs_info(&m.mount_point).ok())
-        {
-            data["fsid"] = info.fsid_string().into();
-        }
-        self.created(unit, ctx, data)
+        let planned = UnitPlan::from_request(unit).and_then(|plan| {
+            let mut d = SnapshotData::planned(plan, ctx);
+            // The fsid lets a later process find the filesystem whatever its device is called.
+            d.fsid = unit
+                .mounts
+                .first()
+                .and_then(|m| ioctl::btrfs_fs_info(&m.mount_point).ok())
+                .map(|info| info.fsid_string());
+            self.created(unit, ctx, &d)
+        });
+        // create will fail the same way; journal what there is.
+        planned.unwrap_or_else(|_| Created::planned(self.name(), unit, ctx, true))
     }
 
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
@@ -188,8 +178,7 @@ impl Provider for BtrfsProvider {
             plan.subvol_id,
             started.elapsed()
         );
-        let data = serde_json::to_value(d).expect("a plain struct serialises");
-        Ok(self.created(unit, ctx, data))
+        self.created(unit, ctx, &d)
     }
 
     /// Mounts the top level privately before the frozen window: the mount is the slowest part
@@ -274,23 +263,15 @@ impl BtrfsProvider {
         &self,
         unit: &UnitRequest,
         ctx: &SessionContext,
-        data: serde_json::Value,
-    ) -> Created {
-        Created {
-            provider: self.name().into(),
-            unit: unit.unit.clone(),
-            name: ctx.object_name(),
-            consistent: true,
-            data,
-        }
+        data: &SnapshotData,
+    ) -> Result<Created, ProviderError> {
+        Created::new(self.name(), &unit.unit, ctx.object_name(), true, data)
     }
 }
 
 impl UnitPlan {
     fn from_request(unit: &UnitRequest) -> Result<Self, ProviderError> {
-        serde_json::from_value(unit.data.clone()).map_err(|e| {
-            ProviderError::Other(format!("btrfs unit {}: bad plan data: {e}", unit.unit))
-        })
+        unit.data(NAME)
     }
 }
 
@@ -508,35 +489,10 @@ fn check_fsid(top: &Path, fsid: Option<&str>) -> Result<(), ProviderError> {
     Ok(())
 }
 
-/// Unmounts the staging mount (a few retries while a walker is still inside, then lazily)
-/// and removes its directory.
+/// Unmounts the staging mount (retried while a walker is still inside, then lazily:
+/// [`sys::unmount_patiently`]) and removes its directory.
 fn unmount_staging(staging: &Path) -> Result<(), ProviderError> {
-    let mut tries = 0;
-    loop {
-        match sys::unmount_path(staging) {
-            Ok(()) => break,
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
-                tries += 1;
-                if tries == 20 {
-                    log::warn!(
-                        "btrfs: staging mount {} still busy; detaching it lazily",
-                        staging.display()
-                    );
-                    sys::detach_path(staging).map_err(|e| {
-                        ProviderError::io(format!("detaching {}", staging.display()), e)
-                    })?;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => {
-                return Err(ProviderError::io(
-                    format!("unmounting btrfs staging mount {}", staging.display()),
-                    e,
-                ))
-            }
-        }
-    }
+    sys::unmount_patiently(staging)?;
     remove_staging_dir(staging)
 }
 

@@ -162,6 +162,13 @@ pub struct Copy {
     pub method: Method,
 }
 
+/// The plan of a freeze unit ([`UnitRequest::data`]): how the first mount's device is copied,
+/// for `snapshot plan` (`create` resolves every mount again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct ProbeData {
+    method: &'static str,
+}
+
 /// [`Created::data`] of a freeze unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreezeData {
@@ -171,12 +178,7 @@ pub struct FreezeData {
 
 impl FreezeData {
     fn from_created(created: &Created) -> Result<Self, ProviderError> {
-        serde_json::from_value(created.data.clone()).map_err(|e| {
-            ProviderError::Other(format!(
-                "freeze snapshot {}: unreadable record: {e}",
-                created.name
-            ))
-        })
+        created.data()
     }
 }
 
@@ -412,12 +414,8 @@ impl Provider for FreezeProvider {
                     Plan::Clone { .. } => "clone",
                     Plan::Command { .. } => "command",
                 };
-                Probe::Accept {
-                    // The same for every mount: one unit, one point in time.
-                    unit: UNIT.into(),
-                    data: serde_json::json!({ "method": method }),
-                    consistent: true,
-                }
+                // The same unit for every mount: one unit, one point in time.
+                Probe::accept(UNIT, &ProbeData { method }, true)
             }
             Err(reason) => Probe::Decline(reason),
         }
@@ -429,6 +427,7 @@ impl Provider for FreezeProvider {
             .resolve(unit, ctx)
             .unwrap_or_else(|(partial, _)| partial);
         self.created(unit, ctx, &FreezeData { copies })
+            .unwrap_or_else(|_| Created::planned(NAME, unit, ctx, true))
     }
 
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
@@ -436,7 +435,7 @@ impl Provider for FreezeProvider {
             .resolve(unit, ctx)
             .map_err(|(_, e)| ProviderError::Other(e))?;
         let copies = freeze_and_copy(copies, ctx)?;
-        Ok(self.created(unit, ctx, &FreezeData { copies }))
+        self.created(unit, ctx, &FreezeData { copies })
     }
 
     fn mount(&self, created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError> {
@@ -523,14 +522,13 @@ impl Provider for FreezeProvider {
 }
 
 impl FreezeProvider {
-    fn created(&self, unit: &UnitRequest, ctx: &SessionContext, data: &FreezeData) -> Created {
-        Created {
-            provider: NAME.into(),
-            unit: unit.unit.clone(),
-            name: ctx.object_name(),
-            consistent: true,
-            data: serde_json::to_value(data).expect("a plain struct serialises"),
-        }
+    fn created(
+        &self,
+        unit: &UnitRequest,
+        ctx: &SessionContext,
+        data: &FreezeData,
+    ) -> Result<Created, ProviderError> {
+        Created::new(NAME, &unit.unit, ctx.object_name(), true, data)
     }
 
     /// The unit's filesystems (one per device, in device-number order) and how each is copied;
@@ -1105,7 +1103,7 @@ fn unstage(copy: &Copy, object: &str) -> Result<(), ProviderError> {
                 m.source
             )));
         }
-        snapshot_core::view::unmount_patiently(&copy.staging).map_err(ProviderError::Other)?;
+        sys::unmount_patiently(&copy.staging)?;
     }
     match std::fs::remove_dir(&copy.staging) {
         Ok(()) => Ok(()),

@@ -11,6 +11,7 @@ pub mod zfs;
 pub use bind::BindProvider;
 pub use btrfs::BtrfsProvider;
 pub use freeze::FreezeProvider;
+pub use lvm::LvmProvider;
 pub use script::ScriptProvider;
 pub use zfs::ZfsProvider;
 
@@ -147,8 +148,8 @@ pub fn providers(config: &ProviderConfig) -> Vec<Box<dyn Provider>> {
     let mut all: Vec<Box<dyn Provider>> = vec![
         Box::new(ZfsProvider::default()),
         Box::new(BtrfsProvider),
-        Box::new(lvm::LvmThinProvider),
-        Box::new(lvm::LvmProvider::new(config.lvm_size)),
+        Box::new(LvmProvider::thin()),
+        Box::new(LvmProvider::classic(config.lvm_size)),
         Box::new(FreezeProvider::new(config.freeze_command.clone())),
         Box::new(ScriptProvider::new(scripts).with_timeout(config.script_timeout)),
         Box::new(BindProvider),

@@ -293,22 +293,12 @@ pub fn parse_vgs(json: &str) -> Result<Vec<VgRow>, String> {
     Ok(r.report.into_iter().flat_map(|s| s.vg).collect())
 }
 
-/// Full path of an LVM command: PATH, then the sbin directories (cron's PATH lacks them).
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// An LVM command, ready for [`exec::run`] (stdin /dev/null, stderr into the error).
-/// `LVM_SUPPRESS_FD_WARNINGS`: descriptors our own caller leaked to us (we open everything
-/// close-on-exec) would otherwise make LVM print a warning per descriptor.
+/// An LVM command ([`exec::tool_command`]: PATH, then the sbin directories), ready for
+/// [`exec::run`] (stdin /dev/null, stderr into the error). `LVM_SUPPRESS_FD_WARNINGS`:
+/// descriptors our own caller leaked to us (we open everything close-on-exec) would otherwise
+/// make LVM print a warning per descriptor.
 fn lvm_command(name: &str) -> Result<Command, ProviderError> {
-    let path = tool(name)
-        .ok_or_else(|| ProviderError::Other(format!("{name} not found (is lvm2 installed?)")))?;
-    let mut cmd = Command::new(path);
+    let mut cmd = exec::tool_command(name, "lvm2")?;
     cmd.env("LVM_SUPPRESS_FD_WARNINGS", "1");
     Ok(cmd)
 }
@@ -321,9 +311,9 @@ fn run_lvm(cmd: &mut Command) -> Result<exec::Output, ProviderError> {
     Ok(out)
 }
 
-/// `lvs` over `selection` (`VG`, `VG/LV`, or nothing for every VG).
-fn lvs(selection: Option<&str>) -> Result<Vec<LvRow>, ProviderError> {
-    let mut cmd = lvm_command("lvs")?;
+/// `lvs` or `vgs` reporting `fields` as JSON, sizes in bytes without a unit.
+fn report_command(name: &str, fields: &str) -> Result<Command, ProviderError> {
+    let mut cmd = lvm_command(name)?;
     cmd.args([
         "--reportformat",
         "json",
@@ -331,8 +321,14 @@ fn lvs(selection: Option<&str>) -> Result<Vec<LvRow>, ProviderError> {
         "b",
         "--nosuffix",
         "-o",
-        LV_FIELDS,
+        fields,
     ]);
+    Ok(cmd)
+}
+
+/// `lvs` over `selection` (`VG`, `VG/LV`, or nothing for every VG).
+fn lvs(selection: Option<&str>) -> Result<Vec<LvRow>, ProviderError> {
+    let mut cmd = report_command("lvs", LV_FIELDS)?;
     if let Some(s) = selection {
         cmd.arg(s);
     }
@@ -341,17 +337,8 @@ fn lvs(selection: Option<&str>) -> Result<Vec<LvRow>, ProviderError> {
 }
 
 fn vg_row(vg: &str) -> Result<VgRow, ProviderError> {
-    let mut cmd = lvm_command("vgs")?;
-    cmd.args([
-        "--reportformat",
-        "json",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        "vg_name,vg_free,vg_extent_size",
-        vg,
-    ]);
+    let mut cmd = report_command("vgs", "vg_name,vg_free,vg_extent_size")?;
+    cmd.arg(vg);
     let out = run_lvm(&mut cmd)?;
     parse_vgs(&out.stdout)
         .map_err(ProviderError::Other)?
@@ -399,7 +386,7 @@ fn inspect(m: &Mount) -> Result<Inspected, String> {
             ))
         }
     }
-    if tool("lvs").is_none() {
+    if exec::find_tool("lvs").is_none() {
         return Err("lvs not found (install lvm2)".into());
     }
     let all = lvs(None).map_err(|e| e.to_string())?;
@@ -458,9 +445,7 @@ impl SnapshotData {
     }
 
     fn from_created(c: &Created) -> Result<Self, ProviderError> {
-        let d: Self = serde_json::from_value(c.data.clone()).map_err(|e| {
-            ProviderError::Other(format!("LVM snapshot {}: unreadable record: {e}", c.name))
-        })?;
+        let d: Self = c.data()?;
         // Removal may only ever target the entry's own, session-named LV.
         if d.name != lv_name(&c.name) {
             return Err(ProviderError::Other(format!(
@@ -480,108 +465,137 @@ impl SnapshotData {
     }
 }
 
-fn accept(plan: UnitPlan) -> Probe {
-    Probe::Accept {
-        unit: format!("{}/{}", plan.vg, plan.lv),
-        data: serde_json::to_value(plan).expect("a plain struct serialises"),
-        consistent: true,
-    }
-}
-
 /// Volume types (lv_attr 1) a classic snapshot can be taken of: plain, origin (already has
 /// snapshots), mirror, RAID, cached.
 const CLASSIC_KINDS: &str = "-omMrRC";
 
-/// Classic (copy-on-write) LVM snapshots.
-#[derive(Debug, Default, Clone, Copy)]
+/// Which snapshots an [`LvmProvider`] makes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LvmKind {
+    /// Classic (copy-on-write) snapshots of LVs that are not thin, with `size` of
+    /// copy-on-write space (`--lvm-size`): the provider `lvm`.
+    Classic { size: LvmSize },
+    /// Thin snapshots of thin LVs: the provider `lvm-thin`.
+    Thin,
+}
+
+/// LVM snapshots, classic or thin ([`LvmKind`]); the two differ only in what they take
+/// (probe) and in how `lvcreate` is called and the snapshot activated, which the record says
+/// (its `pool`).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LvmProvider {
-    size: LvmSize,
+    kind: LvmKind,
+}
+
+impl Default for LvmProvider {
+    /// Classic snapshots of the default size.
+    fn default() -> Self {
+        Self::classic(LvmSize::default())
+    }
 }
 
 impl LvmProvider {
-    pub fn new(size: LvmSize) -> Self {
-        Self { size }
+    /// `lvm`: classic snapshots with `size` of copy-on-write space.
+    pub fn classic(size: LvmSize) -> Self {
+        Self {
+            kind: LvmKind::Classic { size },
+        }
+    }
+
+    /// `lvm-thin`: thin snapshots.
+    pub fn thin() -> Self {
+        Self {
+            kind: LvmKind::Thin,
+        }
+    }
+
+    pub fn kind(&self) -> LvmKind {
+        self.kind
     }
 
     fn plan(&self, fs: &Filesystem) -> Result<UnitPlan, String> {
-        let Inspected { lv, .. } = inspect(&fs.mount)?;
-        let name = lv.describe();
-        if lv.is_thin() {
-            return Err(format!("{name} is a thin LV (lvm-thin takes those)"));
+        match self.kind {
+            LvmKind::Classic { size } => plan_classic(fs, size),
+            LvmKind::Thin => plan_thin(fs),
         }
-        if !lv.origin.is_empty() || matches!(lv.kind(), 's' | 'S') {
-            return Err(format!(
-                "{name} is itself a snapshot: LVM cannot snapshot it"
-            ));
-        }
-        if !CLASSIC_KINDS.contains(lv.kind()) {
-            return Err(format!(
-                "{name} has attributes {}: not a kind of LV that takes a classic snapshot",
-                lv.lv_attr
-            ));
-        }
-        let origin = lv
-            .size_bytes()
-            .ok_or_else(|| format!("lvs gave no size for {name}: {:?}", lv.lv_size))?;
-        let vg = vg_row(&lv.vg_name).map_err(|e| e.to_string())?;
-        let parse = |what: &str, v: &str| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("vgs gave an unreadable {what} for {}: {v:?}", lv.vg_name))
-        };
-        let free = parse("vg_free", &vg.vg_free)?;
-        let extent = parse("vg_extent_size", &vg.vg_extent_size)?;
-        let size = self.size.snapshot_bytes(origin, extent);
-        if size > free {
-            return Err(format!(
-                "VG {} has {} free, and a snapshot of {name} needs {} (--lvm-size {} of {}, in \
-                 {} extents): free extents in the VG or give a smaller --lvm-size",
-                lv.vg_name,
-                human(free),
-                human(size),
-                self.size,
-                human(origin),
-                human(extent)
-            ));
-        }
-        Ok(UnitPlan {
-            vg: lv.vg_name,
-            lv: lv.lv_name,
-            fstype: fs.mount.fstype.clone(),
-            size_bytes: Some(size),
-            pool: None,
-        })
     }
 }
 
-/// Thin LVM snapshots (of thin LVs).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LvmThinProvider;
-
-impl LvmThinProvider {
-    fn plan(&self, fs: &Filesystem) -> Result<UnitPlan, String> {
-        let Inspected { lv, all } = inspect(&fs.mount)?;
-        let name = lv.describe();
-        if !lv.is_thin() {
-            return Err(format!("{name} is not a thin LV"));
-        }
-        let pool = all
-            .iter()
-            .find(|r| r.vg_name == lv.vg_name && r.lv_name == lv.pool_lv)
-            .ok_or_else(|| format!("lvs does not show the thin pool {:?} of {name}", lv.pool_lv))?;
-        if let Some(reason) = pool_too_full(pool, THIN_POOL_FULL) {
-            return Err(format!(
-                "{reason}: a snapshot of {name} could fill it during the backup"
-            ));
-        }
-        Ok(UnitPlan {
-            vg: lv.vg_name,
-            lv: lv.lv_name,
-            fstype: fs.mount.fstype.clone(),
-            size_bytes: None,
-            pool: Some(lv.pool_lv),
-        })
+/// The plan of a classic snapshot of the LV under `fs` with `wanted` copy-on-write space, or
+/// why not.
+fn plan_classic(fs: &Filesystem, wanted: LvmSize) -> Result<UnitPlan, String> {
+    let Inspected { lv, .. } = inspect(&fs.mount)?;
+    let name = lv.describe();
+    if lv.is_thin() {
+        return Err(format!("{name} is a thin LV (lvm-thin takes those)"));
     }
+    if !lv.origin.is_empty() || matches!(lv.kind(), 's' | 'S') {
+        return Err(format!(
+            "{name} is itself a snapshot: LVM cannot snapshot it"
+        ));
+    }
+    if !CLASSIC_KINDS.contains(lv.kind()) {
+        return Err(format!(
+            "{name} has attributes {}: not a kind of LV that takes a classic snapshot",
+            lv.lv_attr
+        ));
+    }
+    let origin = lv
+        .size_bytes()
+        .ok_or_else(|| format!("lvs gave no size for {name}: {:?}", lv.lv_size))?;
+    let vg = vg_row(&lv.vg_name).map_err(|e| e.to_string())?;
+    let parse = |what: &str, v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("vgs gave an unreadable {what} for {}: {v:?}", lv.vg_name))
+    };
+    let free = parse("vg_free", &vg.vg_free)?;
+    let extent = parse("vg_extent_size", &vg.vg_extent_size)?;
+    let size = wanted.snapshot_bytes(origin, extent);
+    if size > free {
+        return Err(format!(
+            "VG {} has {} free, and a snapshot of {name} needs {} (--lvm-size {} of {}, in \
+             {} extents): free extents in the VG or give a smaller --lvm-size",
+            lv.vg_name,
+            human(free),
+            human(size),
+            wanted,
+            human(origin),
+            human(extent)
+        ));
+    }
+    Ok(UnitPlan {
+        vg: lv.vg_name,
+        lv: lv.lv_name,
+        fstype: fs.mount.fstype.clone(),
+        size_bytes: Some(size),
+        pool: None,
+    })
+}
+
+/// The plan of a thin snapshot of the thin LV under `fs`, or why not.
+fn plan_thin(fs: &Filesystem) -> Result<UnitPlan, String> {
+    let Inspected { lv, all } = inspect(&fs.mount)?;
+    let name = lv.describe();
+    if !lv.is_thin() {
+        return Err(format!("{name} is not a thin LV"));
+    }
+    let pool = all
+        .iter()
+        .find(|r| r.vg_name == lv.vg_name && r.lv_name == lv.pool_lv)
+        .ok_or_else(|| format!("lvs does not show the thin pool {:?} of {name}", lv.pool_lv))?;
+    if let Some(reason) = pool_too_full(pool, THIN_POOL_FULL) {
+        return Err(format!(
+            "{reason}: a snapshot of {name} could fill it during the backup"
+        ));
+    }
+    Ok(UnitPlan {
+        vg: lv.vg_name,
+        lv: lv.lv_name,
+        fstype: fs.mount.fstype.clone(),
+        size_bytes: None,
+        pool: Some(lv.pool_lv),
+    })
 }
 
 /// Why a thin pool is at or above `limit` % (data or metadata), or in a failed state.
@@ -607,26 +621,15 @@ fn pool_too_full(pool: &LvRow, limit: f64) -> Option<String> {
 }
 
 // ----------------------------------------------------------------------------------------
-// Create, mount, verify, remove (shared by both providers)
-
-fn plan_of(unit: &UnitRequest) -> Result<UnitPlan, ProviderError> {
-    serde_json::from_value(unit.data.clone())
-        .map_err(|e| ProviderError::Other(format!("LVM unit {}: bad plan data: {e}", unit.unit)))
-}
+// Create, mount, verify, remove (the same for both kinds)
 
 fn created(
     provider: &str,
     unit: &UnitRequest,
     ctx: &SessionContext,
     data: &SnapshotData,
-) -> Created {
-    Created {
-        provider: provider.to_owned(),
-        unit: unit.unit.clone(),
-        name: ctx.object_name(),
-        consistent: true,
-        data: serde_json::to_value(data).expect("a plain struct serialises"),
-    }
+) -> Result<Created, ProviderError> {
+    Created::new(provider, &unit.unit, ctx.object_name(), true, data)
 }
 
 fn create(
@@ -634,7 +637,7 @@ fn create(
     unit: &UnitRequest,
     ctx: &SessionContext,
 ) -> Result<Created, ProviderError> {
-    let data = SnapshotData::new(plan_of(unit)?, ctx);
+    let data = SnapshotData::new(unit.data(provider)?, ctx);
     let mut cmd = lvm_command("lvcreate")?;
     cmd.args(["--snapshot", "--name", &data.name]);
     if let Some(size) = data.size_bytes {
@@ -659,7 +662,7 @@ fn create(
         data.path(),
         t.elapsed().as_secs_f64() * 1e3
     );
-    Ok(created(provider, unit, ctx, &data))
+    created(provider, unit, ctx, &data)
 }
 
 /// Read-only mount options to try for a filesystem type, best first.
@@ -903,60 +906,23 @@ fn remove(created: &Created) -> Result<(), ProviderError> {
 }
 
 fn expected(provider: &str, unit: &UnitRequest, ctx: &SessionContext) -> Created {
-    match plan_of(unit) {
-        Ok(plan) => created(provider, unit, ctx, &SnapshotData::new(plan, ctx)),
+    unit.data(provider)
+        .and_then(|plan| created(provider, unit, ctx, &SnapshotData::new(plan, ctx)))
         // Unreachable with the session's own plans; keep what there is.
-        Err(_) => Created {
-            provider: provider.to_owned(),
-            unit: unit.unit.clone(),
-            name: ctx.object_name(),
-            consistent: true,
-            data: unit.data.clone(),
-        },
-    }
+        .unwrap_or_else(|_| Created::planned(provider, unit, ctx, true))
 }
 
 impl Provider for LvmProvider {
     fn name(&self) -> &str {
-        "lvm"
-    }
-
-    fn probe(&self, fs: &Filesystem) -> Probe {
-        match self.plan(fs) {
-            Ok(plan) => accept(plan),
-            Err(reason) => Probe::Decline(reason),
+        match self.kind {
+            LvmKind::Classic { .. } => "lvm",
+            LvmKind::Thin => "lvm-thin",
         }
     }
 
-    fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
-        expected(self.name(), unit, ctx)
-    }
-
-    fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
-        create(self.name(), unit, ctx)
-    }
-
-    fn mount(&self, created: &Created, m: &Mount) -> Result<DetachedMount, ProviderError> {
-        mount(self.name(), created, m)
-    }
-
-    fn verify(&self, created: &Created) -> Validity {
-        verify(created)
-    }
-
-    fn remove(&self, created: &Created) -> Result<(), ProviderError> {
-        remove(created)
-    }
-}
-
-impl Provider for LvmThinProvider {
-    fn name(&self) -> &str {
-        "lvm-thin"
-    }
-
     fn probe(&self, fs: &Filesystem) -> Probe {
         match self.plan(fs) {
-            Ok(plan) => accept(plan),
+            Ok(plan) => Probe::accept(format!("{}/{}", plan.vg, plan.lv), &plan, true),
             Err(reason) => Probe::Decline(reason),
         }
     }
@@ -1316,9 +1282,12 @@ mod tests {
             size_bytes: Some(28 << 20),
             pool: None,
         };
+        let Probe::Accept { data, .. } = Probe::accept("mvg/lv1", &plan, true) else {
+            panic!("a plain plan is accepted");
+        };
         let unit = UnitRequest {
             unit: "mvg/lv1".into(),
-            data: serde_json::to_value(&plan).unwrap(),
+            data,
             mounts: vec![],
         };
         let ctx = SessionContext {
@@ -1330,7 +1299,7 @@ mod tests {
         let c = LvmProvider::default().expected(&unit, &ctx);
         assert_eq!(c.name, "snapshot-0a1b2c3d-3", "the session's object name");
         assert_eq!(c.provider, "lvm");
-        let d: SnapshotData = serde_json::from_value(c.data.clone()).unwrap();
+        let d: SnapshotData = c.data().unwrap();
         assert_eq!(d.name, "lvm-snapshot-0a1b2c3d-3");
         assert_eq!(d.vg, "mvg");
         assert_eq!(d.origin, "lv1");
@@ -1339,7 +1308,10 @@ mod tests {
             d.staging,
             PathBuf::from("/run/snapshot/snapshot-0a1b2c3d/lvm-3")
         );
-        assert_eq!(LvmThinProvider.expected(&unit, &ctx).provider, "lvm-thin");
+        assert_eq!(
+            LvmProvider::thin().expected(&unit, &ctx).provider,
+            "lvm-thin"
+        );
     }
 
     #[test]
@@ -1360,7 +1332,7 @@ mod tests {
         let fs = Filesystem { mount };
         for p in [
             &LvmProvider::default() as &dyn Provider,
-            &LvmThinProvider as &dyn Provider,
+            &LvmProvider::thin() as &dyn Provider,
         ] {
             match p.probe(&fs) {
                 Probe::Decline(why) => {

@@ -19,6 +19,7 @@
 //! The directory and every script must pass the trust rule ([`snapshot_core::trust`]), or
 //! the provider declines, naming the one refused.
 
+use serde::{Deserialize, Serialize};
 use snapshot_core::exec::{self, HookError};
 use snapshot_core::provider::{
     Created, Filesystem, Probe, Provider, ProviderError, SessionContext, UnitRequest,
@@ -203,13 +204,7 @@ impl Provider for ScriptProvider {
         // decline when none takes it.
         match self.trusted_scripts() {
             Ok(scripts) if scripts.is_empty() => Probe::Decline(self.no_scripts()),
-            Ok(scripts) => Probe::Accept {
-                unit: fs.mount.id.to_string(),
-                data: serde_json::json!({
-                    "scripts": scripts.iter().map(|s| path_json(s)).collect::<Vec<_>>(),
-                }),
-                consistent: true,
-            },
+            Ok(scripts) => Probe::accept(fs.mount.id.to_string(), &ProbeData { scripts }, true),
             Err(ScriptsError::Read(e)) => {
                 Probe::Decline(format!("cannot read {}: {e}", self.dir.display()))
             }
@@ -220,18 +215,13 @@ impl Provider for ScriptProvider {
     fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
         // Which script will handle it is not known yet; without one, `remove` can still clear
         // the staging root.
-        Created {
-            provider: NAME.into(),
-            unit: unit.unit.clone(),
-            name: ctx.object_name(),
-            consistent: true,
-            data: ScriptData {
-                script: None,
-                source: source_of(unit).unwrap_or_default(),
-                staging: staging_root(ctx),
-            }
-            .to_json(),
-        }
+        let data = ScriptData {
+            script: None,
+            source: source_of(unit).unwrap_or_default(),
+            staging: staging_root(ctx),
+        };
+        Created::new(NAME, &unit.unit, ctx.object_name(), true, &data)
+            .unwrap_or_else(|_| Created::planned(NAME, unit, ctx, true))
     }
 
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
@@ -285,13 +275,7 @@ impl Provider for ScriptProvider {
                 Ok(()) => match is_mounted(&at) {
                     Ok(true) => {
                         log::info!("{script:?} snapshotted {source:?} at {at:?}");
-                        return Ok(Created {
-                            provider: NAME.into(),
-                            unit: unit.unit.clone(),
-                            name: ctx.object_name(),
-                            consistent: true,
-                            data: data.to_json(),
-                        });
+                        return Created::new(NAME, &unit.unit, ctx.object_name(), true, &data);
                     }
                     Ok(false) => {
                         // The script claims success: let it undo whatever it did make.
@@ -349,7 +333,7 @@ impl Provider for ScriptProvider {
     }
 
     fn mount(&self, created: &Created, _mount: &Mount) -> Result<DetachedMount, ProviderError> {
-        let data = ScriptData::from_json(&created.data)?;
+        let data: ScriptData = created.data()?;
         let at = data.mount_point()?;
         sys::clone_beneath(&at, Path::new("")).map_err(|e| {
             ProviderError::io(
@@ -360,7 +344,7 @@ impl Provider for ScriptProvider {
     }
 
     fn remove(&self, created: &Created) -> Result<(), ProviderError> {
-        let data = ScriptData::from_json(&created.data)?;
+        let data: ScriptData = created.data()?;
         let staging = &data.staging;
         // The staging root goes last: when it is gone, everything is.
         match std::fs::symlink_metadata(staging) {
@@ -535,15 +519,31 @@ fn remove_marker(staging: &Path) -> std::io::Result<()> {
     }
 }
 
-/// What the journal keeps of a script snapshot, to call the script's `remove` with the same
-/// arguments from another process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The plan of a script unit ([`UnitRequest::data`]): the scripts there were when probing,
+/// for `snapshot plan` (`create` reads the directory again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ProbeData {
+    #[serde(with = "snapshot_core::path_json::many")]
+    scripts: Vec<PathBuf>,
+}
+
+/// What the journal keeps of a script snapshot ([`Created::data`]), to call the script's
+/// `remove` with the same arguments from another process. Paths keep any bytes
+/// ([`snapshot_core::path_json`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ScriptData {
-    /// The script that handled it; `None` in the record journaled before `create`.
+    /// The script that handled it; `None` (left out) in the record journaled before `create`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "snapshot_core::path_json::option"
+    )]
     script: Option<PathBuf>,
     /// SOURCE: the mount point of the filesystem.
+    #[serde(with = "snapshot_core::path_json")]
     source: PathBuf,
     /// TARGET: the staging root.
+    #[serde(with = "snapshot_core::path_json")]
     staging: PathBuf,
 }
 
@@ -556,55 +556,6 @@ impl ScriptData {
                 self.source
             ))
         })
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "source": path_json(&self.source),
-            "staging": path_json(&self.staging),
-        });
-        if let Some(script) = &self.script {
-            v["script"] = path_json(script);
-        }
-        v
-    }
-
-    fn from_json(v: &serde_json::Value) -> Result<Self, ProviderError> {
-        let field = |key: &str| {
-            json_path(&v[key]).ok_or_else(|| {
-                ProviderError::Other(format!(
-                    "script snapshot record: bad or missing {key:?}: {v}"
-                ))
-            })
-        };
-        Ok(Self {
-            script: match v.get("script") {
-                None | Some(serde_json::Value::Null) => None,
-                Some(_) => Some(field("script")?),
-            },
-            source: field("source")?,
-            staging: field("staging")?,
-        })
-    }
-}
-
-/// A path as JSON without loss: a string when it is UTF-8 (nearly always), else its bytes.
-fn path_json(p: &Path) -> serde_json::Value {
-    match p.to_str() {
-        Some(s) => s.into(),
-        None => p.as_os_str().as_bytes().into(),
-    }
-}
-
-fn json_path(v: &serde_json::Value) -> Option<PathBuf> {
-    match v {
-        serde_json::Value::String(s) => Some(PathBuf::from(s)),
-        serde_json::Value::Array(bytes) => bytes
-            .iter()
-            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-            .collect::<Option<Vec<u8>>>()
-            .map(|b| PathBuf::from(OsString::from_vec(b))),
-        _ => None,
     }
 }
 
@@ -863,13 +814,8 @@ mod tests {
             } => {
                 assert_eq!(unit, "7");
                 assert!(consistent);
-                let listed: Vec<PathBuf> = data["scripts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| json_path(v).unwrap())
-                    .collect();
-                assert_eq!(listed, expected);
+                let plan = ProbeData::deserialize(&data).unwrap();
+                assert_eq!(plan.scripts, expected);
             }
             other => panic!("expected an accept, got {other:?}"),
         }
@@ -1175,18 +1121,12 @@ mod tests {
     }
 
     fn created_for(s: &Setup, script: &Path) -> Created {
-        Created {
-            provider: "script".into(),
-            unit: "42".into(),
-            name: s.ctx.object_name(),
-            consistent: true,
-            data: ScriptData {
-                script: Some(script.into()),
-                source: s.src().into(),
-                staging: s.staging(),
-            }
-            .to_json(),
-        }
+        let data = ScriptData {
+            script: Some(script.into()),
+            source: s.src().into(),
+            staging: s.staging(),
+        };
+        Created::new("script", "42", s.ctx.object_name(), true, &data).unwrap()
     }
 
     #[test]
@@ -1201,7 +1141,7 @@ mod tests {
         );
         assert_eq!(expected.name, "snapshot-0123abcd-3");
         assert!(expected.consistent);
-        let data = ScriptData::from_json(&expected.data).unwrap();
+        let data: ScriptData = expected.data().unwrap();
         assert_eq!(data.script, None);
         assert_eq!(data.source, s.src());
         assert_eq!(data.staging, s.staging());
@@ -1258,13 +1198,18 @@ mod tests {
             data: serde_json::json!({ "script": "/x", "staging": "/nonexistent" }),
         };
         let err = ScriptProvider::default().remove(&created).unwrap_err();
-        assert!(err.to_string().contains("\"source\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("script snapshot snapshot-0-0: unreadable record: ")
+                && err.to_string().contains("missing field `source`"),
+            "{err}"
+        );
         let created = Created {
             data: serde_json::json!({ "script": 3, "source": "/", "staging": "/nonexistent" }),
             ..created
         };
         let err = ScriptProvider::default().remove(&created).unwrap_err();
-        assert!(err.to_string().contains("\"script\""), "{err}");
+        assert!(err.to_string().contains("expected a path"), "{err}");
     }
 
     #[test]
@@ -1274,12 +1219,15 @@ mod tests {
             source: PathBuf::from(OsString::from_vec(b"/srv/caf\xe9".to_vec())),
             staging: "/run/snapshot/snapshot-1/script-0".into(),
         };
-        let json = data.to_json();
-        assert_eq!(json["script"], "/usr/lib/snapshot/filesystems.d/10-lvm");
+        let created = Created::new("script", "1", "snapshot-1-0", true, &data).unwrap();
+        assert_eq!(
+            created.data["script"],
+            "/usr/lib/snapshot/filesystems.d/10-lvm"
+        );
         // Through text, as the journal stores it.
-        let text = serde_json::to_string(&json).unwrap();
-        let back = ScriptData::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
-        assert_eq!(back, data);
+        let text = serde_json::to_string(&created).unwrap();
+        let back: Created = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.data::<ScriptData>().unwrap(), data);
     }
 
     /// Whether a test that needs root can run: in CI it must (a skipped privileged test would
@@ -1321,7 +1269,7 @@ esac"#,
         assert_eq!(created.unit, "42");
         assert_eq!(created.name, "snapshot-0123abcd-3");
         assert!(created.consistent);
-        let data = ScriptData::from_json(&created.data).unwrap();
+        let data: ScriptData = created.data().unwrap();
         assert_eq!(data.script, Some(s.scripts.join("20-tmpfs")));
         assert_eq!(data.source, s.src());
         assert_eq!(data.staging, staging);

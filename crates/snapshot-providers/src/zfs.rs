@@ -95,20 +95,9 @@ pub fn pool_of(dataset: &str) -> &str {
 // ----------------------------------------------------------------------------------------
 // The zfs and zpool commands
 
-/// Full path of a ZFS command: PATH, then the sbin directories (cron's PATH lacks them).
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
+/// A ZFS command ([`exec::tool_command`]: PATH, then the sbin directories).
 fn command(name: &str) -> Result<Command, ProviderError> {
-    let path = tool(name).ok_or_else(|| {
-        ProviderError::Other(format!("{name} not found (is zfsutils-linux installed?)"))
-    })?;
-    Ok(Command::new(path))
+    Ok(exec::tool_command(name, "zfsutils-linux")?)
 }
 
 fn run(cmd: &mut Command) -> Result<exec::Output, ProviderError> {
@@ -236,7 +225,7 @@ fn plan(m: &Mount) -> Result<UnitPlan, String> {
     if dataset.is_empty() {
         return Err("the mount names no dataset".into());
     }
-    if tool("zfs").is_none() || tool("zpool").is_none() {
+    if exec::find_tool("zfs").is_none() || exec::find_tool("zpool").is_none() {
         return Err("zfs/zpool not found (install zfsutils-linux)".into());
     }
     let pool = pool_of(dataset);
@@ -301,9 +290,7 @@ impl SnapshotData {
     /// The record of a journal entry, refused unless it can only name the entry's own
     /// snapshots: the session object name, datasets of the recorded pool.
     fn from_created(c: &Created) -> Result<Self, ProviderError> {
-        let d: Self = serde_json::from_value(c.data.clone()).map_err(|e| {
-            ProviderError::Other(format!("ZFS snapshot {}: unreadable record: {e}", c.name))
-        })?;
+        let d: Self = c.data()?;
         let refuse = |why: String| {
             ProviderError::Other(format!(
                 "ZFS snapshot {}: {why}; refusing to touch it",
@@ -393,19 +380,19 @@ pub struct ZfsProvider {
     held: Mutex<HashSet<String>>,
 }
 
+/// The provider's name.
+const NAME: &str = "zfs";
+
 fn plan_of(unit: &UnitRequest) -> Result<UnitPlan, ProviderError> {
-    serde_json::from_value(unit.data.clone())
-        .map_err(|e| ProviderError::Other(format!("ZFS unit {}: bad plan data: {e}", unit.unit)))
+    unit.data(NAME)
 }
 
-fn created(unit: &UnitRequest, ctx: &SessionContext, data: &SnapshotData) -> Created {
-    Created {
-        provider: "zfs".to_owned(),
-        unit: unit.unit.clone(),
-        name: ctx.object_name(),
-        consistent: true,
-        data: serde_json::to_value(data).expect("a plain struct serialises"),
-    }
+fn created(
+    unit: &UnitRequest,
+    ctx: &SessionContext,
+    data: &SnapshotData,
+) -> Result<Created, ProviderError> {
+    Created::new(NAME, &unit.unit, ctx.object_name(), true, data)
 }
 
 /// `zfs snapshot DS1@NAME DS2@NAME …`: all of them or none, at one instant.
@@ -557,32 +544,21 @@ impl ZfsProvider {
 
 impl Provider for ZfsProvider {
     fn name(&self) -> &str {
-        "zfs"
+        NAME
     }
 
     fn probe(&self, fs: &Filesystem) -> Probe {
         match plan(&fs.mount) {
-            Ok(plan) => Probe::Accept {
-                unit: format!("pool:{}", plan.pool),
-                data: serde_json::to_value(plan).expect("a plain struct serialises"),
-                consistent: true,
-            },
+            Ok(plan) => Probe::accept(format!("pool:{}", plan.pool), &plan, true),
             Err(reason) => Probe::Decline(reason),
         }
     }
 
     fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
-        match plan_of(unit) {
-            Ok(plan) => created(unit, ctx, &SnapshotData::new(plan, unit, ctx)),
+        plan_of(unit)
+            .and_then(|plan| created(unit, ctx, &SnapshotData::new(plan, unit, ctx)))
             // Unreachable with the session's own plans; keep what there is.
-            Err(_) => Created {
-                provider: self.name().to_owned(),
-                unit: unit.unit.clone(),
-                name: ctx.object_name(),
-                consistent: true,
-                data: unit.data.clone(),
-            },
-        }
+            .unwrap_or_else(|_| Created::planned(self.name(), unit, ctx, true))
     }
 
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
@@ -608,7 +584,7 @@ impl Provider for ZfsProvider {
             data.pool,
             t.elapsed().as_secs_f64() * 1e3
         );
-        Ok(created(unit, ctx, &data))
+        created(unit, ctx, &data)
     }
 
     fn mount(&self, created: &Created, mount: &Mount) -> Result<DetachedMount, ProviderError> {
@@ -844,7 +820,7 @@ mod tests {
             Some(PathBuf::from("/run/snapshot/snapshot-0a1b2c3d/zfs-1/1"))
         );
         // The one atomic call.
-        if tool("zfs").is_some() {
+        if exec::find_tool("zfs").is_some() {
             let cmd = snapshot_command(&d).unwrap();
             let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
             assert_eq!(

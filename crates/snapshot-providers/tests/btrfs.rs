@@ -89,7 +89,7 @@ impl Drop for View {
     fn drop(&mut self) {
         // Retried while busy: a process another test forks meanwhile holds copies of this
         // process's descriptors (of the view's place, say) until it execs.
-        if let Err(e) = snapshot_core::view::unmount_patiently(&self.0) {
+        if let Err(e) = snapshot_core::sys::unmount_patiently(&self.0) {
             eprintln!("unmounting view {}: {e}", self.0.display());
         }
     }
@@ -316,7 +316,7 @@ fn dir_inside_a_nested_subvolume() {
 /// provider does: a process another test forks meanwhile holds copies of this process's
 /// descriptors until it execs (close-on-exec), which makes the mount busy for a moment.
 fn unmount_staging(path: &Path) {
-    snapshot_core::view::unmount_patiently(path).unwrap();
+    snapshot_core::sys::unmount_patiently(path).unwrap();
 }
 
 #[test]

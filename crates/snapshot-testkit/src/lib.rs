@@ -48,13 +48,10 @@ fn unique_name(name: &str) -> String {
 /// Tools the privileged tests run.
 const TOOLS: &[&str] = &["losetup", "mkfs.ext4", "mkfs.xfs", "mkfs.btrfs"];
 
-/// Full path of a tool: `PATH`, then the sbin directories (a non-login root shell may lack them).
+/// Full path of a tool: `PATH`, then the sbin directories (a non-login root shell may lack
+/// them): [`snapshot_core::exec::find_tool`], as the providers look their tools up.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    snapshot_core::exec::find_tool(name)
 }
 
 fn missing_privilege() -> Option<String> {

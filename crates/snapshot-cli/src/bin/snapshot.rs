@@ -260,8 +260,8 @@ fn plan(args: &SessionArgs) -> ExitCode {
     let plan = match plan_request(&args.request(), &providers) {
         Ok(p) => p,
         Err(e) => {
-            say!("snapshot: error: {}", e.message);
-            return ExitCode::from(snapshot_cli::seed::status_for_kind(e.kind));
+            say!("snapshot: error: {e}");
+            return ExitCode::from(snapshot_cli::seed::status_for_kind(e.kind()));
         }
     };
     if args.json {

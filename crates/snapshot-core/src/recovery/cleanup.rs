@@ -14,7 +14,7 @@ use super::journal::{Journal, Record};
 use super::liveness::LivenessToken;
 use crate::mountinfo::MountTable;
 use crate::provider::Provider;
-use crate::view::unmount_patiently;
+use crate::sys::unmount_patiently;
 use crate::writers::{WriterEnv, Writers};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -286,7 +286,7 @@ fn unmount_view_and_scratch(r: &Record, dry_run: bool, out: &mut SessionCleanup)
         out.actions.push(format!("unmount {p:?}"));
         if !dry_run {
             if let Err(e) = unmount_patiently(&p) {
-                out.problems.push(e);
+                out.problems.push(e.to_string());
             }
         }
     }
@@ -391,7 +391,7 @@ fn orphan_views(table: &MountTable, known_ids: &[String], dry_run: bool) -> Vec<
             ));
             if !dry_run {
                 if let Err(e) = unmount_patiently(&p) {
-                    sc.problems.push(e);
+                    sc.problems.push(e.to_string());
                 }
             }
         }

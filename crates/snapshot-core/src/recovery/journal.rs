@@ -66,20 +66,15 @@ pub struct Record {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("journal {path:?}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("journal {path:?}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     /// The state directory, or the journal, is not root's alone: it could be forged.
     #[error(transparent)]
     Unsafe(#[from] PrivateDirError),
-    #[error("journal {path:?}: {source}")]
+    #[error("journal {path:?}: {error}")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -208,7 +203,7 @@ impl Journal {
         let data = serde_json::to_vec_pretty(&self.record).expect("a record serialises");
         write_atomic(&self.path, &data, durable).map_err(|source| JournalError::Io {
             path: self.path.clone(),
-            source,
+            error: source,
         })
     }
 
@@ -234,7 +229,7 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(JournalError::Io {
                 path: self.path,
-                source,
+                error: source,
             }),
         }
     }
@@ -247,11 +242,11 @@ impl Journal {
             .read_to_end(&mut data)
             .map_err(|source| JournalError::Io {
                 path: path.to_owned(),
-                source,
+                error: source,
             })?;
         let record = serde_json::from_slice(&data).map_err(|source| JournalError::Parse {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         Ok(Self {
             path: path.to_owned(),

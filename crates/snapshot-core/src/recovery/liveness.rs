@@ -60,7 +60,7 @@ fn token_dir(live: &Path, create: bool) -> Result<Option<OwnedFd>, PrivateDirErr
     else {
         return Err(PrivateDirError::Io {
             path: live.to_owned(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "not a liveness directory"),
+            error: io::Error::new(io::ErrorKind::InvalidInput, "not a liveness directory"),
         });
     };
     private_child(base, name, create)

@@ -23,6 +23,8 @@ pub use mountfd::{
 };
 pub mod statmount;
 pub use statmount::{path_mount, statmount, PathMount, StatMount};
+mod unmount;
+pub use unmount::{unmount_patiently, unmount_patiently_as, UnmountError};
 
 use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
 use rustix::mount::{
