@@ -855,7 +855,12 @@ fn postgresql_hook_checkpoints_only_its_own_data() {
         session,
         &env,
     );
-    assert_eq!(r.code, Some(0), "not my data: nothing to do, quietly: {}", r.stderr);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "not my data: nothing to do, quietly: {}",
+        r.stderr
+    );
     assert!(r.stderr.contains("is not in"), "{}", r.stderr);
     assert_eq!(checkpoint(), lsn, "no checkpoint for other directories");
 
