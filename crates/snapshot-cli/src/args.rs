@@ -72,6 +72,18 @@ pub struct SessionArgs {
     #[arg(long, value_name = "LIST")]
     pub providers: Option<ProviderOrder>,
 
+    /// Say `frozen` once every writer has frozen, and make the snapshots only on `go`: a line
+    /// on stdin (`abort` or end of input: thaw, remove, exit 82); with start-snapshot, which
+    /// then returns at the barrier, `snapshot go -t TARGET` (stop-snapshot aborts). For one
+    /// instant across machines.
+    #[arg(long)]
+    pub barrier: bool,
+
+    /// The longest the writers stay frozen at the barrier waiting for go (then: abort, 82).
+    /// Must be shorter than --freeze-timeout.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub barrier_timeout: Duration,
+
     /// Configuration file with defaults for these options (a command-line value wins);
     /// default /etc/snapshot/snapshot.toml when it exists.
     #[arg(long, value_name = "FILE")]
@@ -124,6 +136,7 @@ impl SessionArgs {
                 .map(|p| p.with_file_name("snapshot")),
             fault: self.fault(),
             freeze_timeout: self.freeze_timeout,
+            barrier: None,
         }
     }
 

@@ -75,6 +75,32 @@ pub enum Cmd {
     Cleanup(CleanupArgs),
     /// Show the sessions recorded in the journals: live or dead, target, snapshots.
     Status(CleanupArgs),
+    /// Release a `start-snapshot --barrier` session waiting at its barrier.
+    ///
+    /// The holder of TARGET, frozen at its barrier, makes its snapshots, thaws, builds the
+    /// view; `snapshot go` prints its ready line (`done`, or the --json manifest with each
+    /// snapshot's instant) and exits 0, or the holder's log and exit status when it failed.
+    /// Run it on every host at once: that is the one instant. `stop-snapshot` instead aborts.
+    Go(GoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GoArgs {
+    /// The TARGET given to start-snapshot (default: the configuration's, else /mnt).
+    #[arg(short, long, value_name = "TARGET", default_value = "/mnt")]
+    pub target: PathBuf,
+
+    /// Configuration file (for the default TARGET); default /etc/snapshot/snapshot.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More detail on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Directory for locks and scratch mounts.
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
+    pub runtime_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

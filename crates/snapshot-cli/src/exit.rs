@@ -23,6 +23,8 @@ pub const WRITER_FAILED: u8 = 79;
 pub const INVALID: u8 = 80;
 /// Teardown incomplete: something was left behind (see the log; `snapshot cleanup`).
 pub const TEARDOWN_INCOMPLETE: u8 = 81;
+/// `--barrier`: no go (abort, end of input, or --barrier-timeout); everything was removed.
+pub const ABORTED: u8 = 82;
 /// Ended by signal N after an orderly teardown: 128 + N.
 pub const SIGNAL_BASE: u8 = 128;
 
@@ -36,6 +38,7 @@ pub fn for_failure(kind: FailureKind) -> u8 {
         FailureKind::WriterFailed => WRITER_FAILED,
         FailureKind::TeardownIncomplete => TEARDOWN_INCOMPLETE,
         FailureKind::Interrupted(sig) => SIGNAL_BASE.saturating_add(sig as u8),
+        FailureKind::Aborted => ABORTED,
         FailureKind::Internal => FAILURE,
     }
 }
@@ -53,4 +56,5 @@ Exit status:
   79   a writer hook failed freeze, or was refused by the trust rule, under --strict-writers
   80   a snapshot became invalid during the backup: what was read may be broken
   81   teardown incomplete: something was left behind (see the log)
+  82   --barrier: no go (abort, end of input, or --barrier-timeout); everything was removed
   128+N  ended by signal N (SIGINT, SIGTERM, SIGHUP) after an orderly teardown";

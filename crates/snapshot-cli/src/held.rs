@@ -16,6 +16,21 @@ pub struct HeldState {
     #[serde(with = "snapshot_core::path_json")]
     pub target: PathBuf,
     pub session: String,
+    /// Where the holder is: at its barrier (`--barrier`), or holding a ready view.
+    #[serde(default)]
+    pub phase: HeldPhase,
+    /// Once ready after a barrier: the ready line (`snapshot go` prints it; start-snapshot
+    /// had returned at the barrier).
+    #[serde(default)]
+    pub ready_line: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldPhase {
+    Frozen,
+    #[default]
+    Ready,
 }
 
 #[derive(Debug)]
@@ -63,15 +78,43 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Holder side: records who holds the target (before the ready line goes out).
-pub fn holder_ready(runtime: &Path, target: &Path, session: &str) -> anyhow::Result<()> {
-    let paths = HeldPaths::new(runtime, target);
-    check_held_dir(runtime, true)?;
+/// Holder side: records who holds the target (before the ready line goes out); after a
+/// barrier, with the ready line for `snapshot go`.
+pub fn holder_ready(
+    runtime: &Path,
+    target: &Path,
+    session: &str,
+    ready_line: Option<String>,
+) -> anyhow::Result<()> {
+    write_state(
+        runtime,
+        target,
+        HeldState {
+            pid: std::process::id(),
+            target: target.to_owned(),
+            session: session.to_owned(),
+            phase: HeldPhase::Ready,
+            ready_line,
+        },
+    )
+}
+
+/// Holder side, `--barrier`: records that it waits at the barrier (for `snapshot go` and
+/// `stop-snapshot` to find it), before start-snapshot returns.
+pub fn holder_frozen(runtime: &Path, target: &Path) -> std::io::Result<()> {
     let state = HeldState {
         pid: std::process::id(),
         target: target.to_owned(),
-        session: session.to_owned(),
+        session: String::new(),
+        phase: HeldPhase::Frozen,
+        ready_line: None,
     };
+    write_state(runtime, target, state).map_err(std::io::Error::other)
+}
+
+fn write_state(runtime: &Path, target: &Path, state: HeldState) -> anyhow::Result<()> {
+    let paths = HeldPaths::new(runtime, target);
+    check_held_dir(runtime, true)?;
     write_atomic(&paths.state, &serde_json::to_vec(&state)?)
         .with_context(|| format!("writing {:?}", paths.state))
 }
@@ -188,6 +231,71 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
         Some(c) => c as u8,
     };
     Ok(code)
+}
+
+/// `snapshot go`: releases the holder of `target` waiting at its barrier (SIGUSR2), waits
+/// until its view is ready (prints the ready line, 0) or it failed (its log, its status).
+pub fn go(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    if let Some(code) = require_root("snapshot go") {
+        return Ok(code);
+    }
+    let held = check_held_dir(runtime, false)?;
+    let paths = HeldPaths::new(runtime, target);
+    let state = read_state(&paths).filter(|_| held);
+    let Some(state) = state.filter(|s| s.phase == HeldPhase::Frozen) else {
+        say!("snapshot go: error: no start-snapshot --barrier session waits at its barrier for {target:?}");
+        return Ok(exit::UNAVAILABLE);
+    };
+    let pid = Pid::from_raw(state.pid as i32).context("bad pid in the state file")?;
+    let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) if is_holder(state.pid) => fd,
+        _ => {
+            say!(
+                "snapshot go: error: the holder of {target:?} (pid {}) is gone",
+                state.pid
+            );
+            return Ok(exit::UNAVAILABLE);
+        }
+    };
+    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::USR2)
+        .with_context(|| format!("signalling the holder (pid {})", state.pid))?;
+    let tick = Timespec {
+        tv_sec: 0,
+        tv_nsec: 20_000_000,
+    };
+    loop {
+        if let Some(ready) = read_state(&paths)
+            .filter(|s| s.phase == HeldPhase::Ready)
+            .and_then(|s| s.ready_line)
+        {
+            let offset = std::fs::read_to_string(&paths.offset)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            print_log_from(&paths.log, offset);
+            let now = std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0);
+            write_atomic(&paths.offset, now.to_string().as_bytes())
+                .with_context(|| format!("writing {:?}", paths.offset))?;
+            let mut stdout = std::io::stdout();
+            stdout.write_all(ready.as_bytes())?;
+            stdout.flush()?;
+            return Ok(exit::OK);
+        }
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+        if matches!(poll(&mut fds, Some(&tick)), Ok(n) if n > 0) {
+            // The holder ended before its view was ready: its log and status say why.
+            print_log_from(&paths.log, 0);
+            let status = std::fs::read_to_string(&paths.status)
+                .ok()
+                .and_then(|s| s.trim().parse::<u8>().ok());
+            for f in [&paths.status, &paths.offset, &paths.log, &paths.state] {
+                let _ = std::fs::remove_file(f);
+            }
+            return Ok(status.unwrap_or(exit::FAILURE));
+        }
+    }
 }
 
 /// `stop-snapshot`: tears down what `start-snapshot` made, waits, reports its status.

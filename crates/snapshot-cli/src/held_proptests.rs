@@ -114,7 +114,7 @@ proptest! {
     #[test]
     fn holder_state_round_trips(target in abs_path(), session in "snapshot-[0-9a-f]{8}") {
         let rt = runtime();
-        holder_ready(rt.path(), &target, &session).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+        holder_ready(rt.path(), &target, &session, None).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
         let state = read_state(&HeldPaths::new(rt.path(), &target));
         let state = state.ok_or_else(|| TestCaseError::fail("no state read back"))?;
         prop_assert_eq!(state.pid, std::process::id());
@@ -143,7 +143,7 @@ proptest! {
 fn non_utf8_target_state() {
     let rt = runtime();
     let target = PathBuf::from(OsString::from_vec(b"/mnt/\xff".to_vec()));
-    holder_ready(rt.path(), &target, "snapshot-0badf00d").unwrap();
+    holder_ready(rt.path(), &target, "snapshot-0badf00d", None).unwrap();
     let paths = HeldPaths::new(rt.path(), &target);
     assert_eq!(read_state(&paths).unwrap().target, target);
     let v: serde_json::Value =

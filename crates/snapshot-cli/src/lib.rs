@@ -21,6 +21,7 @@ macro_rules! out {
 }
 
 pub mod args;
+pub mod barrier;
 pub mod cli;
 pub mod config;
 pub mod exit;

@@ -340,10 +340,15 @@ pub fn run_session(
     providers: &[Box<dyn Provider>],
     signals: &Signals,
     until: HoldUntil,
+    barrier: Option<std::sync::Arc<dyn snapshot_core::session::Barrier>>,
     on_ready: impl FnOnce(&Session) -> anyhow::Result<()>,
 ) -> u8 {
     let run_mode = matches!(until, HoldUntil::Command(_));
-    let session = match Session::start(args.request(), providers, &signals.interrupt) {
+    let request = snapshot_core::session::SessionRequest {
+        barrier,
+        ..args.request()
+    };
+    let session = match Session::start(request, providers, &signals.interrupt) {
         Ok(s) => s,
         Err(e) => {
             say!("snapshot: error: {e}");

@@ -39,6 +39,33 @@ pub struct SessionRequest {
     /// The longest a filesystem may stay frozen by a provider's FIFREEZE (the watchdog thaws
     /// it then).
     pub freeze_timeout: Duration,
+    /// `--barrier`: told once every writer has frozen, before any snapshot is made.
+    pub barrier: Option<std::sync::Arc<dyn Barrier>>,
+}
+
+/// The barrier of `--barrier` (docs/DESIGN.md §2.5): [`frozen`](Self::frozen) is called once
+/// every writer has frozen and before any snapshot is made; the session makes its snapshots
+/// when it returns `Ok` (the coordinator said `go`), and thaws and removes everything when it
+/// returns `Err`. It must return within its own bound: the writers stay frozen meanwhile.
+pub trait Barrier: Send + Sync + std::fmt::Debug {
+    fn frozen(&self) -> Result<(), BarrierError>;
+}
+
+/// Why the barrier did not let the session go on.
+#[derive(Debug, thiserror::Error)]
+pub enum BarrierError {
+    #[error("the coordinator said abort at the barrier")]
+    Aborted,
+    #[error("the coordinator went away (end of input) at the barrier")]
+    Gone,
+    #[error("no go at the barrier within {0:?} (--barrier-timeout)")]
+    TimedOut(Duration),
+    #[error("at the barrier the coordinator sent {0:?}, not go or abort")]
+    Unexpected(String),
+    #[error("talking to the coordinator at the barrier: {0}")]
+    Io(std::io::Error),
+    #[error("interrupted by signal {0} at the barrier")]
+    Interrupted(i32),
 }
 
 /// The hidden flag that makes the tool's executable run [`crate::recovery::watchdog::run`].
@@ -118,6 +145,8 @@ pub enum FailureKind {
     TeardownIncomplete,
     /// A signal arrived before the view was ready (its number).
     Interrupted(i32),
+    /// The barrier did not say go (abort, end of input, timeout).
+    Aborted,
     /// Anything else (reading the mount table, the runtime directory…).
     Internal,
 }
@@ -178,6 +207,9 @@ pub enum SessionError {
     /// A signal (its number) arrived before the view was ready.
     #[error("interrupted by signal {0} before the view was ready")]
     Interrupted(i32),
+    /// `--barrier`: no go.
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
     #[error(transparent)]
     MountTable(#[from] MountInfoError),
     #[error(transparent)]
@@ -219,6 +251,8 @@ impl SessionError {
             | Self::ViewUnavailable(_) => FailureKind::SnapshotFailed,
             Self::WriterFreeze(_) => FailureKind::WriterFailed,
             Self::Interrupted(sig) => FailureKind::Interrupted(*sig),
+            Self::Barrier(BarrierError::Interrupted(sig)) => FailureKind::Interrupted(*sig),
+            Self::Barrier(_) => FailureKind::Aborted,
             Self::Undone { .. } => FailureKind::TeardownIncomplete,
             Self::Lock(LockError::Io { .. })
             | Self::Writers(_)
@@ -310,6 +344,31 @@ pub struct ManifestMount {
     pub snapshot: String,
     /// False for the bind fallback: a live view, not a point in time.
     pub consistent: bool,
+    /// When its unit's snapshot was made (for `--barrier` across machines: compare hosts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instant: Option<CreationInstant>,
+}
+
+/// Clock time (seconds since the Unix epoch) at which a unit's creation started and ended:
+/// the snapshot's instant lies between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CreationInstant {
+    pub start: f64,
+    pub end: f64,
+}
+
+impl CreationInstant {
+    fn between(start: std::time::SystemTime, end: std::time::SystemTime) -> Option<Self> {
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs_f64())
+        };
+        Some(Self {
+            start: secs(start)?,
+            end: secs(end)?,
+        })
+    }
 }
 
 /// Timings of the start, for logs and the bench.
@@ -354,6 +413,8 @@ pub struct Session<'p> {
     /// Per unit: what `expected` said would be made (journaled before creation), so a failed
     /// or half-done creation is still removed.
     intents: Vec<Option<(usize, Created)>>,
+    /// Per unit: the clock time its creation started and ended (the manifest's instant).
+    instants: Vec<Option<CreationInstant>>,
     journal: Option<Journal>,
     /// Held for the session's life: tells every cleanup, in any state directory, that this
     /// session's objects are not orphans.
@@ -439,6 +500,7 @@ impl<'p> Session<'p> {
             created: vec![None; units],
             view: None,
             intents: vec![None; units],
+            instants: vec![None; units],
             journal: None,
             _token: token,
             guard: FreezeGuard::default(),
@@ -653,12 +715,15 @@ impl<'p> Session<'p> {
         Fault::strike(self.request.fault.as_ref(), "after-writers-freeze");
         let created = match outcome.error {
             Some(e) => Err(SessionError::WriterFreeze(e)),
-            None => {
-                let t = Instant::now();
-                let r = self.create_all();
-                self.timings.create = t.elapsed();
-                r
-            }
+            None => match self.wait_at_barrier() {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let t = Instant::now();
+                    let r = self.create_all();
+                    self.timings.create = t.elapsed();
+                    r
+                }
+            },
         };
         // Writers log their own failures; thaw failures never stop the session.
         let _thaw_failures = writers
@@ -680,6 +745,21 @@ impl<'p> Session<'p> {
         created
     }
 
+    /// `--barrier`: every writer is frozen; the coordinator says whether to go on.
+    fn wait_at_barrier(&self) -> Result<(), SessionError> {
+        let Some(barrier) = &self.request.barrier else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let r = barrier.frozen();
+        log::info!(
+            "barrier: {} after {:.1} ms",
+            if r.is_ok() { "go" } else { "no go" },
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(r?)
+    }
+
     /// Outside the frozen window: records what was made, and that no writer is frozen.
     fn record_created(&mut self) -> Result<(), SessionError> {
         let done = self.snapshot_entries();
@@ -692,21 +772,30 @@ impl<'p> Session<'p> {
     /// Creates every unit, in parallel when there are several.
     fn create_all(&mut self) -> Result<(), SessionError> {
         let me: &Self = self;
-        let results: Vec<Result<(usize, Created), UnitFailure>> = if me.plan.units.len() == 1 {
-            vec![me.create_unit(0)]
+        let timed = move |i: usize| {
+            let start = std::time::SystemTime::now();
+            let r = me.create_unit(i);
+            (
+                r,
+                CreationInstant::between(start, std::time::SystemTime::now()),
+            )
+        };
+        let results: Vec<_> = if me.plan.units.len() == 1 {
+            vec![timed(0)]
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = (0..me.plan.units.len())
-                    .map(|i| s.spawn(move || me.create_unit(i)))
+                    .map(|i| s.spawn(move || timed(i)))
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| h.join().unwrap_or(Err(UnitFailure::Panicked)))
+                    .map(|h| h.join().unwrap_or((Err(UnitFailure::Panicked), None)))
                     .collect()
             })
         };
         let mut failures = Vec::new();
-        for (i, r) in results.into_iter().enumerate() {
+        for (i, (r, instant)) in results.into_iter().enumerate() {
+            self.instants[i] = instant;
             match r {
                 Ok(c) => self.created[i] = Some(c),
                 Err(e) => failures.push(e),
@@ -967,6 +1056,7 @@ impl<'p> Session<'p> {
                     provider: self.providers[*pi].name().to_owned(),
                     snapshot: c.name.clone(),
                     consistent: c.consistent,
+                    instant: self.instants[pm.unit],
                 })
             })
             .collect();

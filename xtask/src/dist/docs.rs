@@ -72,6 +72,7 @@ mod tests {
             "snapshot-plan.1",
             "snapshot-cleanup.1",
             "snapshot-status.1",
+            "snapshot-go.1",
         ] {
             assert!(!man(page).is_empty(), "{page}");
         }
@@ -86,6 +87,6 @@ mod tests {
         let bash =
             std::fs::read_to_string(dir.path().join("completions/bash/snapshot.bash")).unwrap();
         assert!(bash.contains("--require-snapshot") && bash.contains("cleanup"));
-        assert_eq!(written.len(), 3 + 4 + 3 * 3);
+        assert_eq!(written.len(), 3 + 5 + 3 * 3);
     }
 }

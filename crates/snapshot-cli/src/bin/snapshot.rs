@@ -1,13 +1,16 @@
 //! `snapshot`: consistent, read-only, point-in-time views of live filesystems for backups.
 
 use snapshot_cli::args::SessionArgs;
-use snapshot_cli::cli::{CleanupArgs, Cli, Cmd, RunArgs};
+use snapshot_cli::barrier::{HeldBarrier, StdioBarrier};
+use snapshot_cli::cli::{CleanupArgs, Cli, Cmd, GoArgs, RunArgs};
 use snapshot_cli::seed::{default_writable, run_session, HoldUntil, RunCommand, Signals};
 use snapshot_cli::{
     configure_or_exit, exit, fail, held, logger, out, parse_with_matches, run_target, say,
 };
 use snapshot_core::session::plan_request;
+use snapshot_core::session::Barrier;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     let (cli, matches): (Cli, _) = parse_with_matches();
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
             plan(&args)
         }
         Some(Cmd::Cleanup(args)) => cleanup(&args),
+        Some(Cmd::Go(args)) => go(&args, &sub("go")),
         Some(Cmd::Status(args)) => status(&args),
         Some(Cmd::Run(mut args)) => {
             configure_or_exit("snapshot", &mut args.session, &sub("run"));
@@ -117,14 +121,24 @@ fn session(args: &SessionArgs, mode: Mode) -> ExitCode {
         }
     };
     let providers = snapshot_providers::providers(&args.provider_config());
+    let barrier = match barrier_for(args, &mode, &signals) {
+        Ok(b) => b,
+        Err(e) => {
+            say!("snapshot: error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let after_barrier = barrier.is_some();
     let until = match mode {
         Mode::Seed => HoldUntil::StdinEof,
         Mode::Holder => HoldUntil::Usr1,
         Mode::Run(cmd) => HoldUntil::Command(cmd),
     };
-    let status = run_session(args, &providers, &signals, until, |s| {
+    let status = run_session(args, &providers, &signals, until, barrier, |s| {
         if holder {
-            held::holder_ready(&args.runtime_dir, s.target(), &s.id)?;
+            // After a barrier start-snapshot has returned: `snapshot go` prints the line.
+            let line = after_barrier.then(|| ready_line(&s.manifest(), args.json));
+            held::holder_ready(&args.runtime_dir, s.target(), &s.id, line)?;
         }
         Ok(())
     });
@@ -132,6 +146,74 @@ fn session(args: &SessionArgs, mode: Mode) -> ExitCode {
         held::holder_finished(&args.runtime_dir, &args.target, status);
     }
     ExitCode::from(status)
+}
+
+/// `--barrier`'s coordinator: stdin and stdout for the protocol, `snapshot go` for
+/// start-snapshot's holder; refused for `run` (its stdout is the command's) and with a
+/// timeout the freeze timeout would cut short.
+fn barrier_for(
+    args: &SessionArgs,
+    mode: &Mode,
+    signals: &Signals,
+) -> Result<Option<Arc<dyn Barrier>>, String> {
+    if !args.barrier {
+        return Ok(None);
+    }
+    if args.barrier_timeout >= args.freeze_timeout {
+        return Err(format!(
+            "--barrier-timeout ({:?}) must be shorter than --freeze-timeout ({:?})",
+            args.barrier_timeout, args.freeze_timeout
+        ));
+    }
+    let (timeout, interrupt) = (args.barrier_timeout, signals.interrupt.clone());
+    Ok(Some(match mode {
+        Mode::Seed => Arc::new(StdioBarrier { timeout, interrupt }),
+        Mode::Holder => {
+            let (runtime, target) = (args.runtime_dir.clone(), args.target.clone());
+            let on_frozen = Box::new(move || held::holder_frozen(&runtime, &target));
+            Arc::new(
+                HeldBarrier::install(timeout, interrupt, on_frozen)
+                    .map_err(|e| format!("installing the barrier's signal handlers: {e}"))?,
+            )
+        }
+        Mode::Run(_) => {
+            return Err(
+                "--barrier is for the protocol and start-snapshot (snapshot run's stdout is the command's)"
+                    .into(),
+            )
+        }
+    }))
+}
+
+/// The ready line as the protocol writes it: `done`, or the JSON manifest.
+fn ready_line(manifest: &snapshot_core::session::Manifest, json: bool) -> String {
+    if json {
+        format!("{}\n", serde_json::to_string(manifest).unwrap_or_default())
+    } else {
+        "done\n".into()
+    }
+}
+
+fn go(args: &GoArgs, matches: &clap::ArgMatches) -> ExitCode {
+    logger::init("snapshot", args.verbose);
+    let mut target = args.target.clone();
+    if matches.value_source("target") != Some(clap::parser::ValueSource::CommandLine) {
+        match snapshot_cli::config::Config::load(args.config.as_deref()) {
+            Ok((cfg, _)) => {
+                if let Some(t) = cfg.target {
+                    target = t;
+                }
+            }
+            Err(e) => {
+                say!("snapshot go: error: {e}");
+                return ExitCode::from(exit::CONFIG);
+            }
+        }
+    }
+    match held::go(&args.runtime_dir, &target) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail("snapshot go", &e, exit::FAILURE),
+    }
 }
 
 fn cleanup(args: &CleanupArgs) -> ExitCode {
