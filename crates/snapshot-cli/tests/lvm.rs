@@ -6,9 +6,12 @@
 #[path = "common/bodies.rs"]
 mod bodies;
 mod common;
+#[path = "common/examples.rs"]
+mod examples;
 
 use bodies::{point_in_time, Expect};
 use common::*;
+use examples::ScriptsDir;
 use rstest::rstest;
 use snapshot_testkit::lvm::{require_lvm, Vg};
 use snapshot_testkit::{MountedFs, TestMount};
@@ -329,4 +332,138 @@ fn cleanup_after_sigkill_removes_the_snapshot_lv() {
     assert_clean(&target);
     assert_eq!(std::fs::read_to_string(mp.join("f")).unwrap(), "kept");
     drop(fs);
+}
+
+/// The snapshot names a `-v` log shows the example scripts making (their own last line:
+/// "… snapshotted as NAME, mounted at …").
+fn script_snapshots(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split(" snapshotted as ").nth(1))
+        .filter_map(|rest| rest.split(", mounted at ").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Nothing of a script's left under the session's runtime directory: no mount, no staging
+/// root (`script-N`).
+fn assert_no_script_staging(runtime: &Path) {
+    assert_eq!(mounts_under(runtime), Vec::<PathBuf>::new(), "mounts left");
+    let left: Vec<PathBuf> = std::fs::read_dir(runtime)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("script-"))
+        })
+        .collect();
+    assert!(left.is_empty(), "staging roots left: {left:?}");
+}
+
+/// The shipped example script `examples/filesystems.d/50-lvm`, written to the original
+/// tool's convention (`lvcreate -s`, mounted at "$TARGET$SOURCE"), takes an LV — classic or
+/// thin, ext4 or XFS, mounted at a path with a space — when `--providers` puts `script`
+/// before `lvm`: the view is the snapshot (`consistent: true`, provider `script`), its
+/// `remove` unmounts it and removes the snapshot LV, and nothing is left.
+#[rstest]
+#[case::classic_ext4(FsKind::Ext4, false)]
+#[case::classic_xfs(FsKind::Xfs, false)]
+#[case::thin_ext4(FsKind::Ext4, true)]
+#[case::thin_xfs(FsKind::Xfs, true)]
+fn example_script_takes_an_lv_when_listed_first(#[case] kind: FsKind, #[case] thin: bool) {
+    let name = format!(
+        "script-{}-{}",
+        if thin { "thin" } else { "classic" },
+        kind.name()
+    );
+    if !require_lvm(&name) {
+        return;
+    }
+    let scripts = ScriptsDir::with(&[examples::LVM]);
+    let scratch = Scratch::new(&name).unwrap();
+    let vg = Vg::on_loop_files(&name, 1, 1024).unwrap();
+    let mp = scratch.join("data dir");
+    let (pool, fs) = if thin {
+        let pool = vg.thin_pool("pool", 512).unwrap();
+        let fs = pool.thin_lv("data", 1024, kind, &mp).unwrap();
+        (Some(pool), fs)
+    } else {
+        (None, vg.classic_lv("data", 320, kind, &mp).unwrap())
+    };
+    let seen = point_in_time(
+        &[Expect {
+            fs: &fs,
+            provider: "script",
+        }],
+        &scratch,
+        &[
+            "--providers",
+            "script,lvm,lvm-thin",
+            "--scripts-dir",
+            s(scripts.path()),
+        ],
+    );
+    show_timings(&name, &seen.stderr);
+    let made = script_snapshots(&seen.stderr);
+    assert_eq!(made.len(), 1, "{}", seen.stderr);
+    assert!(
+        made[0].starts_with(&format!("{}/fsd-snapshot-", vg.name())),
+        "the script's LV {:?} carries the session's name",
+        made[0]
+    );
+    assert_no_snapshot_lv(&vg);
+    assert_no_script_staging(&scratch.join("run"));
+    drop(fs);
+    drop(pool);
+}
+
+/// The control: with the default provider order (`lvm` before `script`) the built-in
+/// provider takes the LV although the example script is in the scripts directory, and the
+/// script declines — without a word — a filesystem that is not an LV, which falls back to
+/// bind.
+#[test]
+fn builtin_lvm_comes_before_the_example_script_by_default() {
+    if !require_lvm("builtin_lvm_comes_before_the_example_script_by_default") {
+        return;
+    }
+    let scripts = ScriptsDir::with(&[examples::LVM]);
+    let scratch = Scratch::new("script-default").unwrap();
+    let vg = Vg::on_loop_files("script-default", 1, 512).unwrap();
+    let lv = vg
+        .classic_lv("data", 128, FsKind::Ext4, &scratch.join("lv"))
+        .unwrap();
+    let plain = LoopFs::new(
+        "script-default-plain",
+        FsKind::Ext4,
+        64,
+        &scratch.join("plain"),
+    )
+    .unwrap();
+    let seen = point_in_time(
+        &[
+            Expect {
+                fs: &lv,
+                provider: "lvm",
+            },
+            Expect {
+                fs: &plain,
+                provider: "bind",
+            },
+        ],
+        &scratch,
+        &["--scripts-dir", s(scripts.path())],
+    );
+    assert!(script_snapshots(&seen.stderr).is_empty(), "{}", seen.stderr);
+    assert!(
+        !seen.stderr.contains("provider script 50-lvm:"),
+        "the script declines quietly: {}",
+        seen.stderr
+    );
+    assert_no_snapshot_lv(&vg);
+    assert_no_script_staging(&scratch.join("run"));
+    drop((plain, lv));
 }

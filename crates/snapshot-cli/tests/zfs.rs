@@ -6,9 +6,13 @@
 #[path = "common/bodies.rs"]
 mod bodies;
 mod common;
+#[path = "common/examples.rs"]
+mod examples;
 
 use bodies::{point_in_time, Expect};
 use common::*;
+use examples::ScriptsDir;
+use rstest::rstest;
 use snapshot_testkit::zfs::{require_zfs, Dataset, Mountpoint, Pool};
 use snapshot_testkit::{MountedFs, TestMount};
 use std::path::{Path, PathBuf};
@@ -451,4 +455,117 @@ fn cleanup_after_sigkill_removes_snapshots_and_holds() {
         "kept"
     );
     drop((b, a));
+}
+
+/// The snapshot names a `-v` log shows the example scripts making (their own last line:
+/// "… snapshotted as NAME, mounted at …").
+fn script_snapshots(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split(" snapshotted as ").nth(1))
+        .filter_map(|rest| rest.split(", mounted at ").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The shipped example script `examples/filesystems.d/60-zfs`, written to the original
+/// tool's convention (`zfs snapshot`, `mount -t zfs` at "$TARGET$SOURCE"), takes a dataset —
+/// mounted by ZFS at a path with a space, or a legacy mount — when `--providers` puts
+/// `script` before `zfs`: the view is the snapshot (`consistent: true`, provider `script`),
+/// its `remove` unmounts and destroys the snapshot, and nothing is left.
+#[rstest]
+#[case::zfs_mountpoint(false)]
+#[case::legacy(true)]
+fn example_script_takes_a_dataset_when_listed_first(#[case] legacy: bool) {
+    let name = if legacy {
+        "script-legacy"
+    } else {
+        "script-mountpoint"
+    };
+    if !require_zfs(name) {
+        return;
+    }
+    let scripts = ScriptsDir::with(&[examples::ZFS]);
+    let scratch = Scratch::new(name).unwrap();
+    let pool = Pool::on_file(name, 256).unwrap();
+    let mp = scratch.join("data dir");
+    let how = if legacy {
+        Mountpoint::Legacy(&mp)
+    } else {
+        Mountpoint::At(&mp)
+    };
+    let ds = pool.dataset("data", how).unwrap();
+    let seen = point_in_time(
+        &[Expect {
+            fs: &ds,
+            provider: "script",
+        }],
+        &scratch,
+        &[
+            "--providers",
+            "script,zfs",
+            "--scripts-dir",
+            s(scripts.path()),
+        ],
+    );
+    show_timings(name, &seen.stderr);
+    let made = script_snapshots(&seen.stderr);
+    assert_eq!(made.len(), 1, "{}", seen.stderr);
+    assert!(
+        made[0].starts_with(&format!("{}@snapshot-", ds.name)),
+        "the script's snapshot {:?} carries the session's name",
+        made[0]
+    );
+    assert_nothing_left(&pool);
+    assert!(pool.snapshots().is_empty(), "{:?}", pool.snapshots());
+    let runtime = scratch.join("run");
+    assert_eq!(mounts_under(&runtime), Vec::<PathBuf>::new(), "mounts left");
+    drop(ds);
+}
+
+/// The control: with the default provider order (`zfs` before `script`) the built-in
+/// provider takes the dataset although the example script is in the scripts directory, and
+/// the script declines — without a word — a filesystem that is not ZFS, which falls back to
+/// bind.
+#[test]
+fn builtin_zfs_comes_before_the_example_script_by_default() {
+    if !require_zfs("builtin_zfs_comes_before_the_example_script_by_default") {
+        return;
+    }
+    let scripts = ScriptsDir::with(&[examples::ZFS]);
+    let scratch = Scratch::new("zfs-script-default").unwrap();
+    let pool = Pool::on_file("script-default", 256).unwrap();
+    let ds = pool
+        .dataset("data", Mountpoint::At(&scratch.join("zfs")))
+        .unwrap();
+    let plain = LoopFs::new(
+        "zfs-script-default-plain",
+        FsKind::Ext4,
+        64,
+        &scratch.join("plain"),
+    )
+    .unwrap();
+    let seen = point_in_time(
+        &[
+            Expect {
+                fs: &ds,
+                provider: "zfs",
+            },
+            Expect {
+                fs: &plain,
+                provider: "bind",
+            },
+        ],
+        &scratch,
+        &["--scripts-dir", s(scripts.path())],
+    );
+    assert_one_call_for(&seen.stderr, &[&ds]);
+    assert!(script_snapshots(&seen.stderr).is_empty(), "{}", seen.stderr);
+    assert!(
+        !seen.stderr.contains("provider script 60-zfs:"),
+        "the script declines quietly: {}",
+        seen.stderr
+    );
+    assert_nothing_left(&pool);
+    drop((plain, ds));
 }

@@ -51,6 +51,10 @@ pub struct ProviderSpec {
     pub backing: Backing,
     /// Needs the maintainer's `filesystems.d` scripts (`--scripts-dir`).
     pub needs_scripts: bool,
+    /// The shipped example script certified when no `--scripts-dir` is given: its file
+    /// name and text (`examples/filesystems.d/`), installed in a trusted directory of the
+    /// run's scratch directory.
+    pub example: Option<(&'static str, &'static str)>,
     /// The provider that must take the fixtures: the session gets `--providers` with it
     /// alone (bind stays the fallback, which the manifest would show), so that no other
     /// provider can take them first.
@@ -80,6 +84,7 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::BTRFS],
         backing: Backing::Plain,
         needs_scripts: false,
+        example: None,
         provider: "btrfs",
     },
     ProviderSpec {
@@ -87,6 +92,7 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Reflink,
         needs_scripts: false,
+        example: None,
         provider: "freeze",
     },
     // Tried after freeze, so only given what freeze declines (plain backing files).
@@ -95,6 +101,7 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Plain,
         needs_scripts: true,
+        example: None,
         provider: "script",
     },
     // The negative control: a live read-only bind, declared not consistent.
@@ -103,9 +110,23 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::Plain,
         needs_scripts: false,
+        example: None,
         provider: "bind",
     },
 ];
+
+/// `examples/filesystems.d/50-lvm`, embedded: the guest of `cargo xtask vm-test` has the
+/// xtask binary, not the source tree.
+pub const EXAMPLE_LVM: (&str, &str) = (
+    "50-lvm",
+    include_str!("../../../examples/filesystems.d/50-lvm"),
+);
+
+/// `examples/filesystems.d/60-zfs`, embedded.
+pub const EXAMPLE_ZFS: (&str, &str) = (
+    "60-zfs",
+    include_str!("../../../examples/filesystems.d/60-zfs"),
+);
 
 /// Providers that need device-mapper or ZFS (run `xtask certify` inside `cargo xtask
 /// vm-test`): selected by name only, never by `all`.
@@ -115,6 +136,7 @@ pub const VM_PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::LvmClassic,
         needs_scripts: false,
+        example: None,
         provider: "lvm",
     },
     ProviderSpec {
@@ -122,15 +144,18 @@ pub const VM_PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::LvmThin,
         needs_scripts: false,
+        example: None,
         provider: "lvm-thin",
     },
-    // The maintainer's scripts (`--scripts-dir`) over the LVM and ZFS fixtures: the script
-    // provider alone may take them (`--providers script`).
+    // The maintainer's scripts (`--scripts-dir`; without it, the shipped example for the
+    // fixture) over the LVM and ZFS fixtures: the script provider alone may take them
+    // (`--providers script`).
     ProviderSpec {
         name: "script-lvm",
         takes: &[Kind::EXT4, Kind::XFS],
         backing: Backing::LvmClassic,
         needs_scripts: true,
+        example: Some(EXAMPLE_LVM),
         provider: "script",
     },
     ProviderSpec {
@@ -138,6 +163,7 @@ pub const VM_PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::Zfs],
         backing: Backing::ZfsPool,
         needs_scripts: true,
+        example: Some(EXAMPLE_ZFS),
         provider: "script",
     },
     // One pool, two datasets: the provider snapshots both in one atomic `zfs snapshot`.
@@ -146,6 +172,7 @@ pub const VM_PROVIDERS: &[ProviderSpec] = &[
         takes: &[Kind::Zfs],
         backing: Backing::ZfsPool,
         needs_scripts: false,
+        example: None,
         provider: "zfs",
     },
 ];
@@ -190,7 +217,10 @@ pub fn matrix(
                 )
             })?],
     };
-    if let Some(p) = specs.iter().find(|p| p.needs_scripts && scripts.is_none()) {
+    if let Some(p) = specs
+        .iter()
+        .find(|p| p.needs_scripts && p.example.is_none() && scripts.is_none())
+    {
         bail!("--provider {}: needs --scripts-dir DIR", p.name);
     }
     let out: Vec<_> = specs
@@ -291,6 +321,14 @@ impl CertFs {
             CertFs::Lv(f) => Some(&f.vg),
         }
     }
+
+    /// The ZFS dataset.
+    pub fn dataset(&self) -> Option<&str> {
+        match self {
+            CertFs::Loop(_) | CertFs::Lv(_) => None,
+            CertFs::Zfs(d) => Some(&d.name),
+        }
+    }
 }
 
 /// The VG (and thin pool) under LVM fixtures, dropped after the LVs: pool, then VG.
@@ -387,9 +425,10 @@ impl Fixture {
         let fx = Fixture {
             ctl: dir("ctl")?,
             hooks: dir("writers.d")?,
-            scripts: match scripts {
-                Some(s) => s.to_owned(),
-                None => dir("filesystems.d")?,
+            scripts: match (scripts, spec.example) {
+                (Some(s), _) => s.to_owned(),
+                (None, Some(example)) => install_example(&scratch, example)?,
+                (None, None) => dir("filesystems.d")?,
             },
             target: dir("view")?,
             runtime: dir("run")?,
@@ -419,6 +458,28 @@ impl Fixture {
     pub fn state(&self) -> PathBuf {
         self.runtime.join("state")
     }
+}
+
+/// Installs a shipped example script as `filesystems.d/NAME` of the scratch directory, where
+/// the trust rule accepts it: the script, its directory and the scratch directory root's and
+/// 0755 (the scratch directory's parent is `/tmp`, root's and sticky).
+fn install_example(scratch: &Scratch, (name, text): (&str, &str)) -> Result<PathBuf> {
+    let chmod = |p: &Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", p.display()))
+    };
+    chmod(scratch.path())?;
+    let dir = scratch.join("filesystems.d");
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    chmod(&dir)?;
+    let script = dir.join(name);
+    std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
+    chmod(&script)?;
+    eprintln!(
+        "certify: the shipped example examples/filesystems.d/{name}, installed as {}",
+        script.display()
+    );
+    Ok(dir)
 }
 
 /// Two LVs of one VG (on a loop file in `/var/tmp`, the guest's scratch disk), classic or
@@ -567,8 +628,14 @@ mod tests {
         assert!(matrix("zfs", &parse_fs("ext4").unwrap(), None).is_err());
         assert!(matrix("freeze", &parse_fs("zfs").unwrap(), None).is_err());
         assert!(matrix("nfs", &all, None).is_err());
-        // The maintainer's scripts over LVM or ZFS fixtures, by name only.
-        assert!(matrix("script-lvm", &all, None).is_err());
+        // The maintainer's scripts over LVM or ZFS fixtures, by name only; without
+        // --scripts-dir, the shipped examples.
+        let m = matrix("script-lvm", &all, None).unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m.iter().all(|(p, _)| p.example == Some(EXAMPLE_LVM)));
+        let m = matrix("script-zfs", &all, None).unwrap();
+        assert!(m.iter().all(|(p, _)| p.example == Some(EXAMPLE_ZFS)));
+        assert!(EXAMPLE_LVM.1.starts_with("#!/bin/sh\n") && EXAMPLE_ZFS.1.contains("zfs snapshot"));
         let m = matrix("script-lvm", &all, Some(Path::new("/x"))).unwrap();
         assert_eq!(m.len(), 2);
         assert!(m.iter().all(|(p, _)| p.provider == "script"));

@@ -35,8 +35,9 @@ pub struct CertifyArgs {
     /// Provider to certify: btrfs, freeze, bind (the negative control), script (the
     /// filesystems.d scripts given with --scripts-dir, over ext4/XFS on loop devices), or all;
     /// lvm and lvm-thin need device-mapper, zfs needs ZFS, and script-lvm / script-zfs (the
-    /// scripts over LVs / datasets) need either (inside `cargo xtask vm-test`): never part
-    /// of all. Each session gets `--providers` with the provider under test alone.
+    /// scripts over LVs / datasets; without --scripts-dir, the shipped examples
+    /// examples/filesystems.d/50-lvm / 60-zfs) need either (inside `cargo xtask vm-test`):
+    /// never part of all. Each session gets `--providers` with the provider under test alone.
     #[arg(long, value_name = "NAME", default_value = "all")]
     provider: String,
     /// Filesystem: ext4, xfs, btrfs, zfs or all (each provider runs on those it takes).

@@ -170,7 +170,7 @@ pub fn frozen_window_ms(stderr: &str) -> Option<f64> {
 
 /// Everything the session may have left: mounts and entries under TARGET, mounts under the
 /// runtime directory, a journal, any mount, loop device or btrfs subvolume carrying the
-/// session id. Empty when clean.
+/// session id, an LV or ZFS snapshot of the fixtures named with it. Empty when clean.
 /// Without a session id (no manifest), only the places the fixture owns are searched.
 pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();
@@ -239,6 +239,18 @@ pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
             if lv.name.contains(session) {
                 out.push(format!("logical volume left: {vg}/{}", lv.name));
             }
+        }
+    }
+    // ZFS: any snapshot of the fixtures' datasets named with the session id.
+    for ds in [&fx.fs1, &fx.fs2].iter().filter_map(|f| f.dataset()) {
+        let args = ["list", "-H", "-r", "-t", "snapshot", "-o", "name", ds];
+        match snapshot_testkit::zfs::zfs_tool("zfs", &args) {
+            Ok(list) => out.extend(
+                list.lines()
+                    .filter(|l| l.contains(session))
+                    .map(|l| format!("ZFS snapshot left: {l}")),
+            ),
+            Err(e) => out.push(format!("zfs list -t snapshot {ds}: {e:#}")),
         }
     }
     for fs in [&fx.fs1, &fx.fs2] {
