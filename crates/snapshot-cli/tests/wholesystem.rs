@@ -21,9 +21,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// TARGET of the view tests: inside DIR `/`.
 const TARGET: &str = "/mnt/snaptest-view";
-/// The local restic repository: on the guest's scratch disk (`/var/tmp` is a filesystem of its
-/// own there), so the backup's writes do not go to the snapshotted filesystems' CoW space.
+/// The local restic repository: on a disk of its own, the guest's scratch disk mounted at
+/// `/var/tmp`, so that the backup's writes do not eat the root snapshot's CoW space.
 const REPO: &str = "/var/tmp/snaptest-repo";
+/// What `--writable` names: the repository disk's mount point. Not [`REPO`] itself: a
+/// `--writable` path must be a directory in the snapshot, and the repository lies on
+/// another filesystem than `/` (the snapshot shows `/var/tmp` as the empty mount point).
+const REPO_MOUNT: &str = "/var/tmp";
 const RESTORE: &str = "/var/tmp/snaptest-restore";
 const RESTIC_PASSWORD: &str = "snaptest-password";
 /// The concurrent writers: one on `/`, one on `/home`.
@@ -152,7 +156,14 @@ fn snapshot_objects(provider: &str) -> Vec<String> {
     if provider == "lvm" {
         let out = snapshot_testkit::run(
             "lvs",
-            &["--noheadings", "--separator", "|", "-o", "lv_name,origin", ROOT_VG],
+            &[
+                "--noheadings",
+                "--separator",
+                "|",
+                "-o",
+                "lv_name,origin",
+                ROOT_VG,
+            ],
         )
         .expect("lvs");
         out.lines()
@@ -256,7 +267,9 @@ fn view_of_the_running_system() {
     );
     for d in ["/etc", "/home", "/boot"] {
         assert_eq!(
-            std::fs::read_to_string(view(d).join("snaptest-before")).ok().as_deref(),
+            std::fs::read_to_string(view(d).join("snaptest-before"))
+                .ok()
+                .as_deref(),
             Some("before"),
             "{d}/snaptest-before in the view"
         );
@@ -532,15 +545,37 @@ fn restic(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `snapshot run --in-place --writable REPO / /home -- restic backup --one-file-system / /home`:
-/// restic's JSON summary.
-fn backup_in_place(which: &str) -> serde_json::Value {
+/// What one `restic backup --json -vv` run reported.
+struct Backup {
+    summary: serde_json::Value,
+    /// The files it read (restic's `verbose_status` items `new` or `modified` that are not
+    /// directories): every other file it took from the parent snapshot unread.
+    read: Vec<String>,
+}
+
+impl Backup {
+    fn id(&self) -> &str {
+        self.summary["snapshot_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no snapshot_id in {}", self.summary))
+    }
+
+    fn count(&self, field: &str) -> u64 {
+        self.summary[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {field} in {}", self.summary))
+    }
+}
+
+/// `snapshot run --in-place --writable /var/tmp / /home -- restic -r /var/tmp/snaptest-repo
+/// backup --one-file-system --json -vv / /home`.
+fn backup_in_place(which: &str) -> Backup {
     let args = [
         "run",
         "-v",
         "--in-place",
         "--writable",
-        REPO,
+        REPO_MOUNT,
         "/",
         "/home",
         "--",
@@ -550,6 +585,7 @@ fn backup_in_place(which: &str) -> serde_json::Value {
         "backup",
         "--one-file-system",
         "--json",
+        "-vv",
         "/",
         "/home",
     ];
@@ -575,19 +611,56 @@ fn backup_in_place(which: &str) -> serde_json::Value {
         "TIMING {which}: snapshot run + restic backup in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let summary = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message_type"] == "summary");
     assert_eq!(
         status.code(),
         Some(0),
         "{which}: snapshot run … restic backup failed; its stdout's end: {}",
         &out[out.len().saturating_sub(2000)..]
     );
-    let summary = summary.unwrap_or_else(|| panic!("{which}: no restic summary in {out:?}"));
+    let mut summary = None;
+    let mut read = Vec::new();
+    for v in out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        if v["message_type"] == "summary" {
+            summary = Some(v);
+        } else if v["message_type"] == "verbose_status"
+            && (v["action"] == "new" || v["action"] == "modified")
+        {
+            let item = v["item"].as_str().unwrap_or_default().trim_end_matches('/');
+            // The live path: nothing changes it during these runs.
+            let is_dir = std::fs::symlink_metadata(item).is_ok_and(|m| m.is_dir());
+            if !item.is_empty() && !is_dir {
+                read.push(item.to_owned());
+            }
+        }
+    }
+    let summary = summary.unwrap_or_else(|| {
+        panic!(
+            "{which}: no restic summary in {}",
+            &out[out.len().saturating_sub(2000)..]
+        )
+    });
     eprintln!("{which}: restic summary {summary}");
-    summary
+    Backup { summary, read }
+}
+
+/// The paths `restic diff A B` lists as added, removed, or modified or of another type
+/// (directories without their trailing `/`): content, not metadata. (`--metadata` would list
+/// every path: each session's snapshot has a device number of its own, which restic records.)
+fn restic_changes(a: &str, b: &str) -> (Vec<String>, String) {
+    let text = restic(&["diff", a, b]);
+    let paths = text
+        .lines()
+        .filter_map(|l| {
+            let (modifier, path) = l.split_once(char::is_whitespace)?;
+            let path = path.trim();
+            (["+", "-", "M", "T"].contains(&modifier) && path.starts_with('/'))
+                .then(|| path.trim_end_matches('/').to_owned())
+        })
+        .collect();
+    (paths, text)
 }
 
 /// The restic snapshot's start time (its `time`).
@@ -598,18 +671,11 @@ fn restic_snapshot_time(id: &str) -> SystemTime {
     parse_rfc3339(&time).unwrap_or_else(|| panic!("unreadable restic time {time:?}"))
 }
 
-fn count(summary: &serde_json::Value, field: &str) -> u64 {
-    summary[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {field} in {summary}"))
-}
-
 /// `snapshot run --in-place / /home -- restic backup --one-file-system / /home` of the running
-/// system, the repository bound in with `--writable`, under a writer on `/` and one on
+/// system, the repository's disk bound in with `--writable`, under a writer on `/` and one on
 /// `/home`: the restored writer files show one instant between the session's start and the
 /// backup's (the invariants above). Then, with the writers stopped, two more identical runs:
-/// the third finds nothing new and nothing changed (restic's summary: `files_new` and
-/// `files_changed` 0) — an unchanged system is not read again.
+/// the third reads no unchanged file again.
 #[test]
 fn restic_backup_of_the_running_system() {
     let Some(provider) = server("restic_backup_of_the_running_system") else {
@@ -627,11 +693,11 @@ fn restic_backup_of_the_running_system() {
     // Completed (log line fdatasync'd) before the session starts: must be in the backup.
     let floors: Vec<u64> = writers.iter().map(Writer::completed).collect();
     let first = backup_in_place("backup 1 (writers running)");
-    let ceiling = restic_snapshot_time(first["snapshot_id"].as_str().expect("snapshot_id"));
+    let ceiling = restic_snapshot_time(first.id());
     let starts: Vec<Vec<SystemTime>> = writers.iter_mut().map(Writer::stop).collect();
 
     let t = Instant::now();
-    let mut args = vec!["restore", first["snapshot_id"].as_str().unwrap()];
+    let mut args = vec!["restore", first.id()];
     args.extend(["--target", RESTORE]);
     for d in WRITER_DIRS {
         args.extend(["--include", d]);
@@ -667,34 +733,58 @@ fn restic_backup_of_the_running_system() {
         "the restored backup is not the snapshot instant:\n{problems}"
     );
 
-    // Nothing changes from here on: the writers are stopped, restic runs with --no-cache
-    // outside the sessions, the restore went to another filesystem.
+    // From here on the writers are stopped, restic runs with --no-cache outside the
+    // sessions, the restore went to another filesystem: between backups 2 and 3 only what
+    // the sessions themselves leave on `/` may change. Backup 3 must read only files that
+    // changed (`restic diff` of the two snapshots: added or modified content) and take every
+    // other file from its parent unread — on `/home`, a tree nothing touched, none at all
+    // (`files_new` and `files_changed` 0 there). A file whose metadata alone changed would
+    // count as unchanged here: nothing touches one between the two backups.
     let second = backup_in_place("backup 2 (writers stopped)");
-    let third = backup_in_place("backup 3 (nothing changed since backup 2)");
+    let third = backup_in_place("backup 3 (nothing changed since backup 2 but the sessions)");
+    let (changed, diff) = restic_changes(second.id(), third.id());
     eprintln!(
-        "restic figures ({provider}): backup 2: files new {} changed {} unmodified {}; \
-         backup 3: files new {} changed {} unmodified {}",
-        count(&second, "files_new"),
-        count(&second, "files_changed"),
-        count(&second, "files_unmodified"),
-        count(&third, "files_new"),
-        count(&third, "files_changed"),
-        count(&third, "files_unmodified"),
+        "restic figures ({provider}): backup 1: files new {} changed {} unmodified {}; \
+         backup 2: files new {} changed {} unmodified {}; backup 3: files new {} changed {} \
+         unmodified {}",
+        first.count("files_new"),
+        first.count("files_changed"),
+        first.count("files_unmodified"),
+        second.count("files_new"),
+        second.count("files_changed"),
+        second.count("files_unmodified"),
+        third.count("files_new"),
+        third.count("files_changed"),
+        third.count("files_unmodified"),
     );
-    if count(&third, "files_new") != 0 || count(&third, "files_changed") != 0 {
-        let diff = restic(&[
-            "diff",
-            second["snapshot_id"].as_str().unwrap(),
-            third["snapshot_id"].as_str().unwrap(),
-        ]);
-        panic!(
-            "backup 3 of an unchanged system read files again: {third}\nrestic diff of \
-             backups 2 and 3:\n{diff}"
-        );
-    }
+    eprintln!(
+        "backup 3 read {} file(s): {:?}\nrestic diff of backups 2 and 3:\n{diff}",
+        third.read.len(),
+        third.read
+    );
+    let reread: Vec<&String> = third.read.iter().filter(|f| !changed.contains(f)).collect();
     assert!(
-        count(&third, "files_unmodified") > 1000,
-        "backup 3 saw too few files to be the whole system: {third}"
+        reread.is_empty(),
+        "backup 3 read files that did not change since backup 2: {reread:?}"
+    );
+    let home: Vec<&String> = third
+        .read
+        .iter()
+        .filter(|f| f.starts_with("/home/"))
+        .collect();
+    assert!(
+        home.is_empty(),
+        "backup 3 read files of the unchanged /home: {home:?}"
+    );
+    assert_eq!(
+        third.count("files_new") + third.count("files_changed"),
+        third.read.len() as u64,
+        "restic's summary and its list of files read disagree"
+    );
+    assert!(
+        third.count("files_unmodified") > 1000,
+        "backup 3 saw too few files to be the whole system: {}",
+        third.summary
     );
 }
 

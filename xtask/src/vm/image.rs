@@ -12,11 +12,17 @@
 //!   QEMU attaches it `snapshot=on`, so it is never modified. Key: suite, mirror, packages and
 //!   their candidate versions (`apt-cache policy`; the contrib ones from the ZFS lookup), the
 //!   kernel key, the ZFS modules' key, this file's text. When the ZFS modules are not cached
-//!   they are built while debootstrap runs.
+//!   they are built while debootstrap runs. Beside it, `lvmtools-<key>/`: the tree's `lvm`
+//!   and the shared libraries it loads (found by the guest's own loader, `ld.so --list` in a
+//!   chroot), for the initramfs.
 //! - **initramfs** `initrd-<key>.cpio`: static busybox, the modules that mount the root
-//!   (virtio, ext4), and [`INITRAMFS_INIT`], which mounts the root image and the per-run
-//!   payload disk and switches to the payload's `init`. Key: kernel key, busybox version, this
-//!   file's text.
+//!   (virtio, ext4; and for a server disk device-mapper and btrfs), `lvm` with its libraries,
+//!   and [`INITRAMFS_INIT`], which mounts the root image — or, given `root=` like a server's
+//!   kernel command line, activates LVM and mounts that root — and the per-run payload disk,
+//!   and switches to the payload's `init`. Key: kernel key, busybox version, the root image's
+//!   key, this file's text.
+//!
+//! The server disks ([`super::server`]) are made from the root image by an installer boot.
 
 use super::cache::{remove_path, Cache, Key};
 use super::cpio;
@@ -45,6 +51,13 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "mount",
     "procps",
     "fdisk",
+    // The backup clients of the whole-system tests (tests/wholesystem.rs) and of certification
+    // through real clients: Debian 12 ships restic 0.14, borgbackup 1.2, borgmatic 1.7.
+    "restic",
+    "borgbackup",
+    "borgmatic",
+    "rsync",
+    "tar",
 ];
 
 /// Modules copied into the root image (with their dependencies).
@@ -68,36 +81,88 @@ const ZFS_MODPROBE_CONF: &str = "options zfs zfs_arc_max=67108864\n";
 /// Modules the initramfs loads to reach the root image.
 const INITRAMFS_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
 
+/// More modules the initramfs loads when it boots a server disk (a `root=` on the kernel
+/// command line): device-mapper for an LVM root, btrfs for a subvolume root.
+const INITRAMFS_SERVER_MODULES: &[&str] = &["dm_mod", "dm_snapshot", "dm_thin_pool", "btrfs"];
+
+/// The guest's LVM tool, copied with its shared-library closure from the root filesystem
+/// tree into the initramfs (which activates the volume groups of a server disk).
+const LVM_BINARY: &str = "/usr/sbin/lvm";
+
 /// Changes to this file (the build recipe) change every key.
 const RECIPE: &str = include_str!("image.rs");
 
 /// The initramfs's `/init` (busybox sh). Disks are found by their virtio serial
 /// (`/sys/block/vdX/serial`): there is no udev, so no /dev/disk/by-id.
+///
+/// Two ways to boot, chosen by the kernel command line:
+/// - no `root=`: the test root image (serial `vmroot`, attached `snapshot=on`);
+/// - `root=DEVICE` (`/dev/mapper/VG-LV`, or `UUID=…` found with `findfs`), with `rootfstype=`
+///   and `rootflags=` (e.g. `subvol=@`) and `rw`: like a server's initramfs, it loads
+///   device-mapper and btrfs, activates every volume group (`lvm vgchange -ay --sysinit`,
+///   `DM_DISABLE_UDEV=1`: LVM makes its own device nodes) and mounts that root.
+///
+/// Either way the payload disk (serial `payload`) goes to `/run/vmtest` (a tmpfs `/run`) and
+/// the init is `init=` from the command line, by default the payload's `init`.
 const INITRAMFS_INIT: &str = r#"#!/bin/sh
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for ko in /mods/*.ko; do insmod "$ko" || echo "VMTEST initramfs: insmod $ko failed"; done
+fail() { echo "VMTEST initramfs: $*"; echo "VMTEST-RESULT: rc=2"; echo o > /proc/sysrq-trigger; sleep 10; }
+root= rootfstype= rootflags= rootmode=ro init=/run/vmtest/init
+for w in $(cat /proc/cmdline); do
+  case $w in
+    root=*) root=${w#root=} ;;
+    rootfstype=*) rootfstype=${w#rootfstype=} ;;
+    rootflags=*) rootflags=${w#rootflags=} ;;
+    init=*) init=${w#init=} ;;
+    rw) rootmode=rw ;;
+    ro) rootmode=ro ;;
+  esac
+done
+for ko in /mods/base/*.ko; do insmod "$ko" || echo "VMTEST initramfs: insmod $ko failed"; done
+[ -n "$root" ] && for ko in /mods/server/*.ko; do insmod "$ko" || echo "VMTEST initramfs: insmod $ko failed"; done
 by_serial() {
   for d in /sys/block/vd*; do
     [ "$(cat "$d/serial" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; return 0; }
   done
   return 1
 }
-fail() { echo "VMTEST initramfs: $*"; echo "VMTEST-RESULT: rc=2"; echo o > /proc/sysrq-trigger; sleep 10; }
 i=0
-until root=$(by_serial vmroot) && payload=$(by_serial payload); do
+until payload=$(by_serial payload) && { [ -n "$root" ] || vmroot=$(by_serial vmroot); }; do
   i=$((i+1)); [ $i -gt 100 ] && fail "root or payload disk missing: $(ls /sys/block)"
   sleep 0.1
 done
-mount -t ext4 -o rw "$root" /newroot || fail "cannot mount the root image $root"
+if [ -z "$root" ]; then
+  mount -t ext4 -o rw "$vmroot" /newroot || fail "cannot mount the root image $vmroot"
+else
+  export DM_DISABLE_UDEV=1 LVM_SUPPRESS_FD_WARNINGS=1
+  mkdir -p /run/lvm /run/lock/lvm
+  lvmconf='devices { obtain_device_list_from_udev = 0 } activation { udev_sync = 0 udev_rules = 0 } backup { backup = 0 archive = 0 }'
+  i=0
+  while :; do
+    case $root in
+      UUID=*|LABEL=*) dev=$(findfs "$root" 2>/dev/null) ;;
+      *) dev=$root ;;
+    esac
+    [ -n "$dev" ] && [ -b "$dev" ] && break
+    i=$((i+1)); [ $i -gt 50 ] && fail "root device $root not found: $(ls /sys/block) $(ls /dev/mapper)"
+    # Activates the root's volume group (and every other): a no-op when there is none.
+    /usr/sbin/lvm vgchange -ay --sysinit --config "$lvmconf" >/dev/null 2>&1
+    sleep 0.1
+  done
+  opts=$rootmode
+  [ -n "$rootflags" ] && opts=$opts,$rootflags
+  mount ${rootfstype:+-t "$rootfstype"} -o "$opts" "$dev" /newroot || fail "cannot mount the root $root ($dev, $opts)"
+  echo "VMTEST initramfs: root $root ($dev) mounted $opts"
+fi
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "cannot mount /run"
 mkdir -p /newroot/run/vmtest
 mount -t ext4 -o ro "$payload" /newroot/run/vmtest || fail "cannot mount the payload disk $payload"
 mount --move /dev /newroot/dev
 umount /proc /sys
-exec switch_root /newroot /run/vmtest/init
+exec switch_root /newroot "$init"
 "#;
 
 /// What the guest boots.
@@ -106,6 +171,8 @@ pub struct Guest {
     pub kernel_release: String,
     pub vmlinux: PathBuf,
     pub rootfs: PathBuf,
+    /// The root image's cache key (the server disks are built from it).
+    pub rootfs_key: String,
     pub initrd: PathBuf,
 }
 
@@ -134,11 +201,12 @@ pub fn ensure(cache: &Cache, rebuild: Rebuild) -> Result<Guest> {
     // A rebuilt ZFS means a new root image too.
     let rebuild_rootfs = rebuild.image || rebuild.zfs;
     let rootfs = ensure_rootfs(cache, &kernel, &zfs, rebuild_rootfs, rebuild.zfs)?;
-    let initrd = ensure_initrd(cache, &kernel, rebuild.image)?;
+    let initrd = ensure_initrd(cache, &kernel, &rootfs, rebuild.image)?;
     Ok(Guest {
         kernel_release: kernel.release.clone(),
         vmlinux: kernel.dir.join("vmlinux"),
-        rootfs,
+        rootfs: rootfs.image,
+        rootfs_key: rootfs.key,
         initrd,
     })
 }
@@ -410,7 +478,7 @@ fn ensure_rootfs(
     zfs: &zfs::Plan,
     rebuild: bool,
     rebuild_zfs: bool,
-) -> Result<PathBuf> {
+) -> Result<Rootfs> {
     let mut versions = host::candidates(GUEST_PACKAGES)?;
     if versions.values().any(Option::is_none) {
         host::apt_update()?;
@@ -426,9 +494,15 @@ fn ensure_rootfs(
         .add("kernel", &kernel.key)
         .add("recipe", RECIPE);
     let img = cache.path(&format!("rootfs-{}.img", key.hex()));
-    if img.exists() && !rebuild {
+    let tools = cache.path(&format!("{LVM_TOOLS}-{}", key.hex()));
+    let built = Rootfs {
+        image: img.clone(),
+        key: key.hex(),
+        lvm_tools: tools.clone(),
+    };
+    if img.exists() && tools.is_dir() && !rebuild {
         eprintln!("vm-test: root image {} (cached)", img.display());
-        return Ok(img);
+        return Ok(built);
     }
     let t = Instant::now();
     let tmp = cache.path(&format!("rootfs-{}.tmp-{}", key.hex(), std::process::id()));
@@ -507,6 +581,9 @@ fn ensure_rootfs(
     )?;
     std::fs::write(tree.join("etc/hostname"), "snapshot-vm\n")?;
     std::fs::write(tmp.join("key.txt"), key.describe())?;
+    let tmp_tools = tmp.join(LVM_TOOLS);
+    copy_with_libraries(&tree, LVM_BINARY, &tmp_tools)
+        .context("copying lvm and its libraries for the initramfs")?;
     let tmp_img = tmp.join("rootfs.img");
     host::run_logged(
         Command::new("mkfs.ext4")
@@ -516,16 +593,67 @@ fn ensure_rootfs(
             .arg("1G"),
         &log,
     )?;
+    remove_path(&tools)?;
+    std::fs::rename(&tmp_tools, &tools)
+        .with_context(|| format!("renaming {} to {}", tmp_tools.display(), tools.display()))?;
     std::fs::rename(&tmp_img, &img)
         .with_context(|| format!("renaming {} to {}", tmp_img.display(), img.display()))?;
     remove_path(&tmp)?;
     cache.prune("rootfs", &img)?;
+    cache.prune(LVM_TOOLS, &tools)?;
     eprintln!(
         "vm-test: root image built in {:.1} s (debootstrap {:.1} s)",
         t.elapsed().as_secs_f64(),
         bootstrapped.as_secs_f64()
     );
-    Ok(img)
+    Ok(built)
+}
+
+/// The root image and what was taken from its tree.
+#[derive(Debug)]
+struct Rootfs {
+    image: PathBuf,
+    key: String,
+    /// `lvmtools-<key>/`: [`LVM_BINARY`] and its shared libraries at their guest paths.
+    lvm_tools: PathBuf,
+}
+
+/// Cache kind of the LVM tools taken from the root tree (`lvmtools-<rootfs key>/`).
+const LVM_TOOLS: &str = "lvmtools";
+
+/// Copies `binary` (a path inside the guest tree `tree`) and the shared libraries it loads
+/// into `dest`, each at its guest path (the file, not the symlink). The closure comes from
+/// the guest's own loader (`chroot TREE ld.so --list`): the host's libraries never enter.
+fn copy_with_libraries(tree: &Path, binary: &str, dest: &Path) -> Result<()> {
+    let listing = host::output(Command::new("chroot").arg(tree).args([
+        "/lib64/ld-linux-x86-64.so.2",
+        "--list",
+        binary,
+    ]))?;
+    let mut paths = vec![binary.to_owned()];
+    paths.extend(parse_ld_list(&listing));
+    for p in &paths {
+        let from = tree.join(p.trim_start_matches('/'));
+        let to = dest.join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().expect("an absolute path has a parent"))?;
+        // Follows the symlinks inside the tree (merged /usr, library versions): all relative.
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+/// The absolute paths in `ld.so --list` output (`libx.so.1 => /lib/…/libx.so.1 (0x…)`, and
+/// the loader itself as `/lib64/ld-linux-x86-64.so.2 (0x…)`; `linux-vdso.so.1` has none).
+fn parse_ld_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once(" => ").map_or(l, |(_, p)| p);
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_owned())
+        })
+        .collect()
 }
 
 /// Drops what the guest never reads (documentation, locales, apt caches): 368 → ~230 MB.
@@ -560,18 +688,34 @@ fn trim_tree(tree: &Path) -> Result<()> {
     Ok(())
 }
 
-fn ensure_initrd(cache: &Cache, kernel: &Kernel, rebuild: bool) -> Result<PathBuf> {
+fn ensure_initrd(
+    cache: &Cache,
+    kernel: &Kernel,
+    rootfs: &Rootfs,
+    rebuild: bool,
+) -> Result<PathBuf> {
     let busybox = Path::new("/bin/busybox");
     let mut key = Key::default();
     key.add("kernel", &kernel.key)
         .add("busybox", host::installed_version("busybox-static")?)
+        // The LVM tools come from the root tree.
+        .add("rootfs", &rootfs.key)
         .add("recipe", RECIPE);
     let out = cache.path(&format!("initrd-{}.cpio", key.hex()));
     if out.exists() && !rebuild {
         return Ok(out);
     }
     let mut a = cpio::Archive::default();
-    for d in ["/bin", "/dev", "/proc", "/sys", "/newroot", "/mods"] {
+    for d in [
+        "/bin",
+        "/dev",
+        "/proc",
+        "/sys",
+        "/newroot",
+        "/mods",
+        "/mods/base",
+        "/mods/server",
+    ] {
         a.dir(d);
     }
     let bb = std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
@@ -587,25 +731,54 @@ fn ensure_initrd(cache: &Cache, kernel: &Kernel, rebuild: bool) -> Result<PathBu
         "echo",
         "sleep",
         "ls",
+        "findfs",
     ] {
         a.symlink(&format!("/bin/{applet}"), "busybox");
     }
     let root = kernel.modules_root();
-    for (i, ko) in module_closure(&root, &kernel.release, INITRAMFS_MODULES)?
-        .iter()
-        .enumerate()
-    {
-        let name = ko.file_name().and_then(|n| n.to_str()).unwrap_or("module");
-        let (name, data) = read_module(ko, name)?;
-        // Numbered: the glob in /init loads them in dependency order.
-        a.file(&format!("/mods/{i:02}-{name}"), 0o644, &data);
+    let base = module_closure(&root, &kernel.release, INITRAMFS_MODULES)?;
+    let server: Vec<PathBuf> = module_closure(&root, &kernel.release, INITRAMFS_SERVER_MODULES)?
+        .into_iter()
+        .filter(|m| !base.contains(m))
+        .collect();
+    for (dir, modules) in [("base", &base), ("server", &server)] {
+        for (i, ko) in modules.iter().enumerate() {
+            let name = ko.file_name().and_then(|n| n.to_str()).unwrap_or("module");
+            let (name, data) = read_module(ko, name)?;
+            // Numbered: the glob in /init loads them in dependency order.
+            a.file(&format!("/mods/{dir}/{i:02}-{name}"), 0o644, &data);
+        }
     }
+    // lvm and its libraries at their guest paths.
+    add_tree(&mut a, &rootfs.lvm_tools, "")?;
     a.file("/init", 0o755, INITRAMFS_INIT.as_bytes());
     let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, a.finish()).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &out)?;
     cache.prune("initrd", &out)?;
     Ok(out)
+}
+
+/// Adds the files under `dir` to the archive at `/prefix/…` (directories first: the kernel
+/// makes no parents).
+fn add_tree(a: &mut cpio::Archive, dir: &Path, prefix: &str) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .flatten()
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = format!("{prefix}/{name}");
+        if e.file_type()?.is_dir() {
+            a.dir(&path);
+            add_tree(a, &e.path(), &path)?;
+        } else {
+            let data = std::fs::read(e.path())?;
+            a.file(&path, 0o755, &data);
+        }
+    }
+    Ok(())
 }
 
 /// A module's bytes, decompressed if the kernel package ships it compressed (busybox insmod
@@ -629,5 +802,26 @@ fn read_module(path: &Path, name: &str) -> Result<(String, Vec<u8>)> {
         decompress("zstd", ".zst")
     } else {
         Ok((name.to_owned(), std::fs::read(path)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loader_listing() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd1b5f2000)\n\
+                    \tlibudev.so.1 => /lib/x86_64-linux-gnu/libudev.so.1 (0x00007f0c5a1e0000)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0c59e00000)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f0c5a2a0000)\n";
+        assert_eq!(
+            parse_ld_list(text),
+            vec![
+                "/lib/x86_64-linux-gnu/libudev.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2",
+            ]
+        );
     }
 }

@@ -1,10 +1,17 @@
-//! `cargo xtask vm-test`: the VM tier (docs/DESIGN.md §4 tier 3). Boots a throwaway QEMU guest
+//! `cargo xtask vm-test`: the VM tier (docs/DESIGN.md §4 tier 3). Boots throwaway QEMU guests
 //! (Debian 12 kernel and userland, TCG: KVM hangs on these machines) whose init runs the
-//! project's guest-only integration tests (`crates/snapshot-cli/tests/{lvm,zfs}.rs`, built
-//! with `--features vm-tests`) as root against device-mapper and ZFS, then powers off.
+//! project's guest-only integration tests (built with `--features vm-tests`) as root, then
+//! powers off. One boot per machine ([`Machine`]):
+//!
+//! - `classic`: the test root image; `tests/{lvm,zfs}.rs` against device-mapper and ZFS on
+//!   fixtures of their own.
+//! - `server-lvm`, `server-btrfs`: disks that boot like servers (root on an LVM LV, or on a
+//!   btrfs `@` subvolume, `/home` and `/boot` mounted from fstab); `tests/wholesystem.rs`
+//!   snapshots the running system itself.
 //!
 //! - [`image`]: the guest kernel (uncompressed vmlinux for the PVH entry), the root filesystem
 //!   image (debootstrap minbase) and the busybox initramfs, cached and keyed by their inputs.
+//! - [`server`]: the server disks, made once by an installer boot and cached.
 //! - [`zfs`]: the ZFS modules for the guest kernel (zfs-dkms in a builder chroot, minutes),
 //!   cached on their own, keyed by kernel and ZFS versions.
 //! - [`payload`]: what changes every run (the tool's binaries, the test executables, the guest
@@ -18,6 +25,7 @@ mod host;
 mod image;
 mod payload;
 mod qemu;
+mod server;
 mod zfs;
 
 use anyhow::{bail, Context, Result};
@@ -45,15 +53,22 @@ pub struct VmTestArgs {
     #[arg(long)]
     loop_tier: bool,
 
-    /// Run only this guest test target (repeatable): lvm, zfs. Default: all of them.
+    /// Run only this guest test target (repeatable): lvm, zfs (the classic guest), wholesystem
+    /// (the server guests). Default: all of them.
     #[arg(long = "test", value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(payload::GUEST_TESTS))]
     tests: Vec<String>,
+
+    /// Boot only this machine (repeatable): classic (the test image: lvm, zfs), server-lvm
+    /// and server-btrfs (booting like servers: wholesystem). Default: every machine that
+    /// runs a selected test; with --script, classic.
+    #[arg(long = "machine", value_name = "MACHINE", value_parser = clap::builder::PossibleValuesParser::new(MACHINES))]
+    machines: Vec<String>,
 
     /// Build the binaries and tests in release mode.
     #[arg(long)]
     release: bool,
 
-    /// Kill the guest after this many seconds.
+    /// Kill a guest after this many seconds (each boot).
     #[arg(long, default_value_t = 1200, value_name = "SECONDS")]
     timeout: u64,
 
@@ -84,25 +99,113 @@ pub struct VmTestArgs {
     harness_args: Vec<String>,
 }
 
+/// The machines a run can boot, in boot order.
+const MACHINES: &[&str] = &["classic", "server-lvm", "server-btrfs"];
+
+/// One guest boot of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Machine {
+    /// The test root image (`snapshot=on`): fixtures of the tests' own.
+    Classic,
+    /// A server disk: the running system is what the tests snapshot.
+    Server(server::Layout),
+}
+
+impl Machine {
+    fn all() -> [Machine; 3] {
+        [
+            Machine::Classic,
+            Machine::Server(server::Layout::Lvm),
+            Machine::Server(server::Layout::Btrfs),
+        ]
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Machine::Classic => "classic",
+            Machine::Server(server::Layout::Lvm) => "server-lvm",
+            Machine::Server(server::Layout::Btrfs) => "server-btrfs",
+        }
+    }
+
+    /// The guest test targets it runs.
+    fn tests(self) -> &'static [&'static str] {
+        match self {
+            Machine::Classic => &["lvm", "zfs"],
+            Machine::Server(_) => &["wholesystem"],
+        }
+    }
+}
+
+/// The boots of this run and the test targets of each.
+fn plan_boots(args: &VmTestArgs) -> Result<Vec<(Machine, Vec<&'static str>)>> {
+    let chosen = |m: Machine| -> bool {
+        if args.machines.is_empty() {
+            // A script runs once, in the classic guest, unless told otherwise.
+            args.script.is_none() || m == Machine::Classic
+        } else {
+            args.machines.iter().any(|n| n == m.name())
+        }
+    };
+    let mut boots = Vec::new();
+    for m in Machine::all().into_iter().filter(|m| chosen(*m)) {
+        let mut tests: Vec<&'static str> = m
+            .tests()
+            .iter()
+            .copied()
+            .filter(|t| args.tests.is_empty() || args.tests.iter().any(|o| o == t))
+            .collect();
+        if args.loop_tier && m == Machine::Classic {
+            tests.push("protocol");
+        }
+        if args.script.is_none() && tests.is_empty() {
+            continue;
+        }
+        boots.push((m, tests));
+    }
+    if boots.is_empty() {
+        bail!(
+            "no machine runs the selected tests ({}) — classic runs lvm and zfs, server-lvm \
+             and server-btrfs run wholesystem",
+            args.tests.join(", ")
+        );
+    }
+    Ok(boots)
+}
+
 pub fn run(args: &VmTestArgs) -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!("vm-test must run as root (debootstrap, mkfs -d of a root filesystem tree)");
     }
     let started = Instant::now();
+    let boots = plan_boots(args)?;
+    let needs_servers =
+        args.build_only || boots.iter().any(|(m, _)| matches!(m, Machine::Server(_)));
     host::ensure_packages()?;
 
     let cache = cache::Cache::open(args.cache_dir.clone())?;
     let t = Instant::now();
-    let guest = {
+    let (guest, servers) = {
         let _build = cache.lock_exclusive()?;
         cache.prune_stale_runs(Duration::from_secs(args.timeout.max(3600) * 4))?;
-        image::ensure(
+        let guest = image::ensure(
             &cache,
             image::Rebuild {
                 image: args.rebuild,
                 zfs: args.rebuild_zfs,
             },
-        )?
+        )?;
+        let servers = if needs_servers {
+            Some(server::ensure(
+                &cache,
+                &guest,
+                args.rebuild,
+                Duration::from_secs(args.timeout),
+            )?)
+        } else {
+            None
+        };
+        (guest, servers)
     };
     step("guest artifacts ready", t.elapsed());
     if args.build_only {
@@ -113,67 +216,174 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             guest.rootfs.display(),
             guest.initrd.display()
         );
+        if let Some(s) = &servers {
+            for l in server::Layout::ALL {
+                eprintln!(
+                    "vm-test: server disk {}: {}",
+                    l.name(),
+                    s.image(l).display()
+                );
+            }
+        }
         return Ok(());
     }
-    // Held until QEMU has opened the images, so a concurrent `--rebuild` elsewhere cannot
-    // remove them in between.
-    let in_use = cache.lock_shared()?;
 
     let t = Instant::now();
+    let mut all_tests: Vec<String> = Vec::new();
+    for (_, tests) in &boots {
+        for t in tests {
+            if !all_tests.iter().any(|a| a == t) {
+                all_tests.push((*t).to_owned());
+            }
+        }
+    }
     let built = payload::build(&payload::BuildOptions {
         release: args.release,
-        loop_tier: args.loop_tier,
-        only: args.tests.clone(),
+        tests: all_tests,
     })?;
     step("binaries and tests built", t.elapsed());
 
-    let run_dir = tempfile::Builder::new()
-        .prefix("snapshot-vm-run-")
-        .tempdir_in(cache.runs_dir()?)
-        .context("creating the per-run directory")?;
     let mut harness = Vec::new();
     if let Some(f) = &args.filter {
         harness.push(f.clone());
     }
     harness.extend(args.harness_args.iter().cloned());
-    let t = Instant::now();
-    let payload_img = payload::pack(&built, &harness, args.script.as_deref(), run_dir.path())?;
-    step("payload disk packed", t.elapsed());
 
+    let mut results = Vec::new();
+    for (machine, tests) in &boots {
+        eprintln!("vm-test: ==== booting {} ====", machine.name());
+        let result = boot_one(
+            args,
+            &cache,
+            &guest,
+            servers.as_ref(),
+            *machine,
+            &built.only(tests),
+            &harness,
+        );
+        results.push((*machine, result));
+    }
+
+    let mut passed_all = true;
+    let (mut passed, mut failed) = (0, 0);
+    let mut reasons = Vec::new();
+    for (machine, result) in &results {
+        match result {
+            Ok(r) => {
+                eprintln!(
+                    "vm-test: {}: {} in {:.1} s{}",
+                    machine.name(),
+                    if r.passed { "passed" } else { "FAILED" },
+                    r.outcome.elapsed.as_secs_f64(),
+                    r.log
+                        .as_ref()
+                        .map(|l| format!(" (console log {})", l.display()))
+                        .unwrap_or_default()
+                );
+                if args.script.is_none() {
+                    r.outcome.print_details();
+                }
+                passed += r.outcome.passed;
+                failed += r.outcome.failed;
+                if !r.passed {
+                    passed_all = false;
+                    reasons.push(format!(
+                        "{}: {}",
+                        machine.name(),
+                        r.outcome.failure_reason()
+                    ));
+                }
+            }
+            Err(e) => {
+                passed_all = false;
+                eprintln!("vm-test: {}: could not run: {e:#}", machine.name());
+                reasons.push(format!("{}: {e:#}", machine.name()));
+            }
+        }
+    }
+    if args.script.is_none() {
+        // The closing line CI's log reader understands.
+        println!("vm-test: {passed} passed, {failed} failed");
+    }
+    eprintln!("vm-test: total {:.1} s", started.elapsed().as_secs_f64());
+    if !passed_all {
+        bail!("vm-test failed: {}", reasons.join("; "));
+    }
+    Ok(())
+}
+
+struct BootResult {
+    outcome: qemu::Outcome,
+    passed: bool,
+    log: Option<PathBuf>,
+}
+
+fn boot_one(
+    args: &VmTestArgs,
+    cache: &cache::Cache,
+    guest: &image::Guest,
+    servers: Option<&server::ServerDisks>,
+    machine: Machine,
+    built: &payload::Built,
+    harness: &[String],
+) -> Result<BootResult> {
+    // Held until QEMU has opened the images, so a concurrent `--rebuild` elsewhere cannot
+    // remove them in between.
+    let in_use = cache.lock_shared()?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("snapshot-vm-run-")
+        .tempdir_in(cache.runs_dir()?)
+        .context("creating the per-run directory")?;
+    let t = Instant::now();
+    let payload_img = payload::pack(built, harness, args.script.as_deref(), run_dir.path())?;
+    step("payload disk packed", t.elapsed());
+    let (append, disk) = match machine {
+        Machine::Classic => (
+            String::new(),
+            qemu::Disk {
+                path: guest.rootfs.clone(),
+                serial: "vmroot".into(),
+                mode: "snapshot=on",
+            },
+        ),
+        Machine::Server(layout) => (
+            layout.kernel_args(),
+            qemu::Disk {
+                path: servers
+                    .context("the server disks were not prepared")?
+                    .image(layout),
+                serial: "server".into(),
+                mode: "snapshot=on",
+            },
+        ),
+    };
     let t = Instant::now();
     let outcome = qemu::boot(qemu::BootConfig {
-        guest: &guest,
+        guest,
+        append,
+        disks: vec![disk],
         payload: &payload_img,
         run_dir: run_dir.path(),
         memory_mib: args.memory,
         timeout: Duration::from_secs(args.timeout),
         on_started: Box::new(move || drop(in_use)),
     })?;
-    step("guest run", t.elapsed());
-
+    step(&format!("guest {} run", machine.name()), t.elapsed());
     let passed = if args.script.is_some() {
         outcome.script_passed()
     } else {
         outcome.passed()
     };
-    let keep = args.keep_logs || !passed;
-    let log = if keep {
-        Some(keep_log(&outcome.console_log)?)
+    let log = if args.keep_logs || !passed {
+        Some(keep_log(&outcome.console_log, machine.name())?)
     } else {
         None
     };
-    drop(run_dir);
-    if args.script.is_none() {
-        outcome.print_summary();
-    }
-    if let Some(log) = &log {
-        eprintln!("vm-test: console log kept at {}", log.display());
-    }
-    eprintln!("vm-test: total {:.1} s", started.elapsed().as_secs_f64());
-    if !passed {
-        bail!("vm-test failed: {}", outcome.failure_reason());
-    }
-    Ok(())
+    Ok(BootResult {
+        outcome,
+        passed,
+        log,
+    })
 }
 
 fn step(what: &str, took: Duration) {
@@ -181,15 +391,75 @@ fn step(what: &str, took: Duration) {
 }
 
 /// Copies the console log out of the per-run directory (which is removed) into target/vm-logs/.
-fn keep_log(log: &std::path::Path) -> Result<PathBuf> {
+fn keep_log(log: &std::path::Path, machine: &str) -> Result<PathBuf> {
     let dir = payload::target_dir()?.join("vm-logs");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let dest = dir.join(format!("console-{stamp}-{}.log", std::process::id()));
+    let dest = dir.join(format!(
+        "console-{stamp}-{}-{machine}.log",
+        std::process::id()
+    ));
     std::fs::copy(log, &dest)
         .with_context(|| format!("copying {} to {}", log.display(), dest.display()))?;
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: VmTestArgs,
+    }
+
+    fn boots(argv: &[&str]) -> Result<Vec<(&'static str, Vec<&'static str>)>> {
+        let cli = Cli::try_parse_from(std::iter::once("vm-test").chain(argv.iter().copied()))?;
+        Ok(plan_boots(&cli.args)?
+            .into_iter()
+            .map(|(m, t)| (m.name(), t))
+            .collect())
+    }
+
+    #[test]
+    fn machines_and_tests() {
+        assert_eq!(
+            boots(&[]).unwrap(),
+            vec![
+                ("classic", vec!["lvm", "zfs"]),
+                ("server-lvm", vec!["wholesystem"]),
+                ("server-btrfs", vec!["wholesystem"]),
+            ]
+        );
+        assert_eq!(
+            boots(&["--test", "wholesystem"]).unwrap(),
+            vec![
+                ("server-lvm", vec!["wholesystem"]),
+                ("server-btrfs", vec!["wholesystem"]),
+            ]
+        );
+        assert_eq!(
+            boots(&["--test", "zfs", "--loop-tier"]).unwrap(),
+            vec![("classic", vec!["zfs", "protocol"])]
+        );
+        assert_eq!(
+            boots(&["--machine", "server-btrfs"]).unwrap(),
+            vec![("server-btrfs", vec!["wholesystem"])]
+        );
+        assert_eq!(
+            boots(&["--script", "x.sh"]).unwrap(),
+            vec![("classic", vec!["lvm", "zfs"])]
+        );
+        assert_eq!(
+            boots(&["--script", "x.sh", "--machine", "server-lvm"]).unwrap(),
+            vec![("server-lvm", vec!["wholesystem"])]
+        );
+        assert!(boots(&["--test", "lvm", "--machine", "server-lvm"]).is_err());
+        assert!(boots(&["--machine", "nosuch"]).is_err());
+    }
 }

@@ -16,14 +16,13 @@ use std::process::{Command, Stdio};
 const BINARIES: &[&str] = &["snapshot", "start-snapshot", "stop-snapshot"];
 
 /// The guest-only test targets of snapshot-cli (`required-features = ["vm-tests"]`).
-pub const GUEST_TESTS: &[&str] = &["lvm", "zfs"];
+pub const GUEST_TESTS: &[&str] = &["lvm", "zfs", "wholesystem"];
 
 #[derive(Debug)]
 pub struct BuildOptions {
     pub release: bool,
-    pub loop_tier: bool,
-    /// Which of [`GUEST_TESTS`] to run (empty: all).
-    pub only: Vec<String>,
+    /// The test targets to build (of [`GUEST_TESTS`], and `protocol` for the loop tier).
+    pub tests: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -32,6 +31,21 @@ pub struct Built {
     pub bins: Vec<(String, PathBuf)>,
     /// (test target name, executable)
     pub tests: Vec<(String, PathBuf)>,
+}
+
+impl Built {
+    /// The binaries and only the test targets `names` (what one guest boot runs).
+    pub fn only(&self, names: &[&str]) -> Built {
+        Built {
+            bins: self.bins.clone(),
+            tests: self
+                .tests
+                .iter()
+                .filter(|(n, _)| names.contains(&n.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,14 +78,7 @@ pub fn build(opts: &BuildOptions) -> Result<Built> {
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    let mut wanted: Vec<&str> = GUEST_TESTS
-        .iter()
-        .copied()
-        .filter(|t| opts.only.is_empty() || opts.only.iter().any(|o| o == t))
-        .collect();
-    if opts.loop_tier {
-        wanted.push("protocol");
-    }
+    let wanted: Vec<&str> = opts.tests.iter().map(String::as_str).collect();
     for t in &wanted {
         cmd.args(["--test", t]);
     }
