@@ -75,6 +75,20 @@ pub enum Cmd {
     Cleanup(CleanupArgs),
     /// Show the sessions recorded in the journals: live or dead, target, snapshots.
     Status(CleanupArgs),
+    /// Freeze-only: pause the writers and FIFREEZE the filesystems holding the DIRs.
+    ///
+    /// For an external snapshot engine (a cloud volume snapshot, a CSI VolumeSnapshot, a
+    /// hypervisor): returns once everything is frozen, printing each filesystem frozen (and
+    /// those that cannot be, with the reason); `snapshot thaw` ends it. The watchdog thaws
+    /// everything after --freeze-timeout whatever happens. Exit 0 when something is frozen,
+    /// 69 when no filesystem holding the DIRs can be.
+    #[command(after_help = FREEZE_EXAMPLES)]
+    Freeze(FreezeArgs),
+    /// End what `snapshot freeze` froze: thaw the filesystems, send the writers `thaw`.
+    ///
+    /// Exit 0 when thawed; 80 when the watchdog had thawed at --freeze-timeout before (a
+    /// snapshot taken after that instant is not consistent); 69 when nothing is frozen.
+    Thaw(ThawArgs),
     /// Release a `start-snapshot --barrier` session waiting at its barrier.
     ///
     /// The holder of TARGET, frozen at its barrier, makes its snapshots, thaws, builds the
@@ -83,6 +97,67 @@ pub enum Cmd {
     /// Run it on every host at once: that is the one instant. `stop-snapshot` instead aborts.
     Go(GoArgs),
 }
+
+#[derive(Debug, clap::Args)]
+pub struct FreezeArgs {
+    /// Directories whose filesystems to freeze.
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+
+    /// The longest everything stays frozen: the watchdog thaws it then (seconds, or with a
+    /// unit: 500ms, 30s, 2m). Also the time each writer hook gets.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::args::parse_duration)]
+    pub freeze_timeout: std::time::Duration,
+
+    /// Writer hook directory; repeatable; replaces the defaults.
+    #[arg(long = "writers-dir", value_name = "DIR")]
+    pub writers_dirs: Vec<PathBuf>,
+
+    /// Run no writer hooks.
+    #[arg(long, conflicts_with = "writers_dirs")]
+    pub no_writers: bool,
+
+    /// A writer hook that fails `freeze` is an error: nothing stays frozen (exit 79).
+    #[arg(long)]
+    pub strict_writers: bool,
+
+    /// Print a JSON record of the freeze (session, frozen, not_frozen, deadline).
+    #[arg(long)]
+    pub json: bool,
+
+    /// More detail on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Directory for locks and scratch state.
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
+    pub runtime_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ThawArgs {
+    /// Only this freeze (its session id, as `snapshot freeze --json` or `status` show).
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+
+    /// Print a JSON record of what was thawed.
+    #[arg(long)]
+    pub json: bool,
+
+    /// More detail on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Directory for locks and scratch state.
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
+    pub runtime_dir: PathBuf,
+}
+
+const FREEZE_EXAMPLES: &str = "\
+Examples:
+  snapshot freeze --freeze-timeout 2m /var/lib/postgresql && take-cloud-snapshot; snapshot thaw
+  Velero pre/post hooks: [\"/usr/sbin/snapshot\", \"freeze\", \"--freeze-timeout\", \"2m\", \"/data\"]
+                         [\"/usr/sbin/snapshot\", \"thaw\"]";
 
 #[derive(Debug, clap::Args)]
 pub struct GoArgs {
@@ -138,6 +213,10 @@ Examples:
 
 #[derive(Debug, clap::Args)]
 pub struct CleanupArgs {
+    /// Directory for locks and scratch state (`status` lists freeze-only sessions there).
+    #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
+    pub runtime_dir: std::path::PathBuf,
+
     /// Show what would be done, do nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -41,15 +41,21 @@ pub struct RunCommand {
 /// is a DIR of `run --in-place` (its root is the view then).
 pub const LIVE_SYSTEM_PATHS: [&str; 5] = ["/proc", "/sys", "/dev", "/run", "/tmp"];
 
-/// Writable paths bound by default (when they exist, are directories and not symlinks, under
-/// a home directory owned by root): restic's and borg's caches, borg's configuration and
-/// security directory (docs/DESIGN.md §2.4).
+/// Writable paths bound by default, under a home directory owned by root and writable by
+/// nobody else: restic's and borg's caches (`~/.cache`, made 0700 when missing: restic and
+/// borg would make it themselves, and a read-only snapshot cannot grow it) and borg's
+/// configuration and security directory (`~/.config/borg`, when it exists), each a
+/// directory reached without a symlink (docs/DESIGN.md §2.4).
 pub fn default_writable(home: &std::path::Path) -> Vec<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let owned_by_root = std::fs::symlink_metadata(home).is_ok_and(|m| m.is_dir() && m.uid() == 0);
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let owned_by_root = std::fs::symlink_metadata(home)
+        .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0);
     if !home.is_absolute() || !owned_by_root {
         return Vec::new();
     }
+    let _ = std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(home.join(".cache"));
     [".cache", ".config/borg"]
         .iter()
         .map(|rel| home.join(rel))
@@ -117,8 +123,12 @@ fn in_place(
     let mut writable = writable.clone();
     writable.sort_by_key(|p| p.components().count());
     for path in writable {
-        log::info!("in place: {} is live and writable", path.display());
-        out.writable.push(session.live_bind(&path)?);
+        let bind = session.live_bind(&path)?;
+        if out.writable.iter().any(|l| l.path == bind.path) {
+            continue;
+        }
+        log::info!("in place: {} is live and writable", bind.path.display());
+        out.writable.push(bind);
     }
     Ok(out)
 }

@@ -362,3 +362,56 @@ fn a_killed_session_over_the_root_is_cleaned_up() {
     assert!(!subvolumes.contains("snapshot-"), "{subvolumes}");
     drop(fs);
 }
+
+/// A `--writable` repository on a filesystem of its own that is no DIR's (under `/`, outside
+/// the live `/tmp`): the view of `/` shows its mount point empty, so the whole live filesystem
+/// is bound there, writable, and what the command writes lands on it.
+#[test]
+fn a_writable_path_on_a_filesystem_no_dir_covers() {
+    if !require_privileges("a_writable_path_on_a_filesystem_no_dir_covers") {
+        return;
+    }
+    let scratch = Scratch::new("root-wfs").unwrap();
+    let target = scratch.join("T");
+    std::fs::create_dir(&target).unwrap();
+    let rt = scratch.join("run");
+    let fs_dir = std::path::PathBuf::from(format!("/var/tmp/snaptest-wfs-{}", std::process::id()));
+    let fs = snapshot_testkit::TestMount::new(&["-t", "tmpfs", "snaptest-wfs"], &fs_dir).unwrap();
+    let repo = fs_dir.join("restic");
+    std::fs::create_dir(&repo).unwrap();
+    let cmd = format!("echo from-the-command > {}/written", s(&repo));
+    let (code, _, err) = run_bin(
+        "snapshot",
+        &[
+            "run",
+            "--in-place",
+            "-v",
+            "--writable",
+            s(&repo),
+            "--no-writers",
+            "--runtime-dir",
+            s(&rt),
+            "--state-dir",
+            &format!("{}/state", s(&rt)),
+            "-t",
+            s(&target),
+            "/",
+            "--",
+            "sh",
+            "-c",
+            &cmd,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the filesystem holding it, is bound live"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("written")).unwrap(),
+        "from-the-command\n"
+    );
+    assert_clean(&target);
+    drop(fs);
+    let _ = std::fs::remove_dir(&fs_dir);
+}

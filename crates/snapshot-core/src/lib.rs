@@ -2,6 +2,7 @@
 //! the target view and the session. Knows nothing of the command line.
 
 pub mod exec;
+pub mod freeze_only;
 pub mod lock;
 pub mod mountinfo;
 pub mod path_json;

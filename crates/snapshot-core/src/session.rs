@@ -1005,27 +1005,45 @@ impl<'p> Session<'p> {
             path: path.to_owned(),
             reason,
         };
-        let live = crate::sys::open_dir_nofollow(path)
-            .map_err(|e| unusable(crate::sys::lookup_failure(&e).to_string()))?;
+        let mut path = path.to_owned();
         if self.dirs.iter().any(|d| path.starts_with(d)) {
             let view = self
                 .view
                 .as_ref()
                 .ok_or_else(|| unusable("the view is not built".into()))?;
-            view.open_dir(path).map_err(|_| {
-                unusable(
-                    "not a directory in the snapshot (it must exist, as a directory reached \
-                     without a symlink, when the snapshot is taken)"
-                        .into(),
-                )
-            })?;
+            if view.open_dir(&path).is_err() {
+                // Not in the view: on a filesystem of its own that is no DIR's (a repository
+                // on /backup below DIR `/`), whose mount point the view shows empty. Then the
+                // whole live filesystem is bound, at its mount point.
+                path = self.unsnapshotted_mount_of(&path).ok_or_else(|| {
+                    unusable(
+                        "not a directory in the snapshot (it must exist, as a directory \
+                         reached without a symlink, when the snapshot is taken)"
+                            .into(),
+                    )
+                })?;
+                log::info!("in place: {path:?}, the filesystem holding it, is bound live");
+            }
         }
+        let live = crate::sys::open_dir_nofollow(&path)
+            .map_err(|e| unusable(crate::sys::lookup_failure(&e).to_string()))?;
         let tree = crate::sys::DetachedMount::clone_live(std::os::fd::AsFd::as_fd(&live))
             .map_err(|e| unusable(format!("cloning it for the command: {e}")))?;
-        Ok(crate::sys::LiveBind {
-            tree,
-            path: path.to_owned(),
-        })
+        Ok(crate::sys::LiveBind { tree, path })
+    }
+
+    /// The mount point of the live filesystem holding `path` when no DIR's snapshot shows it
+    /// and the view has its mount point (an empty directory in a snapshot there).
+    fn unsnapshotted_mount_of(&self, path: &Path) -> Option<PathBuf> {
+        let id = crate::sys::mount_id(path).ok()?;
+        let table = MountTable::read().ok()?;
+        let mount = table.by_id(id)?;
+        if self.plan.mounts.iter().any(|pm| pm.mount.id == id) {
+            return None;
+        }
+        let view = self.view.as_ref()?;
+        view.open_dir(&mount.mount_point).ok()?;
+        Some(mount.mount_point.clone())
     }
 
     /// Testing aid: strikes the request's fault at `step` (for steps the caller owns).

@@ -67,6 +67,14 @@ fn io_reason(e: &std::io::Error) -> String {
 /// Validates DIRs and TARGET. The emptiness of TARGET is checked separately
 /// ([`check_target_empty`]), after the caller has told a busy target from a merely full one.
 pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, ValidationError> {
+    let (out, dir_identities) = validate_dirs(dirs)?;
+    validate_target(out, dir_identities, target)
+}
+
+/// The DIRs alone (`snapshot freeze`, which has no TARGET): canonical, deduplicated in the
+/// order given, each opened once without following a symlink; with their identities.
+#[allow(clippy::type_complexity)]
+pub fn validate_dirs(dirs: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<(u64, u64)>), ValidationError> {
     if dirs.is_empty() {
         return Err(ValidationError::NoDirs);
     }
@@ -96,6 +104,14 @@ pub fn validate(dirs: &[PathBuf], target: &Path) -> Result<Validated, Validation
             dir_identities.push(identity);
         }
     }
+    Ok((out, dir_identities))
+}
+
+fn validate_target(
+    out: Vec<PathBuf>,
+    dir_identities: Vec<(u64, u64)>,
+    target: &Path,
+) -> Result<Validated, ValidationError> {
     let meta = std::fs::metadata(target)
         .map_err(|e| ValidationError::TargetInaccessible(target.to_owned(), io_reason(&e)))?;
     if !meta.is_dir() {

@@ -2,11 +2,12 @@
 
 use snapshot_cli::args::SessionArgs;
 use snapshot_cli::barrier::{HeldBarrier, StdioBarrier};
-use snapshot_cli::cli::{CleanupArgs, Cli, Cmd, GoArgs, RunArgs};
+use snapshot_cli::cli::{CleanupArgs, Cli, Cmd, FreezeArgs, GoArgs, RunArgs, ThawArgs};
 use snapshot_cli::seed::{default_writable, run_session, HoldUntil, RunCommand, Signals};
 use snapshot_cli::{
     configure_or_exit, exit, fail, held, logger, out, parse_with_matches, run_target, say,
 };
+use snapshot_core::freeze_only::{self, FreezeEnd, FreezeError, FreezeRequest};
 use snapshot_core::session::plan_request;
 use snapshot_core::session::Barrier;
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ fn main() -> ExitCode {
         }
         Some(Cmd::Cleanup(args)) => cleanup(&args),
         Some(Cmd::Go(args)) => go(&args, &sub("go")),
+        Some(Cmd::Freeze(args)) => freeze(&args),
+        Some(Cmd::Thaw(args)) => thaw(&args),
         Some(Cmd::Status(args)) => status(&args),
         Some(Cmd::Run(mut args)) => {
             configure_or_exit("snapshot", &mut args.session, &sub("run"));
@@ -216,6 +219,90 @@ fn go(args: &GoArgs, matches: &clap::ArgMatches) -> ExitCode {
     }
 }
 
+/// `snapshot freeze`: everything frozen and handed to the watchdog, then exit.
+fn freeze(args: &FreezeArgs) -> ExitCode {
+    logger::init("snapshot", args.verbose);
+    let dirs = if args.writers_dirs.is_empty() {
+        snapshot_core::writers::DEFAULT_DIRS
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect()
+    } else {
+        args.writers_dirs.clone()
+    };
+    let request = FreezeRequest {
+        dirs: args.dirs.clone(),
+        writers: (!args.no_writers).then_some(snapshot_core::writers::WriterConfig {
+            dirs,
+            timeout: args.freeze_timeout,
+            strict: args.strict_writers,
+        }),
+        timeout: args.freeze_timeout,
+        runtime_dir: args.runtime_dir.clone(),
+        watchdog_exe: std::env::current_exe()
+            .map(|p| p.with_file_name("snapshot"))
+            .unwrap_or_else(|_| "/usr/sbin/snapshot".into()),
+    };
+    let state = match freeze_only::freeze(&request) {
+        Ok(s) => s,
+        Err(e) => {
+            say!("snapshot freeze: error: {e}");
+            return ExitCode::from(match e {
+                FreezeError::Invalid(_) => exit::USAGE,
+                FreezeError::NotRoot => exit::NO_PERMISSION,
+                FreezeError::NothingFrozen(_) => exit::UNAVAILABLE,
+                FreezeError::Writers(_) => exit::WRITER_FAILED,
+                _ => exit::FAILURE,
+            });
+        }
+    };
+    if args.json {
+        out!("{}", serde_json::to_string(&state).unwrap_or_default());
+    } else {
+        for m in &state.frozen {
+            out!("frozen {}", m.display());
+        }
+        for (m, why) in &state.not_frozen {
+            out!("not frozen {m}: {why}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `snapshot thaw`: what `snapshot freeze` froze, thawed.
+fn thaw(args: &ThawArgs) -> ExitCode {
+    logger::init("snapshot", args.verbose);
+    let reports = match freeze_only::thaw(&args.runtime_dir, args.session.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            say!("snapshot thaw: error: {e}");
+            return ExitCode::from(match e {
+                FreezeError::NotRoot => exit::NO_PERMISSION,
+                FreezeError::NothingToThaw(_) => exit::UNAVAILABLE,
+                _ => exit::FAILURE,
+            });
+        }
+    };
+    if args.json {
+        out!("{}", serde_json::to_string(&reports).unwrap_or_default());
+    }
+    let mut late = false;
+    for r in &reports {
+        if r.ended == FreezeEnd::Deadline {
+            late = true;
+            say!(
+                "snapshot thaw: error: freeze {} had been thawed by its watchdog at --freeze-timeout already: a snapshot taken after that is not consistent",
+                r.session
+            );
+        } else if !args.json {
+            for m in &r.thawed {
+                out!("thawed {}", m.display());
+            }
+        }
+    }
+    ExitCode::from(if late { exit::INVALID } else { exit::OK })
+}
+
 fn cleanup(args: &CleanupArgs) -> ExitCode {
     logger::init("snapshot", args.verbose);
     if !args.dry_run && !snapshot_core::sys::is_root() {
@@ -289,11 +376,37 @@ fn status(args: &CleanupArgs) -> ExitCode {
             Err(e) => say!("snapshot: warning: {e}"),
         }
     }
+    let frozen: Vec<_> = freeze_only::list(&args.runtime_dir)
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
     if args.json {
-        out!("{}", serde_json::json!({ "sessions": sessions }));
+        out!(
+            "{}",
+            serde_json::json!({ "sessions": sessions, "frozen": frozen })
+        );
         return ExitCode::SUCCESS;
     }
-    if sessions.is_empty() {
+    for f in &frozen {
+        let left = f.deadline
+            - std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+        let how = match f.ended {
+            Some(FreezeEnd::Deadline) => "thawed at the deadline (run snapshot thaw)".to_owned(),
+            Some(FreezeEnd::Thawed) => "thawed".to_owned(),
+            None => format!(
+                "FROZEN (freeze-only; thawed in {:.0} s, or by snapshot thaw)",
+                left.max(0.0)
+            ),
+        };
+        out!("{}  {how}  watchdog pid {}", f.session, f.watchdog_pid);
+        for m in &f.frozen {
+            out!("    {}", m.display());
+        }
+    }
+    if sessions.is_empty() && frozen.is_empty() {
         out!("no sessions");
     }
     for s in &sessions {

@@ -43,6 +43,14 @@ pub enum Message {
     },
     /// The session is done with freezing: exit quietly.
     Done,
+    /// `snapshot freeze`: the caller leaves with everything still frozen. Keep it so until
+    /// SIGUSR1 (`snapshot thaw`) or the deadline, then thaw it all, record how it ended in
+    /// `state` (the freeze-only state file) and exit.
+    Detach {
+        deadline_ms: u64,
+        #[serde(with = "crate::path_json")]
+        state: PathBuf,
+    },
 }
 
 /// The session side.
@@ -55,12 +63,19 @@ pub struct Watchdog {
 impl Watchdog {
     /// Starts `exe ARGS...`, which must call [`run`] on its stdin.
     pub fn spawn(exe: &Path, args: &[&str]) -> std::io::Result<Self> {
+        Self::spawn_logging_to(exe, args, Stdio::inherit())
+    }
+
+    /// [`spawn`](Self::spawn) with its log (stderr) going to `log`: a watchdog that outlives
+    /// its caller (`snapshot freeze`) must not hold the caller's stderr open, or whoever
+    /// reads it to its end would wait for the watchdog.
+    pub fn spawn_logging_to(exe: &Path, args: &[&str], log: Stdio) -> std::io::Result<Self> {
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             // Its own process group: a Ctrl-C meant for the session does not kill it too.
             .process_group(0)
             .spawn()?;
@@ -82,6 +97,23 @@ impl Watchdog {
             log::warn!("freeze watchdog is gone ({e}); continuing without it");
             self.stdin = None;
         }
+    }
+
+    /// The watchdog's process id (`snapshot freeze` records it for `snapshot thaw`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `snapshot freeze`: hands everything frozen over to the watchdog (see
+    /// [`Message::Detach`]) and lets it go on alone.
+    pub fn detach(mut self, deadline: Duration, state: &Path) {
+        self.send(&Message::Detach {
+            deadline_ms: deadline.as_millis() as u64,
+            state: state.to_owned(),
+        });
+        drop(self.stdin.take());
+        // Not waited for: it outlives this process (and is reparented to init).
+        drop(self.child.take());
     }
 
     /// Sends `Done`, closes the pipe, and leaves the reaping to a thread: the watchdog's exit

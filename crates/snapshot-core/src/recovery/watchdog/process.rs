@@ -5,6 +5,7 @@
 //! frozen filesystem blocks every writer on the machine.
 
 use super::Message;
+use crate::freeze_only::FreezeEnd;
 use crate::recovery::journal::Journal;
 use crate::recovery::liveness::{watchdog_token, LivenessToken};
 use crate::writers::{WriterEnv, Writers};
@@ -21,6 +22,15 @@ struct Pending {
     journal: Option<PathBuf>,
     /// Mount path → deadline.
     filesystems: BTreeMap<PathBuf, Instant>,
+    /// `snapshot freeze`: the caller left everything frozen to us.
+    detached: Option<Detached>,
+}
+
+#[derive(Debug)]
+struct Detached {
+    deadline: Instant,
+    /// The freeze-only state file, where how it ended is recorded.
+    state: PathBuf,
 }
 
 impl Pending {
@@ -52,8 +62,12 @@ impl Pending {
     }
 }
 
+/// How often a detached watchdog looks at its thaw request.
+const TICK: Duration = Duration::from_millis(50);
+
 /// The watchdog's main loop over `input` (its stdin). Returns when the session said `Done`,
-/// or after undoing everything when the session vanished.
+/// or after undoing everything when the session vanished; detached (`snapshot freeze`), when
+/// thawing was asked for (SIGUSR1) or the deadline came.
 pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let mut pending = Pending::default();
@@ -61,23 +75,56 @@ pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
     let Ok(fd) = fd else {
         return 1;
     };
+    let thaw_asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, thaw_asked.clone()) {
+        log::warn!("watchdog: no SIGUSR1 handler ({e}); `snapshot thaw` cannot reach it");
+    }
     let mut reader = BufReader::new(input);
     let mut line = String::new();
     // Held from the first message on, until this process exits.
     let mut _token = None;
+    let mut input_open = true;
     loop {
         // Wait for a message, or for the nearest deadline.
         let now = Instant::now();
+        if let Some(d) = &pending.detached {
+            let asked = thaw_asked.load(std::sync::atomic::Ordering::SeqCst);
+            // A filesystem's own deadline ends the whole freeze too, in one step: `snapshot
+            // thaw` must not find it half thawed and take it for its own doing.
+            let late = d.deadline <= now || pending.filesystems.values().any(|x| *x <= now);
+            if asked || late {
+                let ended = if late {
+                    FreezeEnd::Deadline
+                } else {
+                    FreezeEnd::Thawed
+                };
+                let state = d.state.clone();
+                pending.undo_all(if late {
+                    "frozen past its deadline (--freeze-timeout)"
+                } else {
+                    "thaw asked for (snapshot thaw)"
+                });
+                crate::freeze_only::record_end(&state, ended);
+                return 0;
+            }
+        }
         if let Some((path, _)) = pending.filesystems.iter().find(|(_, d)| **d <= now) {
             let path = path.clone();
             pending.thaw_filesystem(&path, "frozen past its deadline (--freeze-timeout)");
             continue;
         }
-        let wait = pending
+        let mut wait = pending
             .filesystems
             .values()
             .min()
             .map(|d| d.saturating_duration_since(now));
+        if pending.detached.is_some() {
+            wait = Some(wait.map_or(TICK, |w| w.min(TICK)));
+        }
+        if !input_open {
+            std::thread::sleep(wait.unwrap_or(TICK));
+            continue;
+        }
         if reader.buffer().is_empty() {
             let ts = wait.map(|w| Timespec {
                 tv_sec: w.as_secs() as i64,
@@ -93,6 +140,10 @@ pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
         }
         line.clear();
         match reader.read_line(&mut line) {
+            Ok(0) | Err(_) if pending.detached.is_some() => {
+                input_open = false;
+                continue;
+            }
             Ok(0) | Err(_) => {
                 if pending.writers.is_some() || !pending.filesystems.is_empty() {
                     pending.undo_all("the session ended without thawing");
@@ -136,6 +187,12 @@ pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
                 pending.filesystems.remove(&path);
             }
             Message::Done => return 0,
+            Message::Detach { deadline_ms, state } => {
+                pending.detached = Some(Detached {
+                    deadline: Instant::now() + Duration::from_millis(deadline_ms),
+                    state,
+                });
+            }
         }
     }
 }
