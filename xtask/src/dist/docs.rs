@@ -73,6 +73,8 @@ mod tests {
             "snapshot-cleanup.1",
             "snapshot-status.1",
             "snapshot-go.1",
+            "snapshot-freeze.1",
+            "snapshot-thaw.1",
         ] {
             assert!(!man(page).is_empty(), "{page}");
         }
@@ -87,6 +89,6 @@ mod tests {
         let bash =
             std::fs::read_to_string(dir.path().join("completions/bash/snapshot.bash")).unwrap();
         assert!(bash.contains("--require-snapshot") && bash.contains("cleanup"));
-        assert_eq!(written.len(), 3 + 5 + 3 * 3);
+        assert_eq!(written.len(), 3 + 7 + 3 * 3);
     }
 }
