@@ -22,6 +22,8 @@ declare -A need=(
   [borg]=borgbackup
   [borgmatic]=borgmatic
   [rsync]=rsync
+  # the coordinator of --barrier across hosts (crates/snapshot-cli/tests/ansible.rs)
+  [ansible-playbook]=ansible-core
   # cargo xtask dist: debug symbols split off, the packages checked
   [objcopy]=binutils
   [lintian]=lintian
