@@ -50,17 +50,38 @@ fn check(name: &str) -> &'static str {
     }
 }
 
+/// A run of the borgmatic recipe that crashed between its hooks: `start-snapshot` ran, the
+/// backup and `stop-snapshot` never did — its view is still held when the next run starts.
+const CRASHED_RUN: &str = "mkdir -p /mnt/view && start-snapshot -t /mnt/view /srv /home >/dev/null";
+
+/// `after_crash`: first the [`CRASHED_RUN`]; the recipe must clean it up and leave nothing
+/// held (`stop-snapshot` then finds nothing: 69).
 #[rstest]
-#[case::restic("restic")]
-#[case::borg("borg")]
-#[case::borgmatic("borgmatic")]
-#[case::rsync("rsync")]
-#[case::tar("tar")]
-fn readme_recipe(#[case] name: &str) {
+#[case::restic("restic", false)]
+#[case::borg("borg", false)]
+#[case::borgmatic("borgmatic", false)]
+#[case::borgmatic_after_a_crashed_run("borgmatic", true)]
+#[case::rsync("rsync", false)]
+#[case::tar("tar", false)]
+fn readme_recipe(#[case] name: &str, #[case] after_crash: bool) {
     if !require_privileges(&format!("readme_recipe {name}")) {
         return;
     }
+    // The borgmatic recipe uses the TARGET /mnt/view, and start-snapshot's state is kept by
+    // TARGET's path in the machine's runtime directory: two of them at once, even in two
+    // mount namespaces, would see each other's holder.
+    static MNT_VIEW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time =
+        (name == "borgmatic").then(|| MNT_VIEW.lock().unwrap_or_else(|e| e.into_inner()));
     let scratch = Scratch::new(&format!("recipe-{name}")).unwrap();
+    let (crashed, held_after) = if after_crash {
+        (
+            CRASHED_RUN,
+            "st=0; stop-snapshot -t /mnt/view >/dev/null 2>&1 || st=$?; test \"$st\" = 69",
+        )
+    } else {
+        ("true", "true")
+    };
     let base = scratch.join("base");
     let _base = LoopFs::new("recipe-base", FsKind::Btrfs, 512, &base).unwrap();
     let srv = scratch.join("srv");
@@ -82,8 +103,10 @@ fn readme_recipe(#[case] name: &str) {
              for d in /var/backups /mnt /tmp; do mount -t tmpfs snaptest-recipe \"$d\"; done\n\
              export HOME=/tmp/snaptest-home\n\
              mkdir -p \"$HOME\" && cd \"$HOME\"\n\
+             {crashed}\n\
              ( set -euo pipefail\n{recipe}\n)\n\
-             {check}\n",
+             {check}\n\
+             {held_after}\n",
             srv = s(&srv),
             home = s(&home),
             recipe = recipe(name),
