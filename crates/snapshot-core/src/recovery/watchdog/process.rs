@@ -69,96 +69,72 @@ const TICK: Duration = Duration::from_millis(50);
 /// or after undoing everything when the session vanished; detached (`snapshot freeze`), when
 /// thawing was asked for (SIGUSR1) or the deadline came.
 pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut pending = Pending::default();
-    let fd = input.as_fd().try_clone_to_owned();
-    let Ok(fd) = fd else {
+    let Ok(fd) = input.as_fd().try_clone_to_owned() else {
         return 1;
     };
     let thaw_asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, thaw_asked.clone()) {
         log::warn!("watchdog: no SIGUSR1 handler ({e}); `snapshot thaw` cannot reach it");
     }
+    let mut pending = Pending::default();
     let mut reader = BufReader::new(input);
     let mut line = String::new();
     // Held from the first message on, until this process exits.
-    let mut _token = None;
+    let mut token = None;
     let mut input_open = true;
     loop {
-        // Wait for a message, or for the nearest deadline.
         let now = Instant::now();
-        if let Some(d) = &pending.detached {
-            let asked = thaw_asked.load(std::sync::atomic::Ordering::SeqCst);
-            // A filesystem's own deadline ends the whole freeze too, in one step: `snapshot
-            // thaw` must not find it half thawed and take it for its own doing.
-            let late = d.deadline <= now || pending.filesystems.values().any(|x| *x <= now);
-            if asked || late {
-                let ended = if late {
-                    FreezeEnd::Deadline
-                } else {
-                    FreezeEnd::Thawed
-                };
-                let state = d.state.clone();
-                pending.undo_all(if late {
-                    "frozen past its deadline (--freeze-timeout)"
-                } else {
-                    "thaw asked for (snapshot thaw)"
-                });
-                crate::freeze_only::record_end(&state, ended);
-                return 0;
-            }
+        if pending.end_of_detached(&thaw_asked, now) {
+            return 0;
         }
         if let Some((path, _)) = pending.filesystems.iter().find(|(_, d)| **d <= now) {
             let path = path.clone();
             pending.thaw_filesystem(&path, "frozen past its deadline (--freeze-timeout)");
             continue;
         }
-        let mut wait = pending
-            .filesystems
-            .values()
-            .min()
-            .map(|d| d.saturating_duration_since(now));
-        if pending.detached.is_some() {
-            wait = Some(wait.map_or(TICK, |w| w.min(TICK)));
-        }
+        let wait = pending.next_wait(now);
         if !input_open {
             std::thread::sleep(wait.unwrap_or(TICK));
             continue;
         }
-        if reader.buffer().is_empty() {
-            let ts = wait.map(|w| Timespec {
-                tv_sec: w.as_secs() as i64,
-                tv_nsec: w.subsec_nanos() as i64,
-            });
-            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-            match poll(&mut fds, ts.as_ref()) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => {}
-            }
+        if reader.buffer().is_empty() && !input_ready(&fd, wait) {
+            continue;
         }
         line.clear();
         match reader.read_line(&mut line) {
-            Ok(0) | Err(_) if pending.detached.is_some() => {
-                input_open = false;
-                continue;
-            }
+            Ok(0) | Err(_) if pending.detached.is_some() => input_open = false,
             Ok(0) | Err(_) => {
                 if pending.writers.is_some() || !pending.filesystems.is_empty() {
                     pending.undo_all("the session ended without thawing");
                 }
                 return 0;
             }
-            Ok(_) => {}
+            Ok(_) => match serde_json::from_str::<Message>(line.trim()) {
+                Ok(Message::Done) => return 0,
+                Ok(msg) => pending.take(msg, &mut token),
+                Err(e) => log::error!("watchdog: bad message {line:?}: {e}"),
+            },
         }
-        let msg: Message = match serde_json::from_str(line.trim()) {
-            Ok(m) => m,
-            Err(e) => {
-                log::error!("watchdog: bad message {line:?}: {e}");
-                continue;
-            }
-        };
+    }
+}
+
+/// Waits at most `wait` (forever: `None`) for input on `fd`; false when none came.
+fn input_ready(fd: &std::os::fd::OwnedFd, wait: Option<Duration>) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let ts = wait.map(|w| Timespec {
+        tv_sec: w.as_secs() as i64,
+        tv_nsec: w.subsec_nanos() as i64,
+    });
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    !matches!(
+        poll(&mut fds, ts.as_ref()),
+        Ok(0) | Err(rustix::io::Errno::INTR)
+    )
+}
+
+impl Pending {
+    /// Records what a message says is frozen or thawed now.
+    fn take(&mut self, msg: Message, token: &mut Option<LivenessToken>) {
         match msg {
             Message::WritersFreezing {
                 writers,
@@ -168,31 +144,75 @@ pub fn run(input: impl std::io::Read + std::os::fd::AsFd) -> i32 {
                 timeout_ms,
                 journal,
             } => {
-                _token = LivenessToken::acquire(&watchdog_token(&session)).ok();
-                pending.journal = journal;
+                *token = LivenessToken::acquire(&watchdog_token(&session)).ok();
+                self.journal = journal;
                 let w = Writers::recorded(
                     &writers,
                     Duration::from_millis(timeout_ms),
                     WriterEnv { session, target },
                 );
-                pending.writers = Some((w, dirs));
+                self.writers = Some((w, dirs));
             }
-            Message::WritersThawed => pending.writers = None,
+            Message::WritersThawed => self.writers = None,
             Message::FsFreezing { path, deadline_ms } => {
-                pending
-                    .filesystems
+                self.filesystems
                     .insert(path, Instant::now() + Duration::from_millis(deadline_ms));
             }
             Message::FsThawed { path } => {
-                pending.filesystems.remove(&path);
+                self.filesystems.remove(&path);
             }
-            Message::Done => return 0,
+            Message::Done => {}
             Message::Detach { deadline_ms, state } => {
-                pending.detached = Some(Detached {
+                self.detached = Some(Detached {
                     deadline: Instant::now() + Duration::from_millis(deadline_ms),
                     state,
                 });
             }
         }
+    }
+
+    /// How long to wait for input: until the nearest deadline, and briefly when detached
+    /// (a thaw request is a signal, not input).
+    fn next_wait(&self, now: Instant) -> Option<Duration> {
+        let wait = self
+            .filesystems
+            .values()
+            .min()
+            .map(|d| d.saturating_duration_since(now));
+        match self.detached {
+            Some(_) => Some(wait.map_or(TICK, |w| w.min(TICK))),
+            None => wait,
+        }
+    }
+
+    /// Detached (`snapshot freeze`): when thawing was asked for or a deadline came, thaws
+    /// everything, records which, and says the watchdog is done. A filesystem's own deadline
+    /// ends the whole freeze in one step: `snapshot thaw` must not find it half thawed and
+    /// take it for its own doing.
+    fn end_of_detached(
+        &mut self,
+        thaw_asked: &std::sync::atomic::AtomicBool,
+        now: Instant,
+    ) -> bool {
+        let Some(d) = &self.detached else {
+            return false;
+        };
+        let asked = thaw_asked.load(std::sync::atomic::Ordering::SeqCst);
+        let late = d.deadline <= now || self.filesystems.values().any(|x| *x <= now);
+        if !asked && !late {
+            return false;
+        }
+        let state = d.state.clone();
+        let (ended, why) = if late {
+            (
+                FreezeEnd::Deadline,
+                "frozen past its deadline (--freeze-timeout)",
+            )
+        } else {
+            (FreezeEnd::Thawed, "thaw asked for (snapshot thaw)")
+        };
+        self.undo_all(why);
+        crate::freeze_only::record_end(&state, ended);
+        true
     }
 }
