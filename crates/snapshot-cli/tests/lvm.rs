@@ -467,3 +467,49 @@ fn builtin_lvm_comes_before_the_example_script_by_default() {
     assert_no_script_staging(&scratch.join("run"));
     drop((plain, lv));
 }
+
+/// The provider conformance suite (`snapshot_testkit::conformance`, docs/DESIGN.md §3.1) for
+/// classic and thin LVM on an ext4 LV: the same checks bind, script, btrfs and freeze pass on
+/// the host (tests/conformance.rs, with the suite's negative control).
+#[rstest]
+#[case::classic(false)]
+#[case::thin(true)]
+fn lvm_providers_conform(#[case] thin: bool) {
+    use snapshot_providers::lvm::{LvmProvider, LvmSize};
+    use snapshot_testkit::conformance::{self, Fixture};
+    let provider = if thin {
+        LvmProvider::thin()
+    } else {
+        LvmProvider::classic(LvmSize::default())
+    };
+    if conformance::serve_fresh_process(&provider) || !require_lvm("lvm_providers_conform") {
+        return;
+    }
+    let name = if thin { "conf-thin" } else { "conf-classic" };
+    let scratch = Scratch::new(name).unwrap();
+    let vg = Vg::on_loop_files(name, 1, 1024).unwrap();
+    let mp = scratch.join("data");
+    let (pool, fs) = if thin {
+        let pool = vg.thin_pool("pool", 512).unwrap();
+        let fs = pool.thin_lv("data", 512, FsKind::Ext4, &mp).unwrap();
+        (Some(pool), fs)
+    } else {
+        (None, vg.classic_lv("data", 256, FsKind::Ext4, &mp).unwrap())
+    };
+    let vg_name = vg.name().to_owned();
+    let fixture = Fixture {
+        mount_point: mp.clone(),
+        leftovers: Box::new(move |session| {
+            snapshot_testkit::run("lvs", &["--noheadings", "-o", "lv_name", &vg_name])
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter(|lv| lv.contains(session))
+                .map(|lv| format!("LV {vg_name}/{lv}"))
+                .collect()
+        }),
+    };
+    conformance::assert_conforms(&provider, &fixture);
+    conformance::tidy_origin(&mp);
+    drop(fs);
+    drop(pool);
+}

@@ -569,3 +569,35 @@ fn builtin_zfs_comes_before_the_example_script_by_default() {
     assert_nothing_left(&pool);
     drop((plain, ds));
 }
+
+/// The provider conformance suite (`snapshot_testkit::conformance`, docs/DESIGN.md §3.1) for
+/// ZFS on one dataset: the same checks the host's providers pass (tests/conformance.rs).
+#[test]
+fn zfs_provider_conforms() {
+    use snapshot_providers::ZfsProvider;
+    use snapshot_testkit::conformance::{self, Fixture};
+    let provider = ZfsProvider::default();
+    if conformance::serve_fresh_process(&provider) || !require_zfs("zfs_provider_conforms") {
+        return;
+    }
+    let scratch = Scratch::new("zfs-conf").unwrap();
+    let pool = Pool::on_file("conf", 256).unwrap();
+    let mp = scratch.join("data");
+    let _ds = pool.dataset("data", Mountpoint::At(&mp)).unwrap();
+    let pool_name = pool.name().to_owned();
+    let fixture = Fixture {
+        mount_point: mp.clone(),
+        leftovers: Box::new(move |session| {
+            snapshot_testkit::run(
+                "zfs",
+                &["list", "-H", "-t", "snapshot", "-o", "name", "-r", &pool_name],
+            )
+            .unwrap_or_default()
+            .lines()
+            .filter(|s| s.contains(session))
+            .map(|s| format!("snapshot {s}"))
+            .collect()
+        }),
+    };
+    conformance::assert_conforms(&provider, &fixture);
+}
