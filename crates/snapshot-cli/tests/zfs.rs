@@ -590,7 +590,9 @@ fn zfs_provider_conforms() {
         leftovers: Box::new(move |session| {
             snapshot_testkit::run(
                 "zfs",
-                &["list", "-H", "-t", "snapshot", "-o", "name", "-r", &pool_name],
+                &[
+                    "list", "-H", "-t", "snapshot", "-o", "name", "-r", &pool_name,
+                ],
             )
             .unwrap_or_default()
             .lines()

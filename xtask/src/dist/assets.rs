@@ -1,6 +1,7 @@
-//! The package's one list of files: `[package.metadata.deb] assets` in
-//! `crates/snapshot-cli/Cargo.toml` (cargo-deb's own format, `[source, dest, mode]`), read here
-//! for the RPM and the tarball so that all three install the same files.
+//! Each package's one list of files: `[package.metadata.deb] assets` in its crate's manifest
+//! (`crates/snapshot-cli/Cargo.toml` for snapshot, `crates/snapshot-certify/Cargo.toml` for
+//! snapshot-certify; cargo-deb's own format, `[source, dest, mode]`), read here for the RPM and
+//! the tarball so that all three install the same files.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -23,13 +24,14 @@ impl Asset {
 }
 
 /// The crate whose manifest holds the list (sources are relative to it).
-fn manifest_dir() -> PathBuf {
-    crate::root().join("crates/snapshot-cli")
+fn manifest_dir(krate: &str) -> PathBuf {
+    crate::root().join("crates").join(krate)
 }
 
-/// The list, globs expanded (a glob must match something: a missing file is an error).
-pub fn list() -> Result<Vec<Asset>> {
-    let path = manifest_dir().join("Cargo.toml");
+/// The list of crate `krate`, globs expanded (a glob must match something: a missing file is
+/// an error).
+pub fn list(krate: &str) -> Result<Vec<Asset>> {
+    let path = manifest_dir(krate).join("Cargo.toml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path:?}"))?;
     let manifest: toml::Value =
         toml::from_str(&text).with_context(|| format!("parsing {path:?}"))?;
@@ -51,7 +53,7 @@ pub fn list() -> Result<Vec<Asset>> {
         };
         let mode = u32::from_str_radix(mode, 8)
             .with_context(|| format!("{path:?}: asset {source}: mode {mode:?}"))?;
-        for file in expand(&manifest_dir().join(source))? {
+        for file in expand(&manifest_dir(krate).join(source))? {
             let file = file
                 .canonicalize()
                 .with_context(|| format!("asset {file:?}"))?;

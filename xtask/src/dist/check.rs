@@ -1,7 +1,7 @@
-//! `cargo xtask dist --check`: the `.deb`, the RPM and the tarball install the same files (the
-//! asset list; the `.deb` adds only its generated copyright file), lintian reports no error on
-//! the `.deb`, and the tarball's `install.sh` installs exactly the list into a scratch root and
-//! `--uninstall` removes it all again. Installing the `.deb` on a system (apt, man pages,
+//! `cargo xtask dist --check`, per package: the `.deb`, the RPM and the tarball install the
+//! same files (the asset list; the `.deb` adds only its generated copyright file and
+//! changelog), lintian reports no error on the `.deb`, and the tarball's `install.sh` installs
+//! exactly the list into a scratch root and `--uninstall` removes it all again. Installing the `.deb` on a system (apt, man pages,
 //! completions, purge) is the VM tier's.
 
 use super::package::Built;
@@ -11,14 +11,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-/// Files the `.deb` has beside the asset list: cargo-deb writes them (Debian's policy).
-const DEB_ONLY: [&str; 2] = [
-    "/usr/share/doc/snapshot/copyright",
-    "/usr/share/doc/snapshot/changelog.Debian.gz",
-];
-
 pub fn all(built: &Built) -> Result<()> {
-    crate::install_deps()?;
+    // Files the `.deb` has beside the asset list: cargo-deb writes them (Debian's policy).
+    let deb_only =
+        ["copyright", "changelog.Debian.gz"].map(|f| format!("/usr/share/doc/{}/{f}", built.name));
     let want: BTreeSet<String> = built
         .assets
         .iter()
@@ -28,15 +24,16 @@ pub fn all(built: &Built) -> Result<()> {
     let rpm = rpm_files(&built.rpm)?;
     let deb_listed: BTreeSet<String> = deb
         .iter()
-        .filter(|f| !DEB_ONLY.contains(&f.as_str()))
+        .filter(|f| !deb_only.contains(f))
         .cloned()
         .collect();
     same("the .deb", &deb_listed, &want)?;
     same("the RPM", &rpm, &want)?;
     eprintln!(
-        "dist check: the .deb and the RPM hold the same {} files (the .deb also {:?})",
+        "dist check: {}: the .deb and the RPM hold the same {} files (the .deb also {:?})",
+        built.name,
         want.len(),
-        DEB_ONLY
+        deb_only
     );
     lintian(&built.deb)?;
     tarball(&built.tarball, &want)?;

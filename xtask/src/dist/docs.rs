@@ -1,6 +1,7 @@
 //! Man pages (one per binary, one per `snapshot` subcommand) and shell completions (bash, zsh,
-//! fish), rendered from the clap definitions the binaries parse with (`snapshot_cli::cli`), so
-//! they cannot drift.
+//! fish), rendered from the clap definitions the binaries parse with (`snapshot_cli::cli`;
+//! `snapshot_certify::Cli` for snapshot-certify's page, which goes to its package's
+//! `certify/man/`), so they cannot drift.
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
@@ -17,7 +18,8 @@ fn commands() -> Vec<clap::Command> {
 pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
     let man = out.join("man");
     let comp = out.join("completions");
-    for d in [&man, &comp] {
+    let certify_man = out.join("certify/man");
+    for d in [&man, &comp, &certify_man] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let mut written = Vec::new();
@@ -41,6 +43,8 @@ pub fn write_all(out: &Path) -> Result<Vec<PathBuf>> {
             written.push(file);
         }
     }
+    let certify = snapshot_certify::Cli::command();
+    written.push(man_page(&certify_man, "snapshot-certify", certify)?);
     Ok(written)
 }
 
@@ -89,6 +93,19 @@ mod tests {
         let bash =
             std::fs::read_to_string(dir.path().join("completions/bash/snapshot.bash")).unwrap();
         assert!(bash.contains("--require-snapshot") && bash.contains("cleanup"));
-        assert_eq!(written.len(), 3 + 7 + 3 * 3);
+        let certify =
+            std::fs::read_to_string(dir.path().join("certify/man/snapshot-certify.1")).unwrap();
+        for option in ["\\-\\-junit", "\\-\\-tap", "\\-\\-duration", "Exit status"] {
+            assert!(
+                certify.contains(option),
+                "snapshot-certify.1 lacks {option}"
+            );
+        }
+        assert!(!dir.path().join("man/snapshot-certify.1").exists());
+        let subcommands = Cli::command()
+            .get_subcommands()
+            .filter(|s| s.get_name() != "help")
+            .count();
+        assert_eq!(written.len(), 3 + subcommands + 3 * 3 + 1);
     }
 }

@@ -1,8 +1,9 @@
-//! `cargo xtask dist`: the packages, from one asset list ([`assets`]): the release binaries
-//! (stripped; their debug symbols in separate files), man pages and completions ([`docs`]), then
-//! a `.deb` (cargo-deb), an RPM (cargo-generate-rpm) and a tarball with an install script
-//! ([`package`]). `--check` verifies them ([`check`]): the three install the same files, lintian
-//! finds no error in the `.deb`, the tarball's script installs and removes exactly the list.
+//! `cargo xtask dist`: the packages snapshot and snapshot-certify, each from its one asset list
+//! ([`assets`]): the release binaries (stripped; their debug symbols in separate files), man
+//! pages and completions ([`docs`]), then per package a `.deb` (cargo-deb), an RPM
+//! (cargo-generate-rpm) and a tarball with an install script ([`package`]). `--check` verifies
+//! them ([`check`]): per package, the three install the same files, lintian finds no error in
+//! the `.deb`, the tarball's script installs and removes exactly the list.
 
 mod assets;
 mod check;
@@ -47,11 +48,16 @@ pub fn run(args: &DistArgs) -> Result<()> {
     }
     package::binaries(&out)?;
     let built = package::all(&out)?;
-    for p in [&built.deb, &built.rpm, &built.tarball] {
-        eprintln!("dist: {}", p.display());
+    for b in &built {
+        for p in [&b.deb, &b.rpm, &b.tarball] {
+            eprintln!("dist: {}", p.display());
+        }
     }
     if args.check {
-        check::all(&built)?;
+        crate::install_deps()?;
+        for b in &built {
+            check::all(b)?;
+        }
     }
     Ok(())
 }

@@ -5,11 +5,12 @@
 //! directories. Everything lives under one `snaptest-certify-*` scratch directory and
 //! `snaptest-*` backing files, VGs and pools, and is removed by `Drop` on every path.
 
-use super::workloads::{Roots, PAUSE_ACK, PAUSE_REQUEST};
+use crate::workloads::{Roots, PAUSE_ACK, PAUSE_REQUEST};
 use anyhow::{bail, Context, Result};
-use snapshot_testkit::lvm::{LvFs, ThinPool, Vg};
-use snapshot_testkit::zfs::{zfs_tool, Dataset, Mountpoint, Pool};
-use snapshot_testkit::{FsKind, LoopFs, Scratch};
+use snapshot_fixtures::lvm::{LvFs, ThinPool, Vg};
+use snapshot_fixtures::zfs::{zfs_tool, Dataset, Mountpoint, Pool};
+pub use snapshot_fixtures::FsKind;
+use snapshot_fixtures::{LoopFs, Scratch};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -76,8 +77,23 @@ pub enum Backing {
     ZfsPool,
 }
 
-/// Providers tried by `--provider all`, in report order. LVM and ZFS join in the VM tier
-/// ([`VM_PROVIDERS`]).
+/// `examples/filesystems.d/50-lvm`, embedded: the installed tool (and the guest of `cargo
+/// xtask vm-test`) has the binary, not the source tree.
+pub const EXAMPLE_LVM: (&str, &str) = (
+    "50-lvm",
+    include_str!("../../../examples/filesystems.d/50-lvm"),
+);
+
+/// `examples/filesystems.d/60-zfs`, embedded.
+pub const EXAMPLE_ZFS: (&str, &str) = (
+    "60-zfs",
+    include_str!("../../../examples/filesystems.d/60-zfs"),
+);
+
+/// Every provider the harness can certify, in report order: `--provider all` tries each on
+/// the filesystems it takes, and skips (saying why) what this machine cannot set up
+/// ([`crate::detect`]): LVM needs device-mapper and ZFS its module, as on a distribution
+/// kernel or in the guest of `cargo xtask vm-test`.
 pub const PROVIDERS: &[ProviderSpec] = &[
     ProviderSpec {
         name: "btrfs",
@@ -95,42 +111,6 @@ pub const PROVIDERS: &[ProviderSpec] = &[
         example: None,
         provider: "freeze",
     },
-    // Tried after freeze, so only given what freeze declines (plain backing files).
-    ProviderSpec {
-        name: "script",
-        takes: &[Kind::EXT4, Kind::XFS],
-        backing: Backing::Plain,
-        needs_scripts: true,
-        example: None,
-        provider: "script",
-    },
-    // The negative control: a live read-only bind, declared not consistent.
-    ProviderSpec {
-        name: "bind",
-        takes: &[Kind::EXT4, Kind::XFS],
-        backing: Backing::Plain,
-        needs_scripts: false,
-        example: None,
-        provider: "bind",
-    },
-];
-
-/// `examples/filesystems.d/50-lvm`, embedded: the guest of `cargo xtask vm-test` has the
-/// xtask binary, not the source tree.
-pub const EXAMPLE_LVM: (&str, &str) = (
-    "50-lvm",
-    include_str!("../../../examples/filesystems.d/50-lvm"),
-);
-
-/// `examples/filesystems.d/60-zfs`, embedded.
-pub const EXAMPLE_ZFS: (&str, &str) = (
-    "60-zfs",
-    include_str!("../../../examples/filesystems.d/60-zfs"),
-);
-
-/// Providers that need device-mapper or ZFS (run `xtask certify` inside `cargo xtask
-/// vm-test`): selected by name only, never by `all`.
-pub const VM_PROVIDERS: &[ProviderSpec] = &[
     ProviderSpec {
         name: "lvm",
         takes: &[Kind::EXT4, Kind::XFS],
@@ -146,6 +126,25 @@ pub const VM_PROVIDERS: &[ProviderSpec] = &[
         needs_scripts: false,
         example: None,
         provider: "lvm-thin",
+    },
+    // One pool, two datasets: the provider snapshots both in one atomic `zfs snapshot`.
+    ProviderSpec {
+        name: "zfs",
+        takes: &[Kind::Zfs],
+        backing: Backing::ZfsPool,
+        needs_scripts: false,
+        example: None,
+        provider: "zfs",
+    },
+    // The maintainer's scripts (`--scripts-dir`) over ext4/XFS on plain loop devices (which
+    // no built-in provider but bind takes).
+    ProviderSpec {
+        name: "script",
+        takes: &[Kind::EXT4, Kind::XFS],
+        backing: Backing::Plain,
+        needs_scripts: true,
+        example: None,
+        provider: "script",
     },
     // The maintainer's scripts (`--scripts-dir`; without it, the shipped example for the
     // fixture) over the LVM and ZFS fixtures: the script provider alone may take them
@@ -166,14 +165,14 @@ pub const VM_PROVIDERS: &[ProviderSpec] = &[
         example: Some(EXAMPLE_ZFS),
         provider: "script",
     },
-    // One pool, two datasets: the provider snapshots both in one atomic `zfs snapshot`.
+    // The negative control: a live read-only bind, declared not consistent.
     ProviderSpec {
-        name: "zfs",
-        takes: &[Kind::Zfs],
-        backing: Backing::ZfsPool,
+        name: "bind",
+        takes: &[Kind::EXT4, Kind::XFS],
+        backing: Backing::Plain,
         needs_scripts: false,
         example: None,
-        provider: "zfs",
+        provider: "bind",
     },
 ];
 
@@ -188,40 +187,34 @@ pub fn parse_fs(s: &str) -> Result<Vec<Kind>> {
     }
 }
 
-/// Provider × filesystem pairs to run, in order.
+/// Provider × filesystem pairs selected by `--provider` and `--fs`, in report order; whether
+/// this machine can run each is [`crate::detect`]'s to say. `all` selects every provider; a
+/// provider named alone must take one of the filesystems asked for.
 pub fn matrix(
     provider: &str,
     fs: &[Kind],
     scripts: Option<&Path>,
 ) -> Result<Vec<(ProviderSpec, Kind)>> {
     let specs: Vec<ProviderSpec> = match provider {
-        // The script provider certifies the maintainer's scripts: only when given some.
-        "all" => PROVIDERS
-            .iter()
-            .filter(|p| !p.needs_scripts || scripts.is_some())
-            .copied()
-            .collect(),
-        name => vec![*PROVIDERS
-            .iter()
-            .chain(VM_PROVIDERS)
-            .find(|p| p.name == name)
-            .with_context(|| {
-                format!(
-                    "--provider {name}: this machine can certify {} (or all)",
-                    PROVIDERS
-                        .iter()
-                        .chain(VM_PROVIDERS)
-                        .map(|p| p.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?],
+        "all" => PROVIDERS.to_vec(),
+        name => vec![*PROVIDERS.iter().find(|p| p.name == name).with_context(|| {
+            format!(
+                "--provider {name}: expected {} or all",
+                PROVIDERS
+                    .iter()
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?],
     };
-    if let Some(p) = specs
-        .iter()
-        .find(|p| p.needs_scripts && p.example.is_none() && scripts.is_none())
-    {
-        bail!("--provider {}: needs --scripts-dir DIR", p.name);
+    if provider != "all" {
+        if let Some(p) = specs
+            .iter()
+            .find(|p| p.needs_scripts && p.example.is_none() && scripts.is_none())
+        {
+            bail!("--provider {}: needs --scripts-dir DIR", p.name);
+        }
     }
     let out: Vec<_> = specs
         .iter()
@@ -234,7 +227,7 @@ pub fn matrix(
         .collect();
     if out.is_empty() {
         bail!(
-            "no provider in --provider {provider} takes {} here ({})",
+            "no provider in --provider {provider} takes {} ({})",
             fs.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
             specs
                 .iter()
@@ -491,6 +484,9 @@ fn lvm_pair(
     kind: FsKind,
     scratch: &Scratch,
 ) -> Result<(LvFs, LvFs, LvmHold)> {
+    if !Path::new("/dev/mapper/control").exists() {
+        snapshot_fixtures::run("modprobe", &["dm_mod"]).context("loading device-mapper")?;
+    }
     let lv_mb = size_mb(Kind::Fs(kind));
     let vg = Vg::on_loop_files(tag, 1, 3 * lv_mb + 512)?;
     let (fs1, fs2, pool) = if backing == Backing::LvmThin {
@@ -551,7 +547,7 @@ fn write_pause_hook(path: &Path, ctl: &Path) -> Result<()> {
     }
     let script = format!(
         r#"#!/bin/sh
-# Written by `cargo xtask certify`: pauses the cooperative pair workload.
+# Written by snapshot-certify: pauses the cooperative pair workload.
 ctl='{ctl}'
 case "$1" in
 freeze)
@@ -580,22 +576,6 @@ exit 0
         .with_context(|| format!("chmod {}", path.display()))
 }
 
-/// The `snapshot` binary built by this xtask: `$CARGO_TARGET_DIR` (relative to the workspace)
-/// when set, else `<workspace>/target`.
-pub fn snapshot_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| {
-            if t.is_absolute() {
-                t
-            } else {
-                crate::root().join(t)
-            }
-        })
-        .unwrap_or_else(|| crate::root().join("target"));
-    target.join("debug/snapshot")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,33 +583,45 @@ mod tests {
     #[test]
     fn matrix_selects_what_each_provider_takes() {
         let all = parse_fs("all").unwrap();
-        let m = matrix("all", &all, None).unwrap();
-        let names: Vec<_> = m.iter().map(|(p, k)| (p.name, k.name())).collect();
+        let names = |m: Vec<(ProviderSpec, Kind)>| -> Vec<(&str, &str)> {
+            m.iter().map(|(p, k)| (p.name, k.name())).collect()
+        };
         assert_eq!(
-            names,
+            names(matrix("all", &all, None).unwrap()),
             [
                 ("btrfs", "btrfs"),
                 ("freeze", "ext4"),
                 ("freeze", "xfs"),
+                ("lvm", "ext4"),
+                ("lvm", "xfs"),
+                ("lvm-thin", "ext4"),
+                ("lvm-thin", "xfs"),
+                ("zfs", "zfs"),
+                // Selected, and skipped by detect without --scripts-dir.
+                ("script", "ext4"),
+                ("script", "xfs"),
+                ("script-lvm", "ext4"),
+                ("script-lvm", "xfs"),
+                ("script-zfs", "zfs"),
                 ("bind", "ext4"),
                 ("bind", "xfs")
             ]
+        );
+        assert_eq!(
+            names(matrix("all", &parse_fs("btrfs").unwrap(), None).unwrap()),
+            [("btrfs", "btrfs")]
         );
         let m = matrix("bind", &parse_fs("xfs").unwrap(), None).unwrap();
         assert_eq!(m.len(), 1);
         assert!(matrix("btrfs", &parse_fs("ext4").unwrap(), None).is_err());
         assert!(matrix("script", &all, None).is_err());
-        assert_eq!(matrix("all", &all, Some(Path::new("/x"))).unwrap().len(), 7);
-        // The VM-tier providers: by name only.
-        let m = matrix("zfs", &all, None).unwrap();
-        let names: Vec<_> = m.iter().map(|(p, k)| (p.name, k.name())).collect();
-        assert_eq!(names, [("zfs", "zfs")]);
+        assert_eq!(names(matrix("zfs", &all, None).unwrap()), [("zfs", "zfs")]);
         assert_eq!(matrix("lvm", &all, None).unwrap().len(), 2);
         assert!(matrix("zfs", &parse_fs("ext4").unwrap(), None).is_err());
         assert!(matrix("freeze", &parse_fs("zfs").unwrap(), None).is_err());
         assert!(matrix("nfs", &all, None).is_err());
-        // The maintainer's scripts over LVM or ZFS fixtures, by name only; without
-        // --scripts-dir, the shipped examples.
+        // The maintainer's scripts over LVM or ZFS fixtures; without --scripts-dir, the
+        // shipped examples.
         let m = matrix("script-lvm", &all, None).unwrap();
         assert_eq!(m.len(), 2);
         assert!(m.iter().all(|(p, _)| p.example == Some(EXAMPLE_LVM)));
@@ -642,7 +634,7 @@ mod tests {
         let m = matrix("script-zfs", &all, Some(Path::new("/x"))).unwrap();
         let names: Vec<_> = m.iter().map(|(p, k)| (p.provider, k.name())).collect();
         assert_eq!(names, [("script", "zfs")]);
-        for p in PROVIDERS.iter().chain(VM_PROVIDERS) {
+        for p in PROVIDERS {
             assert!(
                 ["zfs", "btrfs", "lvm-thin", "lvm", "freeze", "script", "bind"]
                     .contains(&p.provider),

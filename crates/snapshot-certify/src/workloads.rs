@@ -1,5 +1,5 @@
 //! The concurrent writers. Each keeps an invariant that any point-in-time view of its files
-//! must satisfy ([`super::invariants`] checks them), and does what a careful application does
+//! must satisfy ([`crate::invariants`] checks them), and does what a careful application does
 //! for crash consistency (one `write` per record, `fsync` before `rename`), so that a violation
 //! in a snapshot is the snapshot's fault, never the writer's.
 //!

@@ -1,6 +1,9 @@
-//! Results per provider × filesystem, the verdicts, and their rendering (Markdown, JSON).
+//! Results per provider × filesystem, the verdicts, and their rendering (Markdown, JSON; JUnit
+//! and TAP in [`crate::qa`]). The JSON is the stable report: its schema is
+//! `report.schema.json` beside this crate's manifest (installed in
+//! `/usr/share/doc/snapshot-certify/`), versioned by [`SCHEMA_VERSION`].
 
-use super::invariants::{Invariant, Violation};
+use crate::invariants::{Invariant, Violation};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -31,7 +34,10 @@ pub struct ComboReport {
     pub provider: String,
     pub fs: String,
     pub filesystems: u32,
-    pub cycles_requested: u32,
+    /// `--cycles` (`None`: as many as `budget_s` allows).
+    pub cycles_requested: Option<u32>,
+    /// This run's share of the `--duration` budget, in seconds (`None`: no budget).
+    pub budget_s: Option<f64>,
     pub duration_s: f64,
     /// Operations per second of each workload over the run.
     pub ops_per_s: BTreeMap<String, f64>,
@@ -217,13 +223,59 @@ impl ComboReport {
     }
 }
 
+/// Version of the JSON report's schema (`report.schema.json`): raised when a field changes
+/// meaning or goes away; new fields may appear within a version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What was run, where, with what.
+#[derive(Debug, Clone, Serialize)]
+pub struct Header {
+    /// `snapshot-certify` and its version.
+    pub tool: Tool,
+    /// The `snapshot` binary driven, and what its `--version` said.
+    pub snapshot: Binary,
+    /// `uname -r`.
+    pub kernel: String,
+    /// `PRETTY_NAME` of `/etc/os-release`.
+    pub os: Option<String>,
+    /// `--cycles` per provider × filesystem (`None`: until the `--duration` budget is spent).
+    pub cycles: Option<u32>,
+    /// `--duration`, in seconds, for the whole run.
+    pub duration_budget_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Binary {
+    pub path: String,
+    pub version: Option<String>,
+}
+
+/// A provider × filesystem that was not run, and why. `requested`: named with `--provider`,
+/// so not running it is a failure; otherwise (`--provider all`) a skip.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub provider: String,
+    pub fs: String,
+    pub reason: String,
+    pub requested: bool,
+}
+
 /// The whole run.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub kernel: String,
-    pub cycles: u32,
+    pub schema_version: u32,
+    #[serde(flatten)]
+    pub header: Header,
+    /// Every run passed (or caught the negative control), and no requested run was skipped.
     pub ok: bool,
     pub results: Vec<Entry>,
+    pub skipped: Vec<Skipped>,
 }
 
 #[derive(Debug, Serialize)]
@@ -234,7 +286,7 @@ pub struct Entry {
 }
 
 impl Report {
-    pub fn new(kernel: String, cycles: u32, runs: Vec<ComboReport>) -> Self {
+    pub fn new(header: Header, runs: Vec<ComboReport>, skipped: Vec<Skipped>) -> Self {
         let results: Vec<Entry> = runs
             .into_iter()
             .map(|run| Entry {
@@ -243,10 +295,13 @@ impl Report {
             })
             .collect();
         Report {
-            kernel,
-            cycles,
-            ok: results.iter().all(|e| e.summary.verdict.ok()),
+            schema_version: SCHEMA_VERSION,
+            header,
+            ok: !results.is_empty()
+                && results.iter().all(|e| e.summary.verdict.ok())
+                && skipped.iter().all(|s| !s.requested),
             results,
+            skipped,
         }
     }
 
@@ -256,10 +311,17 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut s = String::new();
+        let h = &self.header;
         let _ = writeln!(
             s,
-            "## snapshot certification (kernel {}, {} cycles each)\n",
-            self.kernel, self.cycles
+            "## snapshot certification (kernel {}, {})\n",
+            h.kernel,
+            match (h.cycles, h.duration_budget_s) {
+                (Some(n), None) => format!("{n} cycles each"),
+                (Some(n), Some(d)) => format!("{n} cycles each, at most {d:.0} s in all"),
+                (None, Some(d)) => format!("cycles for {d:.0} s in all"),
+                (None, None) => "no cycles".into(),
+            }
         );
         s.push_str(
             "| provider | filesystems | cycles | manifest | cycles violating | leaks \
@@ -341,6 +403,24 @@ impl Report {
             s.push('\n');
         }
 
+        if !self.skipped.is_empty() {
+            s.push_str("\n### Not run on this machine\n\n");
+            for k in &self.skipped {
+                let _ = writeln!(
+                    s,
+                    "- {}/{}: {}{}",
+                    k.provider,
+                    k.fs,
+                    if k.requested {
+                        "**FAIL** (requested, cannot run here): "
+                    } else {
+                        "skipped: "
+                    },
+                    k.reason
+                );
+            }
+        }
+
         let noted: Vec<&Entry> = self
             .results
             .iter()
@@ -367,7 +447,7 @@ fn ms(s: &Option<Stats>) -> String {
 }
 
 /// One line, at most 300 characters (an integrity report can be long; JSON has it all).
-fn one_line(s: &str) -> String {
+pub fn one_line(s: &str) -> String {
     let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
     match line.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &line[..i]),
@@ -376,16 +456,18 @@ fn one_line(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::workloads::Workload;
+pub(crate) mod tests {
     use super::*;
+    use crate::workloads::Workload;
+    use serde_json::Value;
 
-    fn combo(provider: &str, consistent: bool, cycles: Vec<Vec<Invariant>>) -> ComboReport {
+    pub fn combo(provider: &str, consistent: bool, cycles: Vec<Vec<Invariant>>) -> ComboReport {
         ComboReport {
             provider: provider.into(),
             fs: "ext4".into(),
             filesystems: 2,
-            cycles_requested: cycles.len() as u32,
+            cycles_requested: Some(cycles.len() as u32),
+            budget_s: None,
             duration_s: 1.0,
             ops_per_s: BTreeMap::new(),
             error: None,
@@ -407,6 +489,23 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+        }
+    }
+
+    pub fn header() -> Header {
+        Header {
+            tool: Tool {
+                name: "snapshot-certify".into(),
+                version: Some("0.1.0".into()),
+            },
+            snapshot: Binary {
+                path: "/usr/sbin/snapshot".into(),
+                version: Some("snapshot 0.1.0".into()),
+            },
+            kernel: "6.1".into(),
+            os: Some("Debian GNU/Linux 12 (bookworm)".into()),
+            cycles: Some(2),
+            duration_budget_s: None,
         }
     }
 
@@ -451,8 +550,7 @@ mod tests {
     #[test]
     fn renders_markdown_and_json() {
         let r = Report::new(
-            "6.1".into(),
-            2,
+            header(),
             vec![
                 combo("btrfs", true, vec![vec![], vec![]]),
                 combo(
@@ -461,8 +559,17 @@ mod tests {
                     vec![vec![Invariant::Of(Workload::PairHook)], vec![]],
                 ),
             ],
+            vec![Skipped {
+                provider: "lvm".into(),
+                fs: "ext4".into(),
+                reason: "missing device-mapper".into(),
+                requested: false,
+            }],
         );
         assert!(r.ok);
+        assert!(r
+            .markdown()
+            .contains("- lvm/ext4: skipped: missing device-mapper"));
         let md = r.markdown();
         assert!(md.contains("| btrfs | 2 × ext4 | 2 | consistent | 0 | 0 | 0 | 10.5 ms"));
         assert!(
@@ -470,11 +577,127 @@ mod tests {
             "{md}"
         );
         let j: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(j["schema_version"], SCHEMA_VERSION);
+        assert_eq!(j["skipped"][0]["requested"], false);
         assert_eq!(j["results"][1]["summary"]["verdict"], "caught");
         assert_eq!(j["results"][1]["summary"]["after"], 1);
         assert_eq!(
             j["results"][1]["summary"]["cycles_violating"]["pair-hook"],
             1
         );
+    }
+
+    /// Checks `value` against the subset of JSON Schema that `report.schema.json` uses;
+    /// stricter than the schema in one way: an object key the schema does not document is an
+    /// error (so that the document keeps up with the code).
+    fn validate(schema: &Value, root: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+        if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+            let name = r.strip_prefix("#/$defs/").expect("local $ref");
+            return validate(&root["$defs"][name], root, value, at, errors);
+        }
+        if let Some(c) = schema.get("const") {
+            if c != value {
+                errors.push(format!("{at}: {value} is not {c}"));
+            }
+        }
+        if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+            if !e.contains(value) {
+                errors.push(format!("{at}: {value} not in {e:?}"));
+            }
+        }
+        if let Some(ty) = schema.get("type") {
+            let types: Vec<&str> = match ty {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                _ => panic!("{at}: type {ty}"),
+            };
+            let is = |t: &str| match t {
+                "object" => value.is_object(),
+                "array" => value.is_array(),
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "boolean" => value.is_boolean(),
+                "null" => value.is_null(),
+                _ => panic!("{at}: type {t}"),
+            };
+            if !types.iter().any(|t| is(t)) {
+                errors.push(format!("{at}: {value} is not {types:?}"));
+                return;
+            }
+        }
+        if let (Some(min), Some(v)) = (
+            schema.get("minimum").and_then(Value::as_f64),
+            value.as_f64(),
+        ) {
+            if v < min {
+                errors.push(format!("{at}: {v} < {min}"));
+            }
+        }
+        if let Some(obj) = value.as_object() {
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = r.as_str().unwrap();
+                if !obj.contains_key(r) {
+                    errors.push(format!("{at}: {r} missing"));
+                }
+            }
+            for (k, v) in obj {
+                let at = format!("{at}.{k}");
+                match (
+                    schema.get("properties").and_then(|p| p.get(k)),
+                    schema.get("additionalProperties"),
+                ) {
+                    (Some(s), _) | (None, Some(s)) => validate(s, root, v, &at, errors),
+                    (None, None) => errors.push(format!("{at}: not in the schema")),
+                }
+            }
+        }
+        if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+            for (i, v) in arr.iter().enumerate() {
+                validate(items, root, v, &format!("{at}[{i}]"), errors);
+            }
+        }
+    }
+
+    #[test]
+    fn the_json_report_follows_its_schema() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../report.schema.json")).expect("schema parses");
+        let mut report = crate::qa::tests::report();
+        // Every optional field filled somewhere.
+        let c = &mut report.results[0].run.cycles[0];
+        c.session = Some("s".into());
+        c.frozen_ms = Some(1.5);
+        c.teardown_ms = Some(2.0);
+        c.failure = Some("exit status 70".into());
+        report.results[0].run.error = Some("stopping after cycle 1".into());
+        report.results[0].run.ops_per_s.insert("log".into(), 10.0);
+        report.header.duration_budget_s = Some(60.0);
+        let report = Report::new(
+            report.header.clone(),
+            report.results.into_iter().map(|e| e.run).collect(),
+            report.skipped,
+        );
+        let value: Value = serde_json::from_str(&report.json()).unwrap();
+        let mut errors = Vec::new();
+        validate(&schema, &schema, &value, "$", &mut errors);
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert_eq!(value["schema_version"], SCHEMA_VERSION);
+        // The validator catches what it should.
+        let mut broken = value.clone();
+        broken["results"][0]["summary"]["verdict"] = "maybe".into();
+        broken["results"][0]["extra"] = 1.into();
+        broken["skipped"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("reason");
+        let mut errors = Vec::new();
+        validate(&schema, &schema, &broken, "$", &mut errors);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
     }
 }

@@ -2,7 +2,7 @@
 //! the manifest read to EOF, the view copied, stdin closed, the exit status awaited — then a
 //! search for anything the session left behind.
 
-use super::fixtures::Fixture;
+use crate::fixtures::Fixture;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::io::Read;
@@ -174,7 +174,7 @@ pub fn frozen_window_ms(stderr: &str) -> Option<f64> {
 /// Without a session id (no manifest), only the places the fixture owns are searched.
 pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();
-    for m in snapshot_testkit::mounts_under(&fx.target) {
+    for m in snapshot_fixtures::mounts_under(&fx.target) {
         out.push(format!("mounted under TARGET: {}", m.display()));
     }
     match std::fs::read_dir(&fx.target) {
@@ -184,7 +184,7 @@ pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
         ),
         Err(e) => out.push(format!("TARGET unreadable: {e}")),
     }
-    for m in snapshot_testkit::mounts_under(&fx.runtime) {
+    for m in snapshot_fixtures::mounts_under(&fx.runtime) {
         out.push(format!(
             "mounted under the runtime directory: {}",
             m.display()
@@ -235,7 +235,7 @@ pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
     let mut vgs: Vec<&str> = [&fx.fs1, &fx.fs2].iter().filter_map(|f| f.vg()).collect();
     vgs.dedup();
     for vg in vgs {
-        for lv in snapshot_testkit::lvm::lvs_in(vg) {
+        for lv in snapshot_fixtures::lvm::lvs_in(vg) {
             if lv.name.contains(session) {
                 out.push(format!("logical volume left: {vg}/{}", lv.name));
             }
@@ -244,7 +244,7 @@ pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
     // ZFS: any snapshot of the fixtures' datasets named with the session id.
     for ds in [&fx.fs1, &fx.fs2].iter().filter_map(|f| f.dataset()) {
         let args = ["list", "-H", "-r", "-t", "snapshot", "-o", "name", ds];
-        match snapshot_testkit::zfs::zfs_tool("zfs", &args) {
+        match snapshot_fixtures::zfs::zfs_tool("zfs", &args) {
             Ok(list) => out.extend(
                 list.lines()
                     .filter(|l| l.contains(session))
@@ -254,11 +254,11 @@ pub fn leaks(fx: &Fixture, session: Option<&str>) -> Vec<String> {
         }
     }
     for fs in [&fx.fs1, &fx.fs2] {
-        if fs.kind() != snapshot_testkit::FsKind::Btrfs {
+        if fs.kind() != snapshot_fixtures::FsKind::Btrfs {
             continue;
         }
         let mp = fs.mount_point().to_string_lossy();
-        match snapshot_testkit::run("btrfs", &["subvolume", "list", "-a", &mp]) {
+        match snapshot_fixtures::run("btrfs", &["subvolume", "list", "-a", &mp]) {
             Ok(list) => out.extend(
                 list.lines()
                     .filter(|l| l.contains(session))

@@ -14,7 +14,7 @@
 //! On top of that, the view must hold every record whose `fdatasync` returned before the
 //! session started ([`check_point_in_time`]).
 
-use super::workloads::{
+use crate::workloads::{
     layout, log_record, pair_a, pair_b, rename_content, rename_slot_name, segment_name, Roots,
     Workload, ACCOUNTS, INITIAL_BALANCE, RECORD_LEN, RENAME_SLOTS, SEGMENT_RECORDS,
 };
@@ -534,9 +534,9 @@ fn copy_dir(src: &Path, dst: &Path, vanished: &mut Vec<String>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::workloads::{Workloads, PAUSE_ACK, PAUSE_REQUEST};
     use super::*;
-    use snapshot_testkit::Scratch;
+    use crate::workloads::{Workloads, PAUSE_ACK, PAUSE_REQUEST};
+    use snapshot_fixtures::Scratch;
     use std::io::Write;
     use std::path::PathBuf;
     use std::time::Duration;

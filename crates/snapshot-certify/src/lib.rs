@@ -1,20 +1,28 @@
-//! `cargo xtask certify`: does a provider really give consistent snapshots of a filesystem
-//! under load? For each provider × filesystem this machine can set up (two loop-device
-//! filesystems each), concurrent writers keep checkable invariants ([`workloads`]) while
-//! snapshot sessions are taken in a loop; every view is copied like a backup reads it and
-//! checked ([`invariants`]); every session must end with status 0 and leave nothing behind.
-//! The bind fallback is the negative control: it must be caught, or the harness is too weak.
+//! snapshot-certify: does a provider really give consistent snapshots of a filesystem under
+//! load, on this machine's kernel and tools? For each provider × filesystem the machine can set
+//! up ([`detect`]; two filesystems each, on loop devices, LVs of one VG or datasets of one ZFS
+//! pool: [`fixtures`]), concurrent writers keep checkable invariants ([`workloads`]) while
+//! sessions of the `snapshot` binary under test are taken in a loop ([`session`]); every view
+//! is copied like a backup reads it and checked ([`invariants`]); every session must end with
+//! status 0 and leave nothing behind. The bind fallback is the negative control: it must be
+//! caught, or the harness is too weak. Reports: Markdown, JSON with a versioned schema
+//! ([`report`]), JUnit XML and TAP ([`qa`]).
+//!
+//! The binary `snapshot-certify` drives the installed `/usr/sbin/snapshot`; `cargo xtask
+//! certify` calls [`run`] with the workspace's build.
 
-mod fixtures;
-mod invariants;
-mod report;
-mod session;
-mod workloads;
+pub mod detect;
+pub mod fixtures;
+pub mod invariants;
+pub mod qa;
+pub mod report;
+pub mod session;
+pub mod workloads;
 
 use anyhow::{bail, Context, Result};
 use fixtures::{Backing, Fixture, Kind, ProviderSpec};
 use invariants::{check_all, copy_tree, Invariant, Violation, Window};
-use report::{ComboReport, CycleRecord, Report};
+use report::{Binary, ComboReport, CycleRecord, Header, Report, Skipped, Tool};
 use session::{Manifest, Session};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::collections::BTreeMap;
@@ -30,39 +38,106 @@ use workloads::{Roots, Workload, Workloads};
 /// 70–85 % of cycles); the SQLite check catches a live copy only once in 50–150 cycles.
 pub const DEFAULT_CYCLES: u32 = 100;
 
-#[derive(Debug, clap::Args)]
-pub struct CertifyArgs {
-    /// Provider to certify: btrfs, freeze, bind (the negative control), script (the
-    /// filesystems.d scripts given with --scripts-dir, over ext4/XFS on loop devices), or all;
-    /// lvm and lvm-thin need device-mapper, zfs needs ZFS, and script-lvm / script-zfs (the
-    /// scripts over LVs / datasets; without --scripts-dir, the shipped examples
-    /// examples/filesystems.d/50-lvm / 60-zfs) need either (inside `cargo xtask vm-test`):
-    /// never part of all. Each session gets `--providers` with the provider under test alone.
-    #[arg(long, value_name = "NAME", default_value = "all")]
-    provider: String,
-    /// Filesystem: ext4, xfs, btrfs, zfs or all (each provider runs on those it takes).
-    #[arg(long, value_name = "FS", default_value = "all")]
-    fs: String,
-    /// Snapshot sessions per provider × filesystem.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CYCLES,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    cycles: u32,
-    /// Print the report as JSON instead of a Markdown table.
-    #[arg(long)]
-    json: bool,
-    /// Also write the report (same format as stdout) to FILE.
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
-    /// Provider scripts (filesystems.d) to certify as the `script` provider.
-    #[arg(long, value_name = "DIR")]
-    scripts_dir: Option<PathBuf>,
-    /// Use this `snapshot` binary; nothing is installed or built (e.g. inside the VM guest,
-    /// which has neither apt sources nor cargo).
-    #[arg(long, value_name = "FILE")]
-    snapshot_bin: Option<PathBuf>,
+/// The installed binary the tool drives by default.
+pub const INSTALLED_SNAPSHOT: &str = "/usr/sbin/snapshot";
+
+/// Exit statuses of `snapshot-certify` (also in its man page).
+pub const EXIT_HELP: &str = "\
+Exit status:
+  0  every provider × filesystem run passed (the negative control: caught)
+  1  certification failed: a verdict FAIL, a requested provider that cannot run here, nothing
+     to run, or the run was interrupted (the reports are written, marked incomplete)
+  2  the run could not start: bad arguments, not root, no snapshot binary, an unwritable
+     report file";
+
+/// `snapshot-certify`'s command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "snapshot-certify",
+    version,
+    about = "Certify snapshot's providers on this machine: concurrent writers with checkable \
+             invariants while snapshot sessions are taken in a loop; the bind fallback is the \
+             negative control. Root.",
+    after_help = EXIT_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub args: CertifyArgs,
 }
 
-pub fn run(args: &CertifyArgs) -> Result<()> {
+#[derive(Debug, Clone, clap::Args)]
+pub struct CertifyArgs {
+    /// Provider to certify: btrfs, freeze, lvm, lvm-thin, zfs, script (the filesystems.d
+    /// scripts given with --scripts-dir, over ext4/XFS on loop devices), script-lvm /
+    /// script-zfs (those scripts over LVs / datasets; without --scripts-dir, the shipped
+    /// examples 50-lvm / 60-zfs), bind (the negative control), or all. `all` runs what this
+    /// machine can set up and says what it skipped and why; a provider named here that
+    /// cannot run is a failure. Each session gets `--providers` with the provider under test.
+    #[arg(long, value_name = "NAME", default_value = "all")]
+    pub provider: String,
+    /// Filesystem: ext4, xfs, btrfs, zfs or all (each provider runs on those it takes).
+    #[arg(long, value_name = "FS", default_value = "all")]
+    pub fs: String,
+    /// Snapshot sessions per provider × filesystem [default: 100, or as many as --duration
+    /// allows when that is given].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cycles: Option<u32>,
+    /// Time budget for the whole run (e.g. 90s, 10m, 1h), shared among the provider ×
+    /// filesystem runs; each runs cycles until its share is spent (at least one cycle), or
+    /// until --cycles when that is given too.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print the report as JSON (schema: /usr/share/doc/snapshot-certify/report.schema.json)
+    /// instead of a Markdown table.
+    #[arg(long, conflicts_with = "tap")]
+    pub json: bool,
+    /// Print the report as TAP version 13 instead of a Markdown table.
+    #[arg(long)]
+    pub tap: bool,
+    /// Also write the report (same format as stdout) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Also write the results as JUnit XML to FILE: one test case per provider × filesystem ×
+    /// invariant, plus sessions, cleanup, run (and negative-control for bind).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Provider scripts (filesystems.d) to certify as the `script` provider.
+    #[arg(long, value_name = "DIR")]
+    pub scripts_dir: Option<PathBuf>,
+    /// The `snapshot` binary to drive [default: /usr/sbin/snapshot; under `cargo xtask
+    /// certify`, the workspace's build].
+    #[arg(long, value_name = "FILE")]
+    pub snapshot_bin: Option<PathBuf>,
+}
+
+/// How a run ended; its reports are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Interrupted,
+}
+
+/// `90`, `90s`, `500ms`, `10m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let units: [(&str, f64); 4] = [("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)];
+    let (num, scale) = units
+        .iter()
+        .find_map(|(u, k)| s.strip_suffix(u).map(|n| (n, *k)))
+        .unwrap_or((s, 1.0));
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 10m, 1h)"))?;
+    Duration::try_from_secs_f64(v * scale)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?}: the duration must be positive and finite"))
+}
+
+/// Certifies what `args` select with the `snapshot` binary at `snapshot`, prints the report
+/// and writes the files asked for.
+pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
     let kinds = fixtures::parse_fs(&args.fs)?;
     let scripts = args
         .scripts_dir
@@ -74,19 +149,45 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
         .transpose()?;
     let matrix = fixtures::matrix(&args.provider, &kinds, scripts.as_deref())?;
     if !rustix::process::geteuid().is_root() {
-        bail!("certify makes loop devices and snapshots: run it as root");
+        bail!("certification makes loop devices and snapshots: run it as root");
     }
-    let snapshot = match &args.snapshot_bin {
-        Some(b) => b.clone(),
-        None => {
-            crate::install_deps()?;
-            crate::run(crate::cargo().args(["build", "--quiet", "-p", "snapshot-cli"]))?;
-            fixtures::snapshot_binary()
-        }
-    };
     if !snapshot.is_file() {
-        bail!("{} not found after the build", snapshot.display());
+        bail!(
+            "{} not found (install the snapshot package, or give --snapshot-bin)",
+            snapshot.display()
+        );
     }
+    let requested = args.provider != "all";
+    let mut runnable = Vec::new();
+    let mut skipped = Vec::new();
+    for (spec, kind) in matrix {
+        match detect::unavailable(&spec, kind, scripts.as_deref()) {
+            None => runnable.push((spec, kind)),
+            Some(reason) => {
+                eprintln!(
+                    "certify: {}/{}: {}: {reason}",
+                    spec.name,
+                    kind.name(),
+                    if requested {
+                        "FAIL, cannot run here"
+                    } else {
+                        "skipped"
+                    }
+                );
+                skipped.push(Skipped {
+                    provider: spec.name.into(),
+                    fs: kind.name().into(),
+                    reason,
+                    requested,
+                });
+            }
+        }
+    }
+    let cycles = match (args.cycles, args.duration) {
+        (Some(n), _) => Some(n),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_CYCLES),
+    };
 
     // SIGINT/SIGTERM/SIGHUP end the run at the next cycle boundary, so that every fixture is
     // removed by its Drop (a session hit by the terminal's SIGINT tears itself down).
@@ -95,27 +196,49 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
         signal_hook::flag::register(sig, interrupted.clone())
             .context("installing a signal handler")?;
     }
+    let started = Instant::now();
     let mut runs = Vec::new();
-    for (spec, kind) in &matrix {
+    let n = runnable.len();
+    for (i, (spec, kind)) in runnable.iter().enumerate() {
         if interrupted.load(Ordering::Relaxed) {
             break;
         }
+        // This run's share of what is left of the budget.
+        let budget = args
+            .duration
+            .map(|d| d.saturating_sub(started.elapsed()) / (n - i) as u32);
+        let limits = Limits { cycles, budget };
         runs.push(certify(
-            &snapshot,
+            snapshot,
             spec,
             *kind,
-            args.cycles,
+            limits,
             scripts.as_deref(),
             &interrupted,
         ));
     }
-    let kernel = rustix::system::uname()
-        .release()
-        .to_string_lossy()
-        .into_owned();
-    let report = Report::new(kernel, args.cycles, runs);
+    let header = Header {
+        tool: Tool {
+            name: "snapshot-certify".into(),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        },
+        snapshot: Binary {
+            path: snapshot.display().to_string(),
+            version: version_of(snapshot),
+        },
+        kernel: rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned(),
+        os: os_name(),
+        cycles,
+        duration_budget_s: args.duration.map(|d| d.as_secs_f64()),
+    };
+    let report = Report::new(header, runs, skipped);
     let text = if args.json {
         report.json()
+    } else if args.tap {
+        qa::tap(&report)
     } else {
         report.markdown()
     };
@@ -123,13 +246,50 @@ pub fn run(args: &CertifyArgs) -> Result<()> {
     if let Some(file) = &args.report {
         std::fs::write(file, &text).with_context(|| format!("writing {}", file.display()))?;
     }
+    if let Some(file) = &args.junit {
+        std::fs::write(file, qa::junit(&report))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
     if interrupted.load(Ordering::Relaxed) {
-        bail!("interrupted: the report is incomplete");
+        eprintln!("certify: interrupted: the report is incomplete");
+        return Ok(Outcome::Interrupted);
     }
-    if !report.ok {
-        bail!("certification failed (see the verdicts above)");
+    if report.results.is_empty() {
+        eprintln!("certify: nothing could run on this machine (see what was skipped, and why)");
     }
-    Ok(())
+    Ok(if report.ok {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    })
+}
+
+/// When a provider × filesystem run stops: after `cycles`, or once `budget` (from its start)
+/// is spent, whichever comes first; at least one cycle.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    cycles: Option<u32>,
+    budget: Option<Duration>,
+}
+
+/// The first line of `BINARY --version`.
+fn version_of(binary: &Path) -> Option<String> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?.trim();
+    (out.status.success() && !line.is_empty()).then(|| line.to_owned())
+}
+
+/// `PRETTY_NAME` of `/etc/os-release`.
+fn os_name() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_owned())
 }
 
 /// One provider × filesystem; a harness error ends its run and is reported, not propagated,
@@ -138,7 +298,7 @@ fn certify(
     snapshot: &Path,
     spec: &ProviderSpec,
     kind: Kind,
-    cycles: u32,
+    limits: Limits,
     scripts: Option<&Path>,
     interrupted: &AtomicBool,
 ) -> ComboReport {
@@ -147,14 +307,15 @@ fn certify(
         provider: spec.name.into(),
         fs: kind.name().into(),
         filesystems: 2,
-        cycles_requested: cycles,
+        cycles_requested: limits.cycles,
+        budget_s: limits.budget.map(|b| b.as_secs_f64()),
         duration_s: 0.0,
         ops_per_s: BTreeMap::new(),
         error: None,
         cycles: Vec::new(),
     };
     let scripts = scripts.filter(|_| spec.needs_scripts);
-    if let Err(e) = certify_into(&mut rep, snapshot, spec, kind, cycles, scripts, interrupted) {
+    if let Err(e) = certify_into(&mut rep, snapshot, spec, kind, limits, scripts, interrupted) {
         eprintln!("certify: {}/{}: {e:#}", spec.name, kind.name());
         rep.error = Some(format!("{e:#}"));
     }
@@ -173,10 +334,11 @@ fn certify_into(
     snapshot: &Path,
     spec: &ProviderSpec,
     kind: Kind,
-    cycles: u32,
+    limits: Limits,
     scripts: Option<&Path>,
     interrupted: &AtomicBool,
 ) -> Result<()> {
+    let started = Instant::now();
     let tag = format!("{}/{}", spec.name, kind.name());
     let on = match spec.backing {
         Backing::Plain | Backing::Reflink => "on loop devices",
@@ -192,13 +354,21 @@ fn certify_into(
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    for cycle in 1..=cycles {
+    let of = limits.cycles.map_or("…".into(), |n| n.to_string());
+    for cycle in 1.. {
+        let done = limits.cycles.is_some_and(|n| cycle > n)
+            || limits
+                .budget
+                .is_some_and(|b| cycle > 1 && started.elapsed() >= b);
+        if done {
+            break;
+        }
         if interrupted.load(Ordering::Relaxed) {
             bail!("interrupted after {} cycles", cycle - 1);
         }
         wl.check_alive()?;
         let rec = cycle_once(cycle, snapshot, spec, &fx, &wl)?;
-        eprintln!("certify: {tag}: cycle {cycle}/{cycles}: {}", describe(&rec));
+        eprintln!("certify: {tag}: cycle {cycle}/{of}: {}", describe(&rec));
         let stop = rec.failure.is_some() || !rec.leaks.is_empty();
         rep.cycles.push(rec);
         if stop {
@@ -398,4 +568,38 @@ fn describe(r: &CycleRecord) -> String {
         s += &format!("; FAILED: {f}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        for bad in ["0", "-1s", "soon", "", "infh", "1e400"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let c = Cli::parse_from([
+            "snapshot-certify",
+            "--provider",
+            "btrfs",
+            "--duration",
+            "2m",
+        ]);
+        assert_eq!(c.args.duration, Some(Duration::from_secs(120)));
+        assert_eq!(c.args.cycles, None);
+        assert!(Cli::try_parse_from(["snapshot-certify", "--json", "--tap"]).is_err());
+        assert!(Cli::try_parse_from(["snapshot-certify", "--cycles", "0"]).is_err());
+    }
 }
