@@ -11,6 +11,7 @@
 //! The binary `snapshot-certify` drives the installed `/usr/sbin/snapshot`; `cargo xtask
 //! certify` calls [`run`] with the workspace's build.
 
+pub mod client;
 pub mod detect;
 pub mod fixtures;
 pub mod invariants;
@@ -20,6 +21,7 @@ pub mod session;
 pub mod workloads;
 
 use anyhow::{bail, Context, Result};
+use client::Client;
 use fixtures::{Backing, Fixture, Kind, ProviderSpec};
 use invariants::{check_all, copy_tree, Invariant, Violation, Window};
 use report::{Binary, ComboReport, CycleRecord, Header, Report, Skipped, Tool};
@@ -108,6 +110,12 @@ pub struct CertifyArgs {
     /// certify`, the workspace's build].
     #[arg(long, value_name = "FILE")]
     pub snapshot_bin: Option<PathBuf>,
+
+    /// Who reads each cycle's view: `copy` (the harness's reader), or a backup client whose
+    /// *restore* is checked — `restic` and `borg` (backing up in place, the archive holding
+    /// the real paths), `rsync` (a mirror), `tar` (an archive of TARGET).
+    #[arg(long, value_enum, value_name = "NAME", default_value = "copy")]
+    pub client: Client,
 }
 
 /// How a run ended; its reports are written.
@@ -207,7 +215,11 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
         let budget = args
             .duration
             .map(|d| d.saturating_sub(started.elapsed()) / (n - i) as u32);
-        let limits = Limits { cycles, budget };
+        let limits = Limits {
+            cycles,
+            budget,
+            client: args.client,
+        };
         runs.push(certify(
             snapshot,
             spec,
@@ -233,6 +245,7 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
         os: os_name(),
         cycles,
         duration_budget_s: args.duration.map(|d| d.as_secs_f64()),
+        client: args.client,
     };
     let report = Report::new(header, runs, skipped);
     let text = if args.json {
@@ -270,6 +283,8 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
 struct Limits {
     cycles: Option<u32>,
     budget: Option<Duration>,
+    /// `--client`: who reads each cycle's view.
+    client: Client,
 }
 
 /// The first line of `BINARY --version`.
@@ -339,6 +354,7 @@ fn certify_into(
     interrupted: &AtomicBool,
 ) -> Result<()> {
     let started = Instant::now();
+    let client = limits.client;
     let tag = format!("{}/{}", spec.name, kind.name());
     let on = match spec.backing {
         Backing::Plain | Backing::Reflink => "on loop devices",
@@ -367,7 +383,7 @@ fn certify_into(
             bail!("interrupted after {} cycles", cycle - 1);
         }
         wl.check_alive()?;
-        let rec = cycle_once(cycle, snapshot, spec, &fx, &wl)?;
+        let rec = cycle_once(cycle, snapshot, spec, &fx, &wl, client)?;
         eprintln!("certify: {tag}: cycle {cycle}/{of}: {}", describe(&rec));
         let stop = rec.failure.is_some() || !rec.leaks.is_empty();
         rep.cycles.push(rec);
@@ -408,6 +424,7 @@ fn cycle_once(
     spec: &ProviderSpec,
     fx: &Fixture,
     wl: &Workloads,
+    client: Client,
 ) -> Result<CycleRecord> {
     let mut rec = CycleRecord {
         cycle,
@@ -443,7 +460,10 @@ fn cycle_once(
         rec.session = Some(m.session.clone());
         rec.consistent = Some(m.consistent);
         match view_paths(m, spec, fx) {
-            Ok((v1, v2)) => rec.violations = check_view(fx, &v1, &v2, &floor, &ceiling)?,
+            Ok((v1, v2)) => {
+                let how = ViewReader { client, cycle };
+                rec.violations = check_view(fx, &v1, &v2, &floor, &ceiling, how)?
+            }
             Err(e) => rec.failure = Some(format!("{e:#}")),
         }
     }
@@ -487,18 +507,41 @@ fn view_paths(m: &Manifest, spec: &ProviderSpec, fx: &Fixture) -> Result<(PathBu
     Ok((find(fx.fs1.mount_point())?, find(fx.fs2.mount_point())?))
 }
 
-/// Copies the view (first filesystem, then the second, like a backup) and checks the copy.
+/// Who reads a cycle's view (`--client`), and which cycle it is.
+#[derive(Debug, Clone, Copy)]
+struct ViewReader {
+    client: Client,
+    cycle: u32,
+}
+
+/// Reads the view (first filesystem, then the second, like a backup) — the harness's copy,
+/// or a backup client's backup and restore — and checks what was read.
 fn check_view(
     fx: &Fixture,
     v1: &Path,
     v2: &Path,
     floor: &BTreeMap<Workload, u64>,
     ceiling: &BTreeMap<Workload, u64>,
+    how: ViewReader,
 ) -> Result<Vec<Violation>> {
-    let copy = copy_roots(fx);
     reset_dir(&fx.copy)?;
-    let mut vanished = copy_tree(v1, &copy.fs1)?;
-    vanished.extend(copy_tree(v2, &copy.fs2)?);
+    let (copy, vanished) = match how.client {
+        Client::Copy => {
+            let copy = copy_roots(fx);
+            let mut vanished = copy_tree(v1, &copy.fs1)?;
+            vanished.extend(copy_tree(v2, &copy.fs2)?);
+            (copy, vanished)
+        }
+        client => client::Cycle {
+            client,
+            cycle: how.cycle,
+            views: [(v1, fx.fs1.mount_point()), (v2, fx.fs2.mount_point())],
+            target: &fx.target,
+            work: &fx.copy,
+            repo: &fx.copy.with_file_name(format!("repo-{}", client.name())),
+        }
+        .run()?,
+    };
     let mut out: Vec<Violation> = vanished
         .into_iter()
         .map(|p| Violation {

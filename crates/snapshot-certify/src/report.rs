@@ -242,6 +242,8 @@ pub struct Header {
     pub cycles: Option<u32>,
     /// `--duration`, in seconds, for the whole run.
     pub duration_budget_s: Option<f64>,
+    /// `--client`: who read each view.
+    pub client: crate::client::Client,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -506,6 +508,7 @@ pub(crate) mod tests {
             os: Some("Debian GNU/Linux 12 (bookworm)".into()),
             cycles: Some(2),
             duration_budget_s: None,
+            client: crate::client::Client::Copy,
         }
     }
 
