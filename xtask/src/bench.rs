@@ -67,6 +67,11 @@ pub struct BenchArgs {
     /// `cargo xtask vm-test`. With `--lvm`, both.
     #[arg(long)]
     zfs: bool,
+    /// With --lvm and --zfs: also sessions over this many thin LVs (ext4 + XFS + small ext4
+    /// ones) and datasets of one pool, for how ready, the frozen window and teardown grow (1
+    /// and 2 are always measured).
+    #[arg(long, value_delimiter = ',', value_name = "COUNTS")]
+    scale: Vec<usize>,
     /// Use this `snapshot` binary instead of building one (e.g. inside the VM guest).
     #[arg(long, value_name = "FILE")]
     snapshot_bin: Option<PathBuf>,
@@ -142,8 +147,8 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     let mut lvm_results = Vec::new();
     if args.lvm {
         eprintln!("bench: lvm: a VG on a loop file, two classic and two thin LVs");
-        let fx = lvm::LvmFixtures::new(&scratch)?;
-        for (label, thin, n) in fx.configs() {
+        let fx = lvm::LvmFixtures::new(&scratch, &args.scale)?;
+        for (label, thin, n) in fx.configs(&args.scale) {
             eprintln!("bench: lvm, {label}, {} runs", args.runs);
             let mut s = lvm::LvmSamples::default();
             for run in 0..=args.runs {
@@ -156,8 +161,8 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     let mut zfs_results = Vec::new();
     if args.zfs {
         eprintln!("bench: zfs: a pool on a sparse file, two datasets");
-        let fx = zfs::ZfsFixtures::new(&scratch)?;
-        for (label, n) in fx.configs() {
+        let fx = zfs::ZfsFixtures::new(&scratch, &args.scale)?;
+        for (label, n) in fx.configs(&args.scale) {
             eprintln!("bench: zfs, {label}, {} runs", args.runs);
             let mut s = zfs::ZfsSamples::default();
             for run in 0..=args.runs {

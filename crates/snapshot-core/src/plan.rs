@@ -92,33 +92,44 @@ pub fn plan(
     mount_id_of: impl Fn(&Path) -> std::io::Result<u64>,
     providers: &[Box<dyn Provider>],
 ) -> Result<Plan, PlanError> {
-    // DIR → mount, grouped by mount.
-    let mut mounts: Vec<PlannedMount> = Vec::new();
+    // DIR → mount. Each distinct mount is probed once, by each provider once over all of
+    // them (`Provider::probe_all`): the answers serve both the nested lookup and the plan.
+    let mut dir_mounts: Vec<(&PathBuf, &Mount)> = Vec::new();
     for dir in dirs {
         let id = mount_id_of(dir).map_err(|source| PlanError::MountId {
             dir: dir.clone(),
             error: source,
         })?;
-        let mut mount = table.by_id(id).ok_or(PlanError::UnknownMount {
+        let mount = table.by_id(id).ok_or(PlanError::UnknownMount {
             dir: dir.clone(),
             id,
         })?;
-        // A DIR inside a unit nested in the mount (a btrfs subvolume) belongs to that unit.
-        let fs = Filesystem {
-            mount: mount.clone(),
-        };
-        let nested = providers
-            .iter()
-            .find(|p| matches!(p.probe(&fs), Probe::Accept { .. }))
-            .map(|p| p.nested(mount, dir))
-            .unwrap_or_default();
-        if let Some(inner) = nested.last() {
-            mount = inner;
+        dir_mounts.push((dir, mount));
+    }
+    // Synthetic nested entries share their mount's id: tell mounts apart by mount point too.
+    let same = |a: &Mount, b: &Mount| a.id == b.id && a.mount_point == b.mount_point;
+    let mut probed: Vec<(Mount, Probed)> = Vec::new();
+    let mut distinct: Vec<Mount> = Vec::new();
+    for (_, m) in &dir_mounts {
+        if !distinct.iter().any(|d| same(d, m)) {
+            distinct.push((*m).clone());
         }
-        // Synthetic nested entries share their mount's id: tell mounts apart by mount point too.
-        let same =
-            |m: &PlannedMount| m.mount.id == mount.id && m.mount.mount_point == mount.mount_point;
-        match mounts.iter_mut().find(|m| same(m)) {
+    }
+    let answers = first_acceptors(&distinct, providers);
+    probed.extend(distinct.into_iter().zip(answers));
+
+    // DIR → the mount or the unit nested in it that holds it, grouped by mount.
+    let mut mounts: Vec<PlannedMount> = Vec::new();
+    for (dir, mount) in dir_mounts {
+        // A DIR inside a unit nested in the mount (a btrfs subvolume) belongs to that unit.
+        let nested = probed
+            .iter()
+            .find(|(m, _)| same(m, mount))
+            .and_then(|(_, p)| p.accepted.as_ref())
+            .map(|a| providers[a.provider].nested(mount, dir))
+            .unwrap_or_default();
+        let mount = nested.last().unwrap_or(mount);
+        match mounts.iter_mut().find(|m| same(&m.mount, mount)) {
             Some(m) => m.dirs.push(dir.clone()),
             None => mounts.push(PlannedMount {
                 mount: mount.clone(),
@@ -135,31 +146,32 @@ pub fn plan(
             .cmp(&depth(b))
             .then_with(|| a.mount.mount_point.cmp(&b.mount.mount_point))
     });
+    // The nested units' entries were not probed yet.
+    let fresh: Vec<Mount> = mounts
+        .iter()
+        .filter(|pm| !probed.iter().any(|(m, _)| same(m, &pm.mount)))
+        .map(|pm| pm.mount.clone())
+        .collect();
+    let answers = first_acceptors(&fresh, providers);
+    probed.extend(fresh.into_iter().zip(answers));
 
     // Mount → first accepting provider → unit (shared by mounts with the same unit key).
     let mut units: Vec<PlannedUnit> = Vec::new();
     for (mi, pm) in mounts.iter_mut().enumerate() {
-        let fs = Filesystem {
-            mount: pm.mount.clone(),
-        };
-        let mut accepted = None;
-        for (pi, provider) in providers.iter().enumerate() {
-            match provider.probe(&fs) {
-                Probe::Accept {
-                    unit,
-                    data,
-                    consistent,
-                } => {
-                    accepted = Some((pi, unit, data, consistent));
-                    break;
-                }
-                Probe::Decline(reason) => pm.declined.push(Declined {
-                    provider: provider.name().to_owned(),
-                    reason,
-                }),
-            }
-        }
-        let Some((pi, key, data, consistent)) = accepted else {
+        // Every planned mount was probed above; none found would read as nobody taking it.
+        let answer = probed
+            .iter()
+            .find(|(m, _)| same(m, &pm.mount))
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        pm.declined = answer.declined;
+        let Some(Accepted {
+            provider: pi,
+            unit: key,
+            data,
+            consistent,
+        }) = answer.accepted
+        else {
             return Err(PlanError::NoProvider {
                 mount_point: pm.mount.mount_point.clone(),
                 fstype: pm.mount.fstype.clone(),
@@ -193,6 +205,69 @@ pub fn plan(
         };
     }
     Ok(Plan { mounts, units })
+}
+
+/// The provider that took a mount, with its probe's answer.
+#[derive(Debug, Clone)]
+struct Accepted {
+    provider: usize,
+    unit: String,
+    data: serde_json::Value,
+    consistent: bool,
+}
+
+/// What the providers said of one mount: the first that accepted it, and those before it that
+/// declined.
+#[derive(Debug, Clone, Default)]
+struct Probed {
+    accepted: Option<Accepted>,
+    declined: Vec<Declined>,
+}
+
+/// Each of `mounts` probed by the providers in order until one accepts: each provider is asked
+/// once, with [`Provider::probe_all`], about the mounts no provider before it took.
+fn first_acceptors(mounts: &[Mount], providers: &[Box<dyn Provider>]) -> Vec<Probed> {
+    let mut answers: Vec<Probed> = vec![Probed::default(); mounts.len()];
+    for (pi, provider) in providers.iter().enumerate() {
+        let open: Vec<usize> = (0..mounts.len())
+            .filter(|&i| answers[i].accepted.is_none())
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        let filesystems: Vec<Filesystem> = open
+            .iter()
+            .map(|&i| Filesystem {
+                mount: mounts[i].clone(),
+            })
+            .collect();
+        let probes = provider.probe_all(&filesystems);
+        for (k, &i) in open.iter().enumerate() {
+            match probes.get(k) {
+                Some(Probe::Accept {
+                    unit,
+                    data,
+                    consistent,
+                }) => {
+                    answers[i].accepted = Some(Accepted {
+                        provider: pi,
+                        unit: unit.clone(),
+                        data: data.clone(),
+                        consistent: *consistent,
+                    })
+                }
+                Some(Probe::Decline(reason)) => answers[i].declined.push(Declined {
+                    provider: provider.name().to_owned(),
+                    reason: reason.clone(),
+                }),
+                None => answers[i].declined.push(Declined {
+                    provider: provider.name().to_owned(),
+                    reason: format!("gave {} answers for {} mounts", probes.len(), open.len()),
+                }),
+            }
+        }
+    }
+    answers
 }
 
 #[cfg(test)]

@@ -233,6 +233,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Cheap and without side effects.
     fn probe(&self, fs: &Filesystem) -> Probe;
 
+    /// [`probe`](Self::probe) of several filesystems at once, one answer each in their order:
+    /// the planner asks each provider once about all the mounts no provider before it took, so
+    /// that a provider whose probe runs a tool (`lvs`, `zfs list`) runs it once per plan, not
+    /// once per mount (docs/DESIGN.md §3.1). Must answer as `probe` would for each.
+    fn probe_all(&self, filesystems: &[Filesystem]) -> Vec<Probe> {
+        filesystems.iter().map(|fs| self.probe(fs)).collect()
+    }
+
     /// Snapshot units that lie between `mount`'s root and `dir` without being mounts of their
     /// own (btrfs subvolumes nested in the mounted one, which a snapshot of the outer one shows
     /// as empty directories): synthetic mount entries, outermost first, whose `mount_point` is

@@ -4,8 +4,13 @@
 //!
 //! A mount is an LV when its device number (mountinfo `MAJ:MIN`) belongs to a device-mapper
 //! device that LVM made (`/sys/dev/block/MAJ:MIN/dm/uuid` starts with `LVM-`) and `lvs`
-//! reports an LV with that kernel device number — never a guess from names. `lvs` and `vgs`
-//! run with `--reportformat json`. A classic snapshot needs free extents in the VG for its
+//! reports an LV with that kernel device number — never a guess from names. Sysfs also tells,
+//! before any LVM command, which VG to ask about (the device-mapper name) and whether the LV is
+//! thin (its device stands on a pool's `-tpool` device), so that the provider of the other
+//! kind declines without running LVM. The planner hands all its mounts to one
+//! [`Provider::probe_all`]: one `lvs --reportformat json` over their VGs, whatever the number
+//! of mounts, with the VGs' free space and extent size in the same report (no `vgs`); LVs of
+//! other VGs are never listed. A classic snapshot needs free extents in the VG for its
 //! copy-on-write space: `--lvm-size` (default `10%ORIGIN`, or `NN%ORIGIN`, or absolute such
 //! as `512M`), rounded up to whole extents, checked against the VG's free space before
 //! anything is frozen. A thin LV is declined when its pool's data or metadata is already
@@ -23,7 +28,8 @@
 //!
 //! # Mount
 //!
-//! Read-only: ext4 with no options (`noload` as a fallback), XFS with `nouuid` (the snapshot
+//! The snapshot's device is `/dev/mapper/` + its device-mapper name (as LVM names it), waited
+//! for: no `lvs`. Read-only: ext4 with no options (`noload` as a fallback), XFS with `nouuid` (the snapshot
 //! has the origin's UUID; `nouuid,norecovery` as a fallback). A mount that shows a
 //! subdirectory of the filesystem (a bind mount) gets it through a private staging mount of
 //! the whole snapshot under the session's runtime directory.
@@ -31,7 +37,11 @@
 //! # Verify and remove
 //!
 //! A classic snapshot that overflowed (attribute state `I`/`S`, or `snap_percent` 100) or a
-//! thin snapshot whose pool filled up is [`Validity::Invalid`]. `remove` runs
+//! thin snapshot whose pool filled up is [`Validity::Invalid`]. The provider notes each unit
+//! of a session at `prepare` (by session id, in this process): the session's first `verify`
+//! reads one `lvs` over all their VGs, which every other `verify` and `remove` of the session
+//! uses, until its last unit is removed; a snapshot this process did not prepare (a dead
+//! session's, from its journal) gets an `lvs` of its own VG. `remove` runs
 //! `lvremove -f VG/NAME` only through [`removable`], which accepts nothing but an LV carrying
 //! the session prefix that is a snapshot (its `origin` set) of the recorded origin: the origin
 //! LV is never the target of `lvremove`. Already gone is success.
@@ -49,10 +59,12 @@ use snapshot_core::provider::{
 };
 use snapshot_core::sys::DetachedMount;
 use snapshot_core::{sys, Mount, MountTable};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Prefix of every object a session creates (`snapshot-<id>-<index>`).
@@ -77,9 +89,11 @@ pub fn is_session_lv_name(name: &str) -> bool {
 /// could fill the pool during the backup.
 pub const THIN_POOL_FULL: f64 = 95.0;
 
-/// Fields asked of `lvs` (all as plain strings in its JSON).
+/// Fields asked of `lvs` (all as plain strings in its JSON); the VG's free space and extent
+/// size come in the same report, so that planning needs no `vgs`.
 const LV_FIELDS: &str = "lv_name,vg_name,lv_attr,lv_size,lv_kernel_major,lv_kernel_minor,\
-                         pool_lv,origin,data_percent,metadata_percent,snap_percent,lv_dm_path";
+                         pool_lv,origin,data_percent,metadata_percent,snap_percent,lv_dm_path,\
+                         vg_free,vg_extent_size";
 
 // ----------------------------------------------------------------------------------------
 // --lvm-size
@@ -216,6 +230,9 @@ pub struct LvRow {
     pub metadata_percent: String,
     pub snap_percent: String,
     pub lv_dm_path: String,
+    /// The VG's free space (bytes) and extent size: VG fields, the same on every row of a VG.
+    pub vg_free: String,
+    pub vg_extent_size: String,
 }
 
 impl LvRow {
@@ -253,15 +270,6 @@ fn percent(field: &str) -> Option<f64> {
     field.trim().parse().ok()
 }
 
-/// One row of `vgs --reportformat json --units b --nosuffix -o vg_name,vg_free,vg_extent_size`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct VgRow {
-    pub vg_name: String,
-    pub vg_free: String,
-    pub vg_extent_size: String,
-}
-
 #[derive(Debug, Deserialize)]
 struct Report<T> {
     report: Vec<T>,
@@ -273,24 +281,11 @@ struct LvSection {
     lv: Vec<LvRow>,
 }
 
-#[derive(Debug, Deserialize)]
-struct VgSection {
-    #[serde(default)]
-    vg: Vec<VgRow>,
-}
-
 /// Parses the JSON `lvs --reportformat json` prints.
 pub fn parse_lvs(json: &str) -> Result<Vec<LvRow>, String> {
     let r: Report<LvSection> =
         serde_json::from_str(json).map_err(|e| format!("unreadable lvs JSON: {e}"))?;
     Ok(r.report.into_iter().flat_map(|s| s.lv).collect())
-}
-
-/// Parses the JSON `vgs --reportformat json` prints.
-pub fn parse_vgs(json: &str) -> Result<Vec<VgRow>, String> {
-    let r: Report<VgSection> =
-        serde_json::from_str(json).map_err(|e| format!("unreadable vgs JSON: {e}"))?;
-    Ok(r.report.into_iter().flat_map(|s| s.vg).collect())
 }
 
 /// An LVM command ([`exec::tool_command`]: PATH, then the sbin directories), ready for
@@ -311,7 +306,7 @@ fn run_lvm(cmd: &mut Command) -> Result<exec::Output, ProviderError> {
     Ok(out)
 }
 
-/// `lvs` or `vgs` reporting `fields` as JSON, sizes in bytes without a unit.
+/// `lvs` reporting `fields` as JSON, sizes in bytes without a unit.
 fn report_command(name: &str, fields: &str) -> Result<Command, ProviderError> {
     let mut cmd = lvm_command(name)?;
     cmd.args([
@@ -326,25 +321,18 @@ fn report_command(name: &str, fields: &str) -> Result<Command, ProviderError> {
     Ok(cmd)
 }
 
-/// `lvs` over `selection` (`VG`, `VG/LV`, or nothing for every VG).
-fn lvs(selection: Option<&str>) -> Result<Vec<LvRow>, ProviderError> {
+/// One `lvs` over the VGs `vgs` (each a VG name; none: every VG).
+fn lvs<S: AsRef<std::ffi::OsStr>>(vgs: &[S]) -> Result<Vec<LvRow>, ProviderError> {
     let mut cmd = report_command("lvs", LV_FIELDS)?;
-    if let Some(s) = selection {
-        cmd.arg(s);
-    }
+    cmd.args(vgs);
+    let t = Instant::now();
     let out = run_lvm(&mut cmd)?;
+    log::debug!(
+        "lvm: {} took {:.0} ms",
+        exec::describe(&cmd),
+        t.elapsed().as_secs_f64() * 1e3
+    );
     parse_lvs(&out.stdout).map_err(ProviderError::Other)
-}
-
-fn vg_row(vg: &str) -> Result<VgRow, ProviderError> {
-    let mut cmd = report_command("vgs", "vg_name,vg_free,vg_extent_size")?;
-    cmd.arg(vg);
-    let out = run_lvm(&mut cmd)?;
-    parse_vgs(&out.stdout)
-        .map_err(ProviderError::Other)?
-        .into_iter()
-        .find(|r| r.vg_name == vg)
-        .ok_or_else(|| ProviderError::Other(format!("vgs reported no VG {vg}")))
 }
 
 /// True when an LVM command failed because the VG or LV does not exist.
@@ -360,18 +348,46 @@ fn is_not_found(e: &ProviderError) -> bool {
 // ----------------------------------------------------------------------------------------
 // Probe
 
-/// What probe learnt of the LV under a mount.
-#[derive(Debug)]
-struct Inspected {
-    lv: LvRow,
-    all: Vec<LvRow>,
+/// What sysfs says of the device under a mount, before any LVM command is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DmLv {
+    major: u32,
+    minor: u32,
+    /// The VG, from the device-mapper name LVM gave the device (`VG-LV`, `-` doubled inside
+    /// each name): which VGs to ask `lvs` about. The LV itself is found by device number.
+    vg: String,
+    /// A thin LV: its device-mapper device stands on a thin pool's (`-tpool`) device.
+    thin: bool,
 }
 
-/// Is the mount an LV, and which? `Err` is the reason to decline.
-fn inspect(m: &Mount) -> Result<Inspected, String> {
+/// The VG part of an LVM device-mapper name (`VG-LV[-layer]`, a `-` inside a name doubled).
+fn vg_of_dm_name(name: &str) -> Option<String> {
+    let mut vg = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '-' {
+            vg.push(c);
+        } else if chars.peek() == Some(&'-') {
+            chars.next();
+            vg.push('-');
+        } else {
+            return (!vg.is_empty()).then_some(vg);
+        }
+    }
+    None
+}
+
+/// The device-mapper name LVM gives `VG/LV`: `VG-LV`, every `-` inside a name doubled.
+fn dm_name(vg: &str, lv: &str) -> String {
+    format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--"))
+}
+
+/// Is the mount on an LV, which VG's, thin or not? From sysfs alone: `Err` is the reason to
+/// decline.
+fn dm_lv(m: &Mount) -> Result<DmLv, String> {
     let (major, minor) = m.dev();
-    let uuid_path = format!("/sys/dev/block/{major}:{minor}/dm/uuid");
-    match std::fs::read_to_string(&uuid_path) {
+    let dm = format!("/sys/dev/block/{major}:{minor}/dm");
+    match std::fs::read_to_string(format!("{dm}/uuid")) {
         Ok(uuid) if uuid.starts_with("LVM-") => {}
         Ok(_) => {
             return Err(format!(
@@ -386,21 +402,40 @@ fn inspect(m: &Mount) -> Result<Inspected, String> {
             ))
         }
     }
-    if exec::find_tool("lvs").is_none() {
-        return Err("lvs not found (install lvm2)".into());
-    }
-    let all = lvs(None).map_err(|e| e.to_string())?;
-    let lv = all
-        .iter()
-        .find(|r| r.device_number() == Some((major, minor)))
-        .cloned()
+    let name = std::fs::read_to_string(format!("{dm}/name")).unwrap_or_default();
+    let vg = vg_of_dm_name(name.trim()).ok_or_else(|| {
+        format!(
+            "{} ({major}:{minor}): unreadable device-mapper name {:?}",
+            m.source,
+            name.trim()
+        )
+    })?;
+    let thin = std::fs::read_dir(format!("/sys/dev/block/{major}:{minor}/slaves"))
+        .map(|rd| {
+            rd.filter_map(Result::ok).any(|e| {
+                std::fs::read_to_string(e.path().join("dm/uuid"))
+                    .is_ok_and(|u| u.trim_end().ends_with("-tpool"))
+            })
+        })
+        .unwrap_or(false);
+    Ok(DmLv {
+        major,
+        minor,
+        vg,
+        thin,
+    })
+}
+
+/// The `lvs` row of the LV under a mount, from one report of its VG.
+fn row_of<'a>(m: &Mount, dm: &DmLv, rows: &'a [LvRow]) -> Result<&'a LvRow, String> {
+    rows.iter()
+        .find(|r| r.device_number() == Some((dm.major, dm.minor)))
         .ok_or_else(|| {
             format!(
-                "lvs reports no LV with device {major}:{minor} ({})",
-                m.source
+                "lvs reports no LV with device {}:{} ({})",
+                dm.major, dm.minor, m.source
             )
-        })?;
-    Ok(Inspected { lv, all })
+        })
 }
 
 /// What `probe` plans for a unit ([`UnitRequest::data`]).
@@ -482,9 +517,11 @@ pub enum LvmKind {
 /// LVM snapshots, classic or thin ([`LvmKind`]); the two differ only in what they take
 /// (probe) and in how `lvcreate` is called and the snapshot activated, which the record says
 /// (its `pool`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug)]
 pub struct LvmProvider {
     kind: LvmKind,
+    /// This process's sessions, for one `lvs` per teardown.
+    sessions: Sessions,
 }
 
 impl Default for LvmProvider {
@@ -499,6 +536,7 @@ impl LvmProvider {
     pub fn classic(size: LvmSize) -> Self {
         Self {
             kind: LvmKind::Classic { size },
+            sessions: Sessions::default(),
         }
     }
 
@@ -506,6 +544,7 @@ impl LvmProvider {
     pub fn thin() -> Self {
         Self {
             kind: LvmKind::Thin,
+            sessions: Sessions::default(),
         }
     }
 
@@ -513,18 +552,58 @@ impl LvmProvider {
         self.kind
     }
 
-    fn plan(&self, fs: &Filesystem) -> Result<UnitPlan, String> {
-        match self.kind {
-            LvmKind::Classic { size } => plan_classic(fs, size),
-            LvmKind::Thin => plan_thin(fs),
-        }
+    /// Plans for `filesystems`, one answer each: sysfs first (not an LV, or an LV of the
+    /// other kind: declined without an LVM command), then one `lvs` over the VGs of those
+    /// left, whatever their number (docs/DESIGN.md §3.2).
+    fn plan_all(&self, filesystems: &[Filesystem]) -> Vec<Result<UnitPlan, String>> {
+        let thin = matches!(self.kind, LvmKind::Thin);
+        let seen: Vec<Result<DmLv, String>> = filesystems
+            .iter()
+            .map(|fs| {
+                let dm = dm_lv(&fs.mount)?;
+                match (thin, dm.thin) {
+                    (true, false) => Err(format!("{} is not a thin LV", fs.mount.source)),
+                    (false, true) => Err(format!(
+                        "{} is a thin LV (lvm-thin takes those)",
+                        fs.mount.source
+                    )),
+                    _ => Ok(dm),
+                }
+            })
+            .collect();
+        let mut vgs: Vec<&str> = seen
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|d| d.vg.as_str()))
+            .collect();
+        vgs.sort_unstable();
+        vgs.dedup();
+        let report: Result<Vec<LvRow>, String> = if vgs.is_empty() {
+            Ok(Vec::new())
+        } else if exec::find_tool("lvs").is_none() {
+            Err("lvs not found (install lvm2)".into())
+        } else {
+            lvs(&vgs).map_err(|e| e.to_string())
+        };
+        filesystems
+            .iter()
+            .zip(seen)
+            .map(|(fs, dm)| {
+                let dm = dm?;
+                let rows = report.as_ref().map_err(Clone::clone)?;
+                let lv = row_of(&fs.mount, &dm, rows)?;
+                match self.kind {
+                    LvmKind::Classic { size } => plan_classic(fs, size, lv),
+                    LvmKind::Thin => plan_thin(fs, lv, rows),
+                }
+            })
+            .collect()
     }
 }
 
-/// The plan of a classic snapshot of the LV under `fs` with `wanted` copy-on-write space, or
-/// why not.
-fn plan_classic(fs: &Filesystem, wanted: LvmSize) -> Result<UnitPlan, String> {
-    let Inspected { lv, .. } = inspect(&fs.mount)?;
+/// The plan of a classic snapshot of `lv`, the LV under `fs`, with `wanted` copy-on-write
+/// space, or why not.
+fn plan_classic(fs: &Filesystem, wanted: LvmSize, lv: &LvRow) -> Result<UnitPlan, String> {
+    let lv = lv.clone();
     let name = lv.describe();
     if lv.is_thin() {
         return Err(format!("{name} is a thin LV (lvm-thin takes those)"));
@@ -543,14 +622,13 @@ fn plan_classic(fs: &Filesystem, wanted: LvmSize) -> Result<UnitPlan, String> {
     let origin = lv
         .size_bytes()
         .ok_or_else(|| format!("lvs gave no size for {name}: {:?}", lv.lv_size))?;
-    let vg = vg_row(&lv.vg_name).map_err(|e| e.to_string())?;
     let parse = |what: &str, v: &str| {
         v.trim()
             .parse::<u64>()
-            .map_err(|_| format!("vgs gave an unreadable {what} for {}: {v:?}", lv.vg_name))
+            .map_err(|_| format!("lvs gave an unreadable {what} for {}: {v:?}", lv.vg_name))
     };
-    let free = parse("vg_free", &vg.vg_free)?;
-    let extent = parse("vg_extent_size", &vg.vg_extent_size)?;
+    let free = parse("vg_free", &lv.vg_free)?;
+    let extent = parse("vg_extent_size", &lv.vg_extent_size)?;
     let size = wanted.snapshot_bytes(origin, extent);
     if size > free {
         return Err(format!(
@@ -573,9 +651,10 @@ fn plan_classic(fs: &Filesystem, wanted: LvmSize) -> Result<UnitPlan, String> {
     })
 }
 
-/// The plan of a thin snapshot of the thin LV under `fs`, or why not.
-fn plan_thin(fs: &Filesystem) -> Result<UnitPlan, String> {
-    let Inspected { lv, all } = inspect(&fs.mount)?;
+/// The plan of a thin snapshot of `lv`, the thin LV under `fs`, with `all` the rows of its
+/// VG, or why not.
+fn plan_thin(fs: &Filesystem, lv: &LvRow, all: &[LvRow]) -> Result<UnitPlan, String> {
+    let lv = lv.clone();
     let name = lv.describe();
     if !lv.is_thin() {
         return Err(format!("{name} is not a thin LV"));
@@ -649,7 +728,7 @@ fn create(
     let t = Instant::now();
     if let Err(e) = run_lvm(&mut cmd) {
         // It may have got as far as making the LV: remove it (guarded) before reporting.
-        if let Err(e2) = remove_snapshot_lv(&data) {
+        if let Err(e2) = remove_snapshot_lv(&data, None) {
             log::warn!(
                 "{provider}: removing {} after a failed lvcreate: {e2}",
                 data.path()
@@ -678,18 +757,10 @@ fn mount_options(fstype: &str) -> &'static [&'static str] {
     }
 }
 
-/// The snapshot's device node, once it exists (LVM or udev make it).
+/// The snapshot's device node (`/dev/mapper/` and its device-mapper name, as LVM names it),
+/// once it exists (LVM or udev make it): no `lvs` to look it up.
 fn device_of(data: &SnapshotData) -> Result<PathBuf, ProviderError> {
-    let rows = lvs(Some(&data.path()))?;
-    let row = rows
-        .iter()
-        .find(|r| r.lv_name == data.name)
-        .ok_or_else(|| ProviderError::Other(format!("snapshot LV {} is gone", data.path())))?;
-    let path = if row.lv_dm_path.is_empty() {
-        PathBuf::from(format!("/dev/{}", data.path()))
-    } else {
-        PathBuf::from(&row.lv_dm_path)
-    };
+    let path = PathBuf::from("/dev/mapper").join(dm_name(&data.vg, &data.name));
     let t = Instant::now();
     while !path.exists() {
         if t.elapsed() > Duration::from_secs(10) {
@@ -699,7 +770,7 @@ fn device_of(data: &SnapshotData) -> Result<PathBuf, ProviderError> {
                 data.path()
             )));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(path)
 }
@@ -761,18 +832,81 @@ fn mount(provider: &str, created: &Created, mount: &Mount) -> Result<DetachedMou
     })
 }
 
-fn verify(created: &Created) -> Validity {
-    let data = match SnapshotData::from_created(created) {
-        Ok(d) => d,
-        Err(e) => return Validity::Invalid(e.to_string()),
-    };
-    let rows = match lvs(Some(&data.vg)) {
-        Ok(r) => r,
-        Err(e) => {
-            return Validity::Invalid(format!("could not check snapshot LV {}: {e}", data.path()))
+/// The session id in a session object's name (`snapshot-<id>-<index>` → `snapshot-<id>`).
+fn session_of(object_name: &str) -> &str {
+    object_name
+        .rsplit_once('-')
+        .map_or(object_name, |(session, _)| session)
+}
+
+/// What this process knows of its sessions' snapshots between `prepare` and `remove`, so that
+/// teardown reads one `lvs` report for all of a session's snapshots (docs/DESIGN.md §3.1):
+/// session id → its units and, once its first snapshot is verified, that report.
+#[derive(Debug, Default)]
+struct Sessions(Mutex<HashMap<String, SessionUnits>>);
+
+#[derive(Debug, Default)]
+struct SessionUnits {
+    /// The snapshot LVs (VG, name) prepared and not yet removed.
+    units: Vec<(String, String)>,
+    /// One `lvs` of all their VGs, read at the session's first `verify`.
+    report: Option<Vec<LvRow>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionUnits>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, session: &str, data: &SnapshotData) {
+        let mut map = self.lock();
+        let units = &mut map.entry(session.to_owned()).or_default().units;
+        let unit = (data.vg.clone(), data.name.clone());
+        if !units.contains(&unit) {
+            units.push(unit);
         }
-    };
-    validity(&data, &rows)
+    }
+
+    /// The teardown report for `data`'s session: read once (one `lvs` over every VG of the
+    /// session's units) and kept until the last of them is removed. A snapshot this process
+    /// did not prepare (a dead session's, from its journal) gets an `lvs` of its own VG.
+    fn report(&self, created: &Created, data: &SnapshotData) -> Result<Vec<LvRow>, ProviderError> {
+        let mut map = self.lock();
+        let Some(session) = map.get_mut(session_of(&created.name)) else {
+            drop(map);
+            return lvs(&[&data.vg]);
+        };
+        if let Some(rows) = &session.report {
+            return Ok(rows.clone());
+        }
+        let mut vgs: Vec<&str> = session.units.iter().map(|(vg, _)| vg.as_str()).collect();
+        vgs.push(&data.vg);
+        vgs.sort_unstable();
+        vgs.dedup();
+        let rows = lvs(&vgs)?;
+        session.report = Some(rows.clone());
+        Ok(rows)
+    }
+
+    /// The rows of the teardown report already read for `created`'s session, if any.
+    fn cached(&self, created: &Created) -> Option<Vec<LvRow>> {
+        self.lock()
+            .get(session_of(&created.name))
+            .and_then(|s| s.report.clone())
+    }
+
+    /// `data` is removed: forget it, and the session once none of its units is left.
+    fn removed(&self, created: &Created, data: &SnapshotData) {
+        let mut map = self.lock();
+        let session = session_of(&created.name);
+        if let Some(s) = map.get_mut(session) {
+            s.units
+                .retain(|(vg, name)| !(vg == &data.vg && name == &data.name));
+            if s.units.is_empty() {
+                map.remove(session);
+            }
+        }
+    }
 }
 
 /// The verdict on a snapshot from the rows of its VG.
@@ -868,9 +1002,10 @@ fn lvremove_command(target: &RemovableSnapshot) -> Result<Command, ProviderError
     Ok(cmd)
 }
 
-/// Removes the snapshot LV if it exists; success when it is already gone.
-fn remove_snapshot_lv(data: &SnapshotData) -> Result<(), ProviderError> {
-    let rows = match lvs(Some(&data.vg)) {
+/// Removes the snapshot LV if it exists; success when it is already gone. `rows`: a report
+/// of its VG read at this teardown (none: one is read now).
+fn remove_snapshot_lv(data: &SnapshotData, rows: Option<Vec<LvRow>>) -> Result<(), ProviderError> {
+    let rows = match rows.map_or_else(|| lvs(&[&data.vg]), Ok) {
         Ok(r) => r,
         Err(e) if is_not_found(&e) => return Ok(()),
         Err(e) => return Err(e),
@@ -886,7 +1021,7 @@ fn remove_snapshot_lv(data: &SnapshotData) -> Result<(), ProviderError> {
     }
 }
 
-fn remove(created: &Created) -> Result<(), ProviderError> {
+fn remove(sessions: &Sessions, created: &Created) -> Result<(), ProviderError> {
     let data = SnapshotData::from_created(created)?;
     if is_mounted_at(&data.staging)? {
         sys::unmount_path(&data.staging)
@@ -902,7 +1037,9 @@ fn remove(created: &Created) -> Result<(), ProviderError> {
             ))
         }
     }
-    remove_snapshot_lv(&data)
+    remove_snapshot_lv(&data, sessions.cached(created))?;
+    sessions.removed(created, &data);
+    Ok(())
 }
 
 fn expected(provider: &str, unit: &UnitRequest, ctx: &SessionContext) -> Created {
@@ -921,14 +1058,30 @@ impl Provider for LvmProvider {
     }
 
     fn probe(&self, fs: &Filesystem) -> Probe {
-        match self.plan(fs) {
-            Ok(plan) => Probe::accept(format!("{}/{}", plan.vg, plan.lv), &plan, true),
-            Err(reason) => Probe::Decline(reason),
-        }
+        self.probe_all(std::slice::from_ref(fs))
+            .pop()
+            .unwrap_or_else(|| Probe::Decline("no answer".into()))
+    }
+
+    fn probe_all(&self, filesystems: &[Filesystem]) -> Vec<Probe> {
+        self.plan_all(filesystems)
+            .into_iter()
+            .map(|plan| match plan {
+                Ok(plan) => Probe::accept(format!("{}/{}", plan.vg, plan.lv), &plan, true),
+                Err(reason) => Probe::Decline(reason),
+            })
+            .collect()
     }
 
     fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
         expected(self.name(), unit, ctx)
+    }
+
+    /// Notes the unit as its session's, for one report at teardown.
+    fn prepare(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<(), ProviderError> {
+        let data = SnapshotData::new(unit.data(self.name())?, ctx);
+        self.sessions.register(&ctx.id, &data);
+        Ok(())
     }
 
     fn create(&self, unit: &UnitRequest, ctx: &SessionContext) -> Result<Created, ProviderError> {
@@ -940,11 +1093,20 @@ impl Provider for LvmProvider {
     }
 
     fn verify(&self, created: &Created) -> Validity {
-        verify(created)
+        let data = match SnapshotData::from_created(created) {
+            Ok(d) => d,
+            Err(e) => return Validity::Invalid(e.to_string()),
+        };
+        match self.sessions.report(created, &data) {
+            Ok(rows) => validity(&data, &rows),
+            Err(e) => {
+                Validity::Invalid(format!("could not check snapshot LV {}: {e}", data.path()))
+            }
+        }
     }
 
     fn remove(&self, created: &Created) -> Result<(), ProviderError> {
-        remove(created)
+        remove(&self.sessions, created)
     }
 }
 
@@ -969,18 +1131,6 @@ mod tests {
                   {"lv_name":"s1", "vg_name":"mvg", "lv_attr":"swi-a-s---", "lv_size":"8388608", "lv_kernel_major":"253", "lv_kernel_minor":"9", "pool_lv":"", "origin":"lv1", "data_percent":"0.15", "metadata_percent":"", "snap_percent":"0.15", "lv_dm_path":"/dev/mapper/mvg-s1"},
                   {"lv_name":"thin1", "vg_name":"mvg", "lv_attr":"Vwi-aotz--", "lv_size":"536870912", "lv_kernel_major":"253", "lv_kernel_minor":"6", "pool_lv":"pool", "origin":"", "data_percent":"4.79", "metadata_percent":"", "snap_percent":"4.79", "lv_dm_path":"/dev/mapper/mvg-thin1"},
                   {"lv_name":"ts", "vg_name":"mvg", "lv_attr":"Vwi---tz-k", "lv_size":"536870912", "lv_kernel_major":"-1", "lv_kernel_minor":"-1", "pool_lv":"pool", "origin":"thin1", "data_percent":"", "metadata_percent":"", "snap_percent":"", "lv_dm_path":"/dev/mapper/mvg-ts"}
-              ]
-          }
-      ]
-  }
-"#;
-
-    /// `vgs … -o vg_name,vg_free,vg_extent_size mvg`, same guest.
-    const VGS: &str = r#"  {
-      "report": [
-          {
-              "vg": [
-                  {"vg_name":"mvg", "vg_free":"1321205760", "vg_extent_size":"4194304"}
               ]
           }
       ]
@@ -1067,19 +1217,6 @@ mod tests {
         assert_eq!(percent(&lv1.snap_percent), None);
         assert!(parse_lvs(NOT_FOUND).unwrap().is_empty());
         assert!(parse_lvs("not json").is_err());
-    }
-
-    #[test]
-    fn parses_recorded_vgs_json() {
-        let vgs = parse_vgs(VGS).unwrap();
-        assert_eq!(
-            vgs,
-            vec![VgRow {
-                vg_name: "mvg".into(),
-                vg_free: "1321205760".into(),
-                vg_extent_size: "4194304".into(),
-            }]
-        );
     }
 
     #[test]
@@ -1191,6 +1328,77 @@ mod tests {
             ..snap.clone()
         };
         assert!(removable(&ours, &other).is_err());
+    }
+
+    #[test]
+    fn device_mapper_names() {
+        assert_eq!(
+            dm_name("mvg", "lvm-snapshot-0a1b2c3d-0"),
+            "mvg-lvm--snapshot--0a1b2c3d--0"
+        );
+        assert_eq!(dm_name("my-vg", "lv"), "my--vg-lv");
+        assert_eq!(vg_of_dm_name("my--vg-lv").as_deref(), Some("my-vg"));
+        assert_eq!(vg_of_dm_name("mvg-pool-tpool").as_deref(), Some("mvg"));
+        assert_eq!(
+            vg_of_dm_name(&dm_name("a-b--c", "x-y")).as_deref(),
+            Some("a-b--c")
+        );
+        assert_eq!(vg_of_dm_name("novg"), None);
+        assert_eq!(vg_of_dm_name("-lv"), None);
+        assert_eq!(session_of("snapshot-0a1b2c3d-12"), "snapshot-0a1b2c3d");
+    }
+
+    #[test]
+    fn plans_from_one_report_without_vgs() {
+        let rows: Vec<LvRow> = parse_lvs(LVS)
+            .unwrap()
+            .into_iter()
+            .map(|r| LvRow {
+                vg_free: "1321205760".into(),
+                vg_extent_size: "4194304".into(),
+                ..r
+            })
+            .collect();
+        let fs = |source: &str, fstype: &str| Filesystem {
+            mount: Mount {
+                id: 1,
+                parent_id: 0,
+                major: 253,
+                minor: 0,
+                root: "/".into(),
+                mount_point: "/srv".into(),
+                options: "rw".into(),
+                optional: vec![],
+                fstype: fstype.into(),
+                source: source.into(),
+                super_options: "rw".into(),
+            },
+        };
+        let plan = plan_classic(
+            &fs("/dev/mapper/mvg-lv1", "ext4"),
+            LvmSize::default(),
+            row(&rows, "lv1"),
+        )
+        .unwrap();
+        assert_eq!(plan.size_bytes, Some(28 << 20));
+        let full = LvRow {
+            vg_free: "4194304".into(),
+            ..row(&rows, "lv1").clone()
+        };
+        let why = plan_classic(
+            &fs("/dev/mapper/mvg-lv1", "ext4"),
+            LvmSize::default(),
+            &full,
+        )
+        .unwrap_err();
+        assert!(why.contains("free extents"), "{why}");
+        let thin = plan_thin(
+            &fs("/dev/mapper/mvg-thin1", "xfs"),
+            row(&rows, "thin1"),
+            &rows,
+        )
+        .unwrap();
+        assert_eq!(thin.pool.as_deref(), Some("pool"));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! [`Provider::create`], which snapshots all their datasets with one `zfs snapshot a@n b@n …`
 //! (atomic: one transaction group, one point in time). Different pools are different units,
 //! which the session creates in parallel. `zfs list -Hp` and `zpool list -Hp` (tab-separated,
-//! exact numbers) tell what the dataset is; declined with the reason:
+//! exact numbers) tell what the dataset is — one call each for all the mounts of a plan
+//! ([`Provider::probe_all`]), naming only their datasets and pools, so that the cost does not
+//! grow with the datasets on the machine; declined with the reason:
 //! - `zfs` not installed;
 //! - the mount is itself a snapshot (`pool/ds@snap`: an automount under `.zfs/snapshot/` or a
 //!   `mount -t zfs` of a snapshot) — already read-only and point-in-time, and ZFS cannot
@@ -41,9 +43,12 @@
 //!
 //! # Verify and remove
 //!
-//! Valid while every snapshot exists. `remove` unmounts the staging mounts, releases the
-//! session's hold (`zfs release`) where it is set, and destroys each snapshot with `zfs
-//! destroy DS@NAME` — only through [`destroy_target`], which accepts nothing but a recorded
+//! Valid while every snapshot exists (one `zfs list` of the unit's snapshots). `remove` unmounts
+//! the staging mounts, releases the session's hold with one `zfs release NAME DS1@NAME …` where
+//! it is set, and destroys each snapshot with `zfs destroy DS@NAME`. When this process placed
+//! the hold and verified the unit just before, that listing and the hold tell what exists and
+//! is held; a remove from a journal (another process) lists the snapshots and `zfs holds`
+//! first. Destruction goes only through [`destroy_target`], which accepts nothing but a recorded
 //! dataset's snapshot named after the entry's own session object: never a dataset (no `@`),
 //! never another snapshot. Already gone is success.
 
@@ -54,7 +59,7 @@ use snapshot_core::provider::{
 };
 use snapshot_core::sys::DetachedMount;
 use snapshot_core::{sys, Mount, MountTable};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -210,8 +215,8 @@ struct UnitPlan {
     pool: String,
 }
 
-/// The plan for a mount, or the reason to decline.
-fn plan(m: &Mount) -> Result<UnitPlan, String> {
+/// The dataset a mount shows, or the reason to decline, from the mount alone.
+fn dataset_of(m: &Mount) -> Result<&str, String> {
     if m.fstype != "zfs" {
         return Err(format!("not ZFS ({})", m.fstype));
     }
@@ -225,32 +230,102 @@ fn plan(m: &Mount) -> Result<UnitPlan, String> {
     if dataset.is_empty() {
         return Err("the mount names no dataset".into());
     }
-    if exec::find_tool("zfs").is_none() || exec::find_tool("zpool").is_none() {
-        return Err("zfs/zpool not found (install zfsutils-linux)".into());
+    Ok(dataset)
+}
+
+/// `zfs list -Hp -o name,type` of `datasets` in one call; when one is missing (which fails
+/// the whole call), one call each.
+fn list_datasets(datasets: &[&str]) -> Result<Vec<DatasetRow>, ProviderError> {
+    let list = |names: &[&str]| -> Result<Vec<DatasetRow>, ProviderError> {
+        let mut cmd = command("zfs")?;
+        cmd.args(["list", "-Hp", "-o", DATASET_FIELDS]).args(names);
+        let out = run(&mut cmd)?;
+        parse_dataset_rows(&out.stdout).map_err(ProviderError::Other)
+    };
+    match list(datasets) {
+        Err(e) if is_not_found(&e) && datasets.len() > 1 => {
+            let mut rows = Vec::new();
+            for d in datasets {
+                match list(&[d]) {
+                    Ok(r) => rows.extend(r),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(rows)
+        }
+        other => other,
     }
-    let pool = pool_of(dataset);
-    let mut cmd = command("zfs").map_err(|e| e.to_string())?;
-    cmd.args(["list", "-Hp", "-o", DATASET_FIELDS, dataset]);
-    let out = run(&mut cmd).map_err(|e| e.to_string())?;
-    let rows = parse_dataset_rows(&out.stdout)?;
-    let row = rows
-        .iter()
-        .find(|r| r.name == dataset)
-        .ok_or_else(|| format!("zfs list does not show dataset {dataset}"))?;
-    let mut cmd = command("zpool").map_err(|e| e.to_string())?;
-    cmd.args(["list", "-Hp", "-o", "name,health,readonly", pool]);
-    let out = run(&mut cmd).map_err(|e| e.to_string())?;
-    let pools = parse_pool_rows(&out.stdout)?;
-    let p = pools
-        .iter()
-        .find(|r| r.name == pool)
-        .ok_or_else(|| format!("zpool list does not show pool {pool}"))?;
-    if let Some(why) = refusal(row, p) {
-        return Err(why);
+}
+
+/// `zpool list -Hp -o name,health,readonly` of `pools` in one call (one each when one is
+/// missing).
+fn list_pools(pools: &[&str]) -> Result<Vec<PoolRow>, ProviderError> {
+    let list = |names: &[&str]| -> Result<Vec<PoolRow>, ProviderError> {
+        let mut cmd = command("zpool")?;
+        cmd.args(["list", "-Hp", "-o", "name,health,readonly"])
+            .args(names);
+        let out = run(&mut cmd)?;
+        parse_pool_rows(&out.stdout).map_err(ProviderError::Other)
+    };
+    match list(pools) {
+        Err(_) if pools.len() > 1 => {
+            let mut rows = Vec::new();
+            for p in pools {
+                if let Ok(r) = list(&[p]) {
+                    rows.extend(r);
+                }
+            }
+            Ok(rows)
+        }
+        other => other,
     }
-    Ok(UnitPlan {
-        pool: pool.to_owned(),
-    })
+}
+
+/// The plans for `filesystems`, one answer each: one `zfs list` of all their datasets and one
+/// `zpool list` of all their pools, whatever their number (docs/DESIGN.md §3.2).
+fn plan_all(filesystems: &[Filesystem]) -> Vec<Result<UnitPlan, String>> {
+    let seen: Vec<Result<&str, String>> =
+        filesystems.iter().map(|f| dataset_of(&f.mount)).collect();
+    let mut datasets: Vec<&str> = seen
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    datasets.sort_unstable();
+    datasets.dedup();
+    let mut pools: Vec<&str> = datasets.iter().map(|d| pool_of(d)).collect();
+    pools.sort_unstable();
+    pools.dedup();
+    let listed: Result<(Vec<DatasetRow>, Vec<PoolRow>), String> = if datasets.is_empty() {
+        Ok(Default::default())
+    } else if exec::find_tool("zfs").is_none() || exec::find_tool("zpool").is_none() {
+        Err("zfs/zpool not found (install zfsutils-linux)".into())
+    } else {
+        list_datasets(&datasets)
+            .and_then(|d| Ok((d, list_pools(&pools)?)))
+            .map_err(|e| e.to_string())
+    };
+    seen.into_iter()
+        .map(|dataset| {
+            let dataset = dataset?;
+            let (rows, pools) = listed.as_ref().map_err(Clone::clone)?;
+            let pool = pool_of(dataset);
+            let row = rows
+                .iter()
+                .find(|r| r.name == dataset)
+                .ok_or_else(|| format!("zfs list does not show dataset {dataset}"))?;
+            let p = pools
+                .iter()
+                .find(|r| r.name == pool)
+                .ok_or_else(|| format!("zpool list does not show pool {pool}"))?;
+            if let Some(why) = refusal(row, p) {
+                return Err(why);
+            }
+            Ok(UnitPlan {
+                pool: pool.to_owned(),
+            })
+        })
+        .collect()
 }
 
 // ----------------------------------------------------------------------------------------
@@ -374,10 +449,12 @@ pub fn destroy_target(data: &SnapshotData, snapshot: &str) -> Result<DestroyTarg
 // Create, mount, verify, remove
 
 /// The ZFS provider. Remembers which units' holds it placed (the hold goes with the first
-/// mount of a unit).
+/// mount of a unit) and what the last `verify` of a unit listed, for its `remove`.
 #[derive(Debug, Default)]
 pub struct ZfsProvider {
     held: Mutex<HashSet<String>>,
+    /// Unit (object name) → its snapshots that `verify` found, with their user hold counts.
+    listed: Mutex<HashMap<String, Vec<(String, u64)>>>,
 }
 
 /// The provider's name.
@@ -497,8 +574,25 @@ impl ZfsProvider {
         Ok(())
     }
 
+    /// Releases the unit's hold and destroys its snapshots. When this process placed the hold
+    /// and has just verified the unit, it knows which snapshots exist and carry its tag: one
+    /// `zfs release` and the destroys, no listing; otherwise (another process's journal) it
+    /// lists them and their holds first.
     fn destroy_all(&self, data: &SnapshotData) -> Result<(), ProviderError> {
-        let present = existing(&data.snapshots())?;
+        let listed = self
+            .listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&data.name);
+        let we_hold = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&data.name);
+        let present = match listed {
+            Some(p) => p,
+            None => existing(&data.snapshots())?,
+        };
         let ours: Vec<String> = present
             .iter()
             .filter(|(name, _)| destroy_target(data, name).is_ok())
@@ -509,7 +603,12 @@ impl ZfsProvider {
             .filter(|(name, refs)| *refs > 0 && ours.contains(name))
             .map(|(name, _)| name.clone())
             .collect();
-        let to_release = held_by(&with_holds, &data.name)?;
+        // `zfs hold TAG a b …` placed the tag on every one of them, or on none.
+        let to_release = if we_hold {
+            with_holds
+        } else {
+            held_by(&with_holds, &data.name)?
+        };
         if !to_release.is_empty() {
             let mut cmd = command("zfs")?;
             cmd.args(["release", &data.name]).args(&to_release);
@@ -548,10 +647,19 @@ impl Provider for ZfsProvider {
     }
 
     fn probe(&self, fs: &Filesystem) -> Probe {
-        match plan(&fs.mount) {
-            Ok(plan) => Probe::accept(format!("pool:{}", plan.pool), &plan, true),
-            Err(reason) => Probe::Decline(reason),
-        }
+        self.probe_all(std::slice::from_ref(fs))
+            .pop()
+            .unwrap_or_else(|| Probe::Decline("no answer".into()))
+    }
+
+    fn probe_all(&self, filesystems: &[Filesystem]) -> Vec<Probe> {
+        plan_all(filesystems)
+            .into_iter()
+            .map(|plan| match plan {
+                Ok(plan) => Probe::accept(format!("pool:{}", plan.pool), &plan, true),
+                Err(reason) => Probe::Decline(reason),
+            })
+            .collect()
     }
 
     fn expected(&self, unit: &UnitRequest, ctx: &SessionContext) -> Created {
@@ -627,7 +735,14 @@ impl Provider for ZfsProvider {
             Err(e) => return Validity::Invalid(e.to_string()),
         };
         let present = match existing(&data.snapshots()) {
-            Ok(p) => p,
+            Ok(p) => {
+                // Kept for the `remove` that follows at teardown.
+                self.listed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(data.name.clone(), p.clone());
+                p
+            }
             Err(e) => {
                 return Validity::Invalid(format!(
                     "could not check the ZFS snapshots {}: {e}",

@@ -18,6 +18,8 @@ use std::time::Instant;
 
 /// Origin LV size (XFS's minimum is 300 MB).
 const LV_MB: u64 = 320;
+/// Size of the extra thin LVs of `--scale` (ext4).
+const SCALE_LV_MB: u64 = 16;
 
 /// Two classic LVs and two thin LVs of one VG (first ext4, second XFS).
 pub(super) struct LvmFixtures {
@@ -31,7 +33,10 @@ pub(super) struct LvmFixtures {
 }
 
 impl LvmFixtures {
-    pub(super) fn new(scratch: &Scratch) -> Result<Self> {
+    /// Two classic and two thin LVs, and as many more small thin ones as the largest of
+    /// `scale` needs.
+    pub(super) fn new(scratch: &Scratch, scale: &[usize]) -> Result<Self> {
+        let extra = scale.iter().copied().max().unwrap_or(0).saturating_sub(2);
         // Each piece is owned by `me` as soon as it exists, so that on an error its Drop
         // takes down what was made, LVs first.
         let mut me = Self {
@@ -40,7 +45,11 @@ impl LvmFixtures {
             raw_views: Vec::new(),
             session: SessionDirs::new(&scratch.join("lvm"))?,
             pool: None,
-            vg: Some(Vg::on_loop_files("bench-lvm", 1, 6 * LV_MB + 512)?),
+            vg: Some(Vg::on_loop_files(
+                "bench-lvm",
+                1,
+                6 * LV_MB + 512 + extra as u64 * SCALE_LV_MB,
+            )?),
         };
         let kinds = [FsKind::Ext4, FsKind::Xfs];
         for (i, kind) in kinds.into_iter().enumerate() {
@@ -56,7 +65,7 @@ impl LvmFixtures {
             .vg
             .as_ref()
             .expect("set above")
-            .thin_pool("pool", 2 * LV_MB + 128)?;
+            .thin_pool("pool", 2 * LV_MB + 128 + extra as u64 * SCALE_LV_MB)?;
         me.pool = Some(pool);
         for (i, kind) in kinds.into_iter().enumerate() {
             let lv = me.pool.as_ref().expect("set above").thin_lv(
@@ -64,6 +73,15 @@ impl LvmFixtures {
                 LV_MB,
                 kind,
                 &scratch.join(format!("lvm/thin{i}")),
+            )?;
+            me.thin.push(lv);
+        }
+        for i in 0..extra {
+            let lv = me.pool.as_ref().expect("set above").thin_lv(
+                &format!("thin{}", i + 2),
+                SCALE_LV_MB,
+                FsKind::Ext4,
+                &scratch.join(format!("lvm/thin{}", i + 2)),
             )?;
             me.thin.push(lv);
         }
@@ -80,14 +98,29 @@ impl LvmFixtures {
         Ok(me)
     }
 
-    /// (label, thin, LVs) of each configuration.
-    pub(super) fn configs(&self) -> Vec<(String, bool, usize)> {
-        vec![
+    /// (label, thin, LVs) of each configuration: 1 and 2 of each kind, then the larger
+    /// `scale` counts of thin LVs.
+    pub(super) fn configs(&self, scale: &[usize]) -> Vec<(String, bool, usize)> {
+        let mut v: Vec<(String, bool, usize)> = vec![
             ("classic, 1 LV (ext4)".into(), false, 1),
             ("classic, 2 LVs (ext4 + XFS)".into(), false, 2),
             ("thin, 1 LV (ext4)".into(), true, 1),
             ("thin, 2 LVs (ext4 + XFS)".into(), true, 2),
-        ]
+        ];
+        let mut more: Vec<usize> = scale.iter().copied().filter(|&n| n > 2).collect();
+        more.sort_unstable();
+        more.dedup();
+        v.extend(more.into_iter().map(|n| {
+            (
+                format!(
+                    "thin, {n} LVs (ext4 + XFS + {} of {SCALE_LV_MB} MB ext4)",
+                    n - 2
+                ),
+                true,
+                n,
+            )
+        }));
+        v
     }
 }
 

@@ -31,7 +31,9 @@ pub(super) struct ZfsFixtures {
 }
 
 impl ZfsFixtures {
-    pub(super) fn new(scratch: &Scratch) -> Result<Self> {
+    /// Two datasets, or as many as the largest of `scale`.
+    pub(super) fn new(scratch: &Scratch, scale: &[usize]) -> Result<Self> {
+        let count = scale.iter().copied().max().unwrap_or(0).max(2);
         // The guest's init leaves the module to its first user.
         if !Path::new("/dev/zfs").exists() {
             zfs_tool("modprobe", &["zfs"]).context(
@@ -47,7 +49,7 @@ impl ZfsFixtures {
             // `snaptest-bench-<pid>-<n>`: the testkit turns a `-` in the name into `_`.
             pool: Some(Pool::on_file("bench", POOL_MB)?),
         };
-        for i in 0..2 {
+        for i in 0..count {
             let at = scratch.join(format!("zfs/ds{i}"));
             let ds = me
                 .pool
@@ -76,12 +78,20 @@ impl ZfsFixtures {
         Ok(me)
     }
 
-    /// (label, datasets) of each configuration.
-    pub(super) fn configs(&self) -> Vec<(String, usize)> {
-        vec![
+    /// (label, datasets) of each configuration: 1, 2, then the larger `scale` counts.
+    pub(super) fn configs(&self, scale: &[usize]) -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = vec![
             ("1 dataset".into(), 1),
             ("2 datasets of one pool (one atomic zfs snapshot)".into(), 2),
-        ]
+        ];
+        let mut more: Vec<usize> = scale.iter().copied().filter(|&n| n > 2).collect();
+        more.sort_unstable();
+        more.dedup();
+        v.extend(
+            more.into_iter()
+                .map(|n| (format!("{n} datasets of one pool"), n)),
+        );
+        v
     }
 }
 
