@@ -58,6 +58,13 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "borgmatic",
     "rsync",
     "tar",
+    // systemd as init (the `server-systemd` machine, issue 16: the package installed with apt,
+    // its units run by systemd): udev makes the device units fstab mounts wait for, dbus is
+    // what systemd's tools expect on a Debian system. Only booted with `init=`; the other
+    // machines' init stays vm-tests/init.
+    "systemd",
+    "udev",
+    "dbus",
 ];
 
 /// Modules copied into the root image (with their dependencies).
@@ -99,8 +106,9 @@ const RECIPE: &str = include_str!("image.rs");
 /// - no `root=`: the test root image (serial `vmroot`, attached `snapshot=on`);
 /// - `root=DEVICE` (`/dev/mapper/VG-LV`, or `UUID=…` found with `findfs`), with `rootfstype=`
 ///   and `rootflags=` (e.g. `subvol=@`) and `rw`: like a server's initramfs, it loads
-///   device-mapper and btrfs, activates every volume group (`lvm vgchange -ay --sysinit`,
+///   device-mapper and btrfs, activates the root's volume group (`lvm vgchange -ay --sysinit VG`,
 ///   `DM_DISABLE_UDEV=1`: LVM makes its own device nodes) and mounts that root.
+///   Only the root's volume group is activated (`/dev/mapper/VG-LV`, `/dev/VG/LV`).
 ///
 /// Either way the payload disk (serial `payload`) goes to `/run/vmtest` (a tmpfs `/run`) and
 /// the init is `init=` from the command line, by default the payload's `init`.
@@ -140,6 +148,12 @@ else
   export DM_DISABLE_UDEV=1 LVM_SUPPRESS_FD_WARNINGS=1
   mkdir -p /run/lvm /run/lock/lvm
   lvmconf='devices { obtain_device_list_from_udev = 0 } activation { udev_sync = 0 udev_rules = 0 } backup { backup = 0 archive = 0 }'
+  # The root's volume group: /dev/mapper/VG-LV (no `-` in VG) or /dev/VG/LV; none for UUID=.
+  case $root in
+    /dev/mapper/*) rootvg=${root#/dev/mapper/}; rootvg=${rootvg%%-*} ;;
+    /dev/*/*) rootvg=${root#/dev/}; rootvg=${rootvg%%/*} ;;
+    *) rootvg= ;;
+  esac
   i=0
   while :; do
     case $root in
@@ -148,8 +162,10 @@ else
     esac
     [ -n "$dev" ] && [ -b "$dev" ] && break
     i=$((i+1)); [ $i -gt 50 ] && fail "root device $root not found: $(ls /sys/block) $(ls /dev/mapper)"
-    # Activates the root's volume group (and every other): a no-op when there is none.
-    /usr/sbin/lvm vgchange -ay --sysinit --config "$lvmconf" >/dev/null 2>&1
+    # Activates the root's volume group alone, as a distribution's initramfs activates only
+    # what the root needs: other volume groups (a data disk's, with a thin pool whose
+    # thin_check is not in here) are the booted system's business (udev, lvm2).
+    [ -n "$rootvg" ] && /usr/sbin/lvm vgchange -ay --sysinit --config "$lvmconf" "$rootvg" >/dev/null 2>&1
     sleep 0.1
   done
   opts=$rootmode

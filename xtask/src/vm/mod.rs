@@ -8,6 +8,10 @@
 //! - `server-lvm`, `server-btrfs`: disks that boot like servers (root on an LVM LV, or on a
 //!   btrfs `@` subvolume, `/home` and `/boot` mounted from fstab); `tests/wholesystem.rs`
 //!   snapshots the running system itself.
+//! - `server-systemd`: the `server-lvm` disk booted with systemd as init
+//!   (`vm-tests/systemd-init`); `vm-tests/systemd-tests.sh` installs the `.deb` of
+//!   `cargo xtask dist` with apt and drives its units, across a hard reset of the guest (the
+//!   power cut test: this machine's QEMU keeps running through a guest reboot).
 //!
 //! - [`image`]: the guest kernel (uncompressed vmlinux for the PVH entry), the root filesystem
 //!   image (debootstrap minbase) and the busybox initramfs, cached and keyed by their inputs.
@@ -54,12 +58,13 @@ pub struct VmTestArgs {
     loop_tier: bool,
 
     /// Run only this guest test target (repeatable): lvm, zfs (the classic guest), wholesystem
-    /// (the server guests). Default: all of them.
-    #[arg(long = "test", value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(payload::GUEST_TESTS))]
+    /// (the server guests), systemd (the systemd guest's script). Default: all of them.
+    #[arg(long = "test", value_name = "TARGET", value_parser = clap::builder::PossibleValuesParser::new(SELECTABLE_TESTS))]
     tests: Vec<String>,
 
     /// Boot only this machine (repeatable): classic (the test image: lvm, zfs), server-lvm
-    /// and server-btrfs (booting like servers: wholesystem). Default: every machine that
+    /// and server-btrfs (booting like servers: wholesystem), server-systemd (the LVM server
+    /// with systemd as init and the .deb installed: systemd). Default: every machine that
     /// runs a selected test; with --script, classic.
     #[arg(long = "machine", value_name = "MACHINE", value_parser = clap::builder::PossibleValuesParser::new(MACHINES))]
     machines: Vec<String>,
@@ -100,7 +105,15 @@ pub struct VmTestArgs {
 }
 
 /// The machines a run can boot, in boot order.
-const MACHINES: &[&str] = &["classic", "server-lvm", "server-btrfs"];
+const MACHINES: &[&str] = &["classic", "server-lvm", "server-btrfs", "server-systemd"];
+
+/// What `--test` selects: snapshot-cli's guest-only test targets (`required-features =
+/// ["vm-tests"]`) and the systemd guest's script ([`SYSTEMD_TESTS`]).
+const SELECTABLE_TESTS: &[&str] = &["lvm", "zfs", "wholesystem", SYSTEMD_TESTS];
+
+/// The systemd guest's tests: a bash script (`vm-tests/systemd-tests.sh`) that prints
+/// libtest's result lines, not a cargo test target.
+const SYSTEMD_TESTS: &str = "systemd";
 
 /// One guest boot of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,14 +122,17 @@ enum Machine {
     Classic,
     /// A server disk: the running system is what the tests snapshot.
     Server(server::Layout),
+    /// The LVM server disk booted with systemd as init: the package and its units.
+    Systemd,
 }
 
 impl Machine {
-    fn all() -> [Machine; 3] {
+    fn all() -> [Machine; 4] {
         [
             Machine::Classic,
             Machine::Server(server::Layout::Lvm),
             Machine::Server(server::Layout::Btrfs),
+            Machine::Systemd,
         ]
     }
 
@@ -125,6 +141,7 @@ impl Machine {
             Machine::Classic => "classic",
             Machine::Server(server::Layout::Lvm) => "server-lvm",
             Machine::Server(server::Layout::Btrfs) => "server-btrfs",
+            Machine::Systemd => "server-systemd",
         }
     }
 
@@ -133,9 +150,23 @@ impl Machine {
         match self {
             Machine::Classic => &["lvm", "zfs"],
             Machine::Server(_) => &["wholesystem"],
+            Machine::Systemd => &[SYSTEMD_TESTS],
+        }
+    }
+
+    /// The systemd guest's disk is the LVM server's.
+    fn server_layout(self) -> Option<server::Layout> {
+        match self {
+            Machine::Classic => None,
+            Machine::Server(l) => Some(l),
+            Machine::Systemd => Some(server::Layout::Lvm),
         }
     }
 }
+
+/// The kernel command line of the systemd guest beyond the LVM server's: its pre-init (which
+/// installs the test unit and masks what a test guest lacks, then execs systemd).
+const SYSTEMD_KERNEL_ARGS: &str = "init=/run/vmtest/systemd-init systemd.show_status=0";
 
 /// The boots of this run and the test targets of each.
 fn plan_boots(args: &VmTestArgs) -> Result<Vec<(Machine, Vec<&'static str>)>> {
@@ -166,7 +197,7 @@ fn plan_boots(args: &VmTestArgs) -> Result<Vec<(Machine, Vec<&'static str>)>> {
     if boots.is_empty() {
         bail!(
             "no machine runs the selected tests ({}) — classic runs lvm and zfs, server-lvm \
-             and server-btrfs run wholesystem",
+             and server-btrfs run wholesystem, server-systemd runs systemd",
             args.tests.join(", ")
         );
     }
@@ -179,8 +210,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     }
     let started = Instant::now();
     let boots = plan_boots(args)?;
-    let needs_servers =
-        args.build_only || boots.iter().any(|(m, _)| matches!(m, Machine::Server(_)));
+    let needs_servers = args.build_only || boots.iter().any(|(m, _)| m.server_layout().is_some());
     host::ensure_packages()?;
 
     let cache = cache::Cache::open(args.cache_dir.clone())?;
@@ -228,11 +258,22 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         return Ok(());
     }
 
+    // The systemd guest installs the packages `cargo xtask dist` builds: built here, every
+    // run, so the guest always tests this tree's package (incremental when nothing changed).
+    let deb = if boots.iter().any(|(m, _)| *m == Machine::Systemd) {
+        let t = Instant::now();
+        let deb = build_deb()?;
+        step("packages built (cargo xtask dist)", t.elapsed());
+        Some(deb)
+    } else {
+        None
+    };
+
     let t = Instant::now();
     let mut all_tests: Vec<String> = Vec::new();
     for (_, tests) in &boots {
         for t in tests {
-            if !all_tests.iter().any(|a| a == t) {
+            if *t != SYSTEMD_TESTS && !all_tests.iter().any(|a| a == t) {
                 all_tests.push((*t).to_owned());
             }
         }
@@ -252,13 +293,17 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     let mut results = Vec::new();
     for (machine, tests) in &boots {
         eprintln!("vm-test: ==== booting {} ====", machine.name());
+        let mut for_boot = built.only(tests);
+        if *machine == Machine::Systemd {
+            for_boot.files.extend(deb.clone());
+        }
         let result = boot_one(
             args,
             &cache,
             &guest,
             servers.as_ref(),
             *machine,
-            &built.only(tests),
+            &for_boot,
             &harness,
         );
         results.push((*machine, result));
@@ -335,7 +380,14 @@ fn boot_one(
         .tempdir_in(cache.runs_dir()?)
         .context("creating the per-run directory")?;
     let t = Instant::now();
-    let payload_img = payload::pack(built, harness, args.script.as_deref(), run_dir.path())?;
+    // The systemd guest's runner is its test script, unless --script replaces it.
+    let systemd_tests = payload::vm_tests_dir().join("systemd-tests.sh");
+    let runner = match (args.script.as_deref(), machine) {
+        (Some(s), _) => Some(s),
+        (None, Machine::Systemd) => Some(systemd_tests.as_path()),
+        (None, _) => None,
+    };
+    let payload_img = payload::pack(built, harness, runner, run_dir.path())?;
     step("payload disk packed", t.elapsed());
     let (append, disk) = match machine {
         Machine::Classic => (
@@ -356,6 +408,19 @@ fn boot_one(
                 mode: "snapshot=on",
             },
         ),
+        Machine::Systemd => (
+            format!(
+                "{} {SYSTEMD_KERNEL_ARGS}",
+                server::Layout::Lvm.kernel_args()
+            ),
+            qemu::Disk {
+                path: servers
+                    .context("the server disks were not prepared")?
+                    .image(server::Layout::Lvm),
+                serial: "server".into(),
+                mode: "snapshot=on",
+            },
+        ),
     };
     let t = Instant::now();
     let outcome = qemu::boot(qemu::BootConfig {
@@ -366,9 +431,13 @@ fn boot_one(
         run_dir: run_dir.path(),
         memory_mib: args.memory,
         timeout: Duration::from_secs(args.timeout),
+        // The power cut test resets the systemd guest (sysrq b) and checks the next boot:
+        // QEMU restarts it (same disks, the `snapshot=on` overlay kept) instead of exiting.
+        allow_reboot: machine == Machine::Systemd,
         on_started: Box::new(move || drop(in_use)),
     })?;
     step(&format!("guest {} run", machine.name()), t.elapsed());
+    // The systemd guest's script prints libtest's lines: judged like the test executables.
     let passed = if args.script.is_some() {
         outcome.script_passed()
     } else {
@@ -384,6 +453,28 @@ fn boot_one(
         passed,
         log,
     })
+}
+
+/// `cargo xtask dist` (this xtask, another process): the release binaries, man pages,
+/// completions and packages into target/dist; returns the `.deb`.
+fn build_deb() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating the xtask executable")?;
+    let mut cmd = std::process::Command::new(&me);
+    cmd.arg("dist").stdin(std::process::Stdio::null());
+    eprintln!("vm-test: {}", host::render(&cmd));
+    let status = cmd.status().context("running xtask dist")?;
+    if !status.success() {
+        bail!("cargo xtask dist failed ({status})");
+    }
+    let dist = crate::root().join("target/dist");
+    let deb = dist.join(format!(
+        "snapshot_{}-1_amd64.deb",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if !deb.is_file() {
+        bail!("cargo xtask dist did not write {}", deb.display());
+    }
+    Ok(deb)
 }
 
 fn step(what: &str, took: Duration) {
@@ -434,7 +525,12 @@ mod tests {
                 ("classic", vec!["lvm", "zfs"]),
                 ("server-lvm", vec!["wholesystem"]),
                 ("server-btrfs", vec!["wholesystem"]),
+                ("server-systemd", vec!["systemd"]),
             ]
+        );
+        assert_eq!(
+            boots(&["--test", "systemd"]).unwrap(),
+            vec![("server-systemd", vec!["systemd"])]
         );
         assert_eq!(
             boots(&["--test", "wholesystem"]).unwrap(),

@@ -15,13 +15,11 @@ use std::process::{Command, Stdio};
 
 const BINARIES: &[&str] = &["snapshot", "start-snapshot", "stop-snapshot"];
 
-/// The guest-only test targets of snapshot-cli (`required-features = ["vm-tests"]`).
-pub const GUEST_TESTS: &[&str] = &["lvm", "zfs", "wholesystem"];
-
 #[derive(Debug)]
 pub struct BuildOptions {
     pub release: bool,
-    /// The test targets to build (of [`GUEST_TESTS`], and `protocol` for the loop tier).
+    /// The test targets to build: snapshot-cli's guest-only targets (`required-features =
+    /// ["vm-tests"]`: lvm, zfs, wholesystem) and `protocol` for the loop tier.
     pub tests: Vec<String>,
 }
 
@@ -31,6 +29,9 @@ pub struct Built {
     pub bins: Vec<(String, PathBuf)>,
     /// (test target name, executable)
     pub tests: Vec<(String, PathBuf)>,
+    /// More files for the payload's top directory, under their own names (the systemd
+    /// guest's `.deb`).
+    pub files: Vec<PathBuf>,
 }
 
 impl Built {
@@ -44,6 +45,7 @@ impl Built {
                 .filter(|(n, _)| names.contains(&n.as_str()))
                 .cloned()
                 .collect(),
+            files: Vec::new(),
         }
     }
 }
@@ -69,16 +71,19 @@ struct Target {
 /// messages.
 pub fn build(opts: &BuildOptions) -> Result<Built> {
     let mut cmd = cargo();
-    cmd.current_dir(root()).args([
-        "test",
-        "-p",
-        "snapshot-cli",
+    let wanted: Vec<&str> = opts.tests.iter().map(String::as_str).collect();
+    // Without a test target (only the systemd guest, whose tests are a script), the binaries
+    // alone: `cargo test --no-run` without `--test` would build every test target.
+    let build = if wanted.is_empty() {
+        ["build", "-p", "snapshot-cli"].as_slice()
+    } else {
+        ["test", "-p", "snapshot-cli", "--no-run"].as_slice()
+    };
+    cmd.current_dir(root()).args(build).args([
         "--features",
         "vm-tests",
-        "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    let wanted: Vec<&str> = opts.tests.iter().map(String::as_str).collect();
     for t in &wanted {
         cmd.args(["--test", t]);
     }
@@ -132,7 +137,16 @@ fn parse_messages(stdout: &str, wanted_tests: &[&str]) -> Result<Built> {
             bail!("cargo reported no executable for the test target {t}");
         }
     }
-    Ok(Built { bins, tests })
+    Ok(Built {
+        bins,
+        tests,
+        files: Vec::new(),
+    })
+}
+
+/// `vm-tests/`: what runs inside the guests.
+pub fn vm_tests_dir() -> PathBuf {
+    root().join("vm-tests")
 }
 
 /// The workspace's target directory, as cargo sees it (`CARGO_TARGET_DIR` included).
@@ -161,8 +175,16 @@ pub fn pack(
     let dir = run_dir.join("payload");
     std::fs::create_dir_all(dir.join("bin"))?;
     std::fs::create_dir_all(dir.join("tests"))?;
-    let scripts = root().join("vm-tests");
+    let scripts = vm_tests_dir();
     place(&scripts.join("init"), &dir.join("init"))?;
+    // The systemd guest's pre-init (`init=/run/vmtest/systemd-init`).
+    place(&scripts.join("systemd-init"), &dir.join("systemd-init"))?;
+    for f in &built.files {
+        let name = f
+            .file_name()
+            .with_context(|| format!("{} has no file name", f.display()))?;
+        place(f, &dir.join(name))?;
+    }
     let runner = script.map_or_else(|| scripts.join("run-tests.sh"), Path::to_owned);
     // Copied, not linked: the runner is run with bash, its mode does not matter.
     std::fs::copy(&runner, dir.join("run-tests.sh"))

@@ -41,6 +41,9 @@ pub struct BootConfig<'a> {
     pub run_dir: &'a Path,
     pub memory_mib: u32,
     pub timeout: Duration,
+    /// A guest reboot restarts the guest (same disks; a `snapshot=on` overlay is kept) instead
+    /// of ending QEMU (`-no-reboot`).
+    pub allow_reboot: bool,
     /// Called once QEMU runs (it holds the images open from then on).
     pub on_started: Box<dyn FnOnce() + 'a>,
 }
@@ -60,6 +63,9 @@ pub struct Outcome {
     pub ignored: usize,
     /// `test result:` lines seen: one per test executable that finished.
     pub executables_done: usize,
+    /// The guest kernel panicked (with `allow_reboot`, QEMU is then stopped: `panic=-1`
+    /// would reboot it forever).
+    pub panicked: bool,
     pub elapsed: Duration,
 }
 
@@ -67,6 +73,7 @@ impl Outcome {
     pub fn passed(&self) -> bool {
         // isa-debug-exit: status = rc*2+1, so a clean guest exit 0 is status 1.
         !self.timed_out
+            && !self.panicked
             && self.guest_rc == Some(0)
             && self.qemu_status.and_then(|s| s.code()) == Some(1)
             && self.failed == 0
@@ -77,11 +84,15 @@ impl Outcome {
     /// For `--script` runs: the script's status alone.
     pub fn script_passed(&self) -> bool {
         !self.timed_out
+            && !self.panicked
             && self.guest_rc == Some(0)
             && self.qemu_status.and_then(|s| s.code()) == Some(1)
     }
 
     pub fn failure_reason(&self) -> String {
+        if self.panicked {
+            return "the guest kernel panicked".to_owned();
+        }
         if self.timed_out {
             return "the guest did not finish within the timeout and was killed".to_owned();
         }
@@ -124,13 +135,16 @@ pub fn boot(cfg: BootConfig<'_>) -> Result<Outcome> {
     cmd.args(["-accel", "tcg", "-M", "pc", "-cpu", "max", "-smp", "1"])
         .args(["-m", &cfg.memory_mib.to_string()])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-serial", "stdio", "-no-reboot"])
+        .args(["-serial", "stdio"])
         .arg("-kernel")
         .arg(&cfg.guest.vmlinux)
         .arg("-initrd")
         .arg(&cfg.guest.initrd)
         .arg("-append")
         .arg(format!("console=ttyS0 quiet panic=-1 {}", cfg.append).trim_end());
+    if !cfg.allow_reboot {
+        cmd.arg("-no-reboot");
+    }
     for (i, d) in cfg.disks.iter().enumerate() {
         let id = format!("disk{i}");
         cmd.arg("-drive")
@@ -182,6 +196,7 @@ pub fn boot(cfg: BootConfig<'_>) -> Result<Outcome> {
         failed: 0,
         ignored: 0,
         executables_done: 0,
+        panicked: false,
         elapsed: Duration::ZERO,
     };
     let deadline = started + cfg.timeout;
@@ -192,6 +207,17 @@ pub fn boot(cfg: BootConfig<'_>) -> Result<Outcome> {
                 let _ = writeln!(log, "{line}");
                 let _ = writeln!(stderr_out.lock(), "{line}");
                 outcome.note(&line);
+                if outcome.panicked && cfg.allow_reboot {
+                    // The panic's trace follows; then `panic=-1` reboots, again and again.
+                    while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
+                        let _ = writeln!(log, "{line}");
+                        let _ = writeln!(stderr_out.lock(), "{line}");
+                    }
+                    eprintln!("vm-test: the guest kernel panicked: stopping QEMU");
+                    let _ = child.kill();
+                    outcome.qemu_status = child.wait().ok();
+                    break;
+                }
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -233,6 +259,9 @@ impl Outcome {
     /// …`) and its `test NAME ... FAILED` lines.
     fn note(&mut self, line: &str) {
         let line = &strip_ansi(line);
+        if line.contains("Kernel panic - not syncing") {
+            self.panicked = true;
+        }
         if let Some(rc) = line.trim().strip_prefix("VMTEST-RESULT: rc=") {
             self.guest_rc = rc.split_whitespace().next().and_then(|r| r.parse().ok());
             return;
@@ -335,6 +364,7 @@ mod tests {
             failed: 0,
             ignored: 0,
             executables_done: 0,
+            panicked: false,
             elapsed: Duration::ZERO,
         }
     }

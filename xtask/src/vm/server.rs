@@ -132,6 +132,7 @@ pub fn ensure(
     let built = payload::Built {
         bins: Vec::new(),
         tests: Vec::new(),
+        files: Vec::new(),
     };
     let payload_img = payload::pack(&built, &params, Some(&script), &tmp)?;
     let outcome = qemu::boot(qemu::BootConfig {
@@ -142,6 +143,7 @@ pub fn ensure(
         run_dir: &tmp,
         memory_mib: 1024,
         timeout,
+        allow_reboot: false,
         on_started: Box::new(|| {}),
     })?;
     if !outcome.script_passed() {
