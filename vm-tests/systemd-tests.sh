@@ -398,6 +398,28 @@ t_power_cut_after_reboot() {
   nothing_left
 }
 
+# Issue 20: certification from the installed package, without cargo: snapshot-certify drives
+# /usr/sbin/snapshot over LVM classic, LVM thin and ZFS fixtures of its own.
+t_certify_installed() {
+  local deb p
+  deb=$(ls /run/vmtest/snapshot-certify_*.deb)
+  cd /run/vmtest
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "./${deb##*/}"
+  cd /
+  command -v cargo >/dev/null && fail "cargo is in the guest: the run must not need it"
+  for p in lvm lvm-thin zfs; do
+    local fs=ext4
+    [ "$p" = zfs ] && fs=zfs
+    snapshot-certify --provider "$p" --fs "$fs" --cycles 2 --junit "/tmp/snaptest-certify-$p.xml" \
+      > "/tmp/snaptest-certify-$p.md" || { cat "/tmp/snaptest-certify-$p.md"; fail "certify $p"; }
+    grep -q '<testsuites[^>]* failures="0"' "/tmp/snaptest-certify-$p.xml" \
+      || fail "certify $p: the JUnit report has failures"
+    grep -E "^\| $p \|" "/tmp/snaptest-certify-$p.md" | head -1
+  done
+  rm -f /tmp/snaptest-certify-*
+  DEBIAN_FRONTEND=noninteractive apt-get purge -y -q snapshot-certify
+}
+
 t_purge() {
   # The administrator's files go first: dpkg keeps a directory that holds files not its own
   # (here /etc/snapshot/backup with the jobs above), as it should.
@@ -473,6 +495,7 @@ else
 fi
 # A session the power cut test left holding after a failure goes before the package.
 stop-snapshot -t /mnt/snaptest-pc >/dev/null 2>&1
+dpkg -s snapshot >/dev/null 2>&1 && run_test certify_installed
 if dpkg -s snapshot >/dev/null 2>&1; then
   # After a failure above, the package goes too, so the leak check can run.
   run_test purge always

@@ -260,13 +260,13 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
 
     // The systemd guest installs the packages `cargo xtask dist` builds: built here, every
     // run, so the guest always tests this tree's package (incremental when nothing changed).
-    let deb = if boots.iter().any(|(m, _)| *m == Machine::Systemd) {
+    let debs = if boots.iter().any(|(m, _)| *m == Machine::Systemd) {
         let t = Instant::now();
-        let deb = build_deb()?;
+        let debs = build_debs()?;
         step("packages built (cargo xtask dist)", t.elapsed());
-        Some(deb)
+        debs
     } else {
-        None
+        Vec::new()
     };
 
     let t = Instant::now();
@@ -295,7 +295,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         eprintln!("vm-test: ==== booting {} ====", machine.name());
         let mut for_boot = built.only(tests);
         if *machine == Machine::Systemd {
-            for_boot.files.extend(deb.clone());
+            for_boot.files.extend(debs.iter().cloned());
         }
         let result = boot_one(
             args,
@@ -456,8 +456,9 @@ fn boot_one(
 }
 
 /// `cargo xtask dist` (this xtask, another process): the release binaries, man pages,
-/// completions and packages into target/dist; returns the `.deb`.
-fn build_deb() -> Result<PathBuf> {
+/// completions and packages into target/dist; returns the `.deb`s of snapshot and
+/// snapshot-certify.
+fn build_debs() -> Result<Vec<PathBuf>> {
     let me = std::env::current_exe().context("locating the xtask executable")?;
     let mut cmd = std::process::Command::new(&me);
     cmd.arg("dist").stdin(std::process::Stdio::null());
@@ -467,14 +468,16 @@ fn build_deb() -> Result<PathBuf> {
         bail!("cargo xtask dist failed ({status})");
     }
     let dist = crate::root().join("target/dist");
-    let deb = dist.join(format!(
-        "snapshot_{}-1_amd64.deb",
-        env!("CARGO_PKG_VERSION")
-    ));
-    if !deb.is_file() {
-        bail!("cargo xtask dist did not write {}", deb.display());
-    }
-    Ok(deb)
+    ["snapshot", "snapshot-certify"]
+        .iter()
+        .map(|name| {
+            let deb = dist.join(format!("{name}_{}-1_amd64.deb", env!("CARGO_PKG_VERSION")));
+            if !deb.is_file() {
+                bail!("cargo xtask dist did not write {}", deb.display());
+            }
+            Ok(deb)
+        })
+        .collect()
 }
 
 fn step(what: &str, took: Duration) {
