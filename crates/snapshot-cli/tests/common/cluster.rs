@@ -17,10 +17,12 @@ pub const HOSTS: usize = 3;
 
 /// The three hosts' filesystems, the writer's lock, and the hook that pauses the writer.
 pub struct Cluster {
-    pub scratch: Scratch,
     pub fss: Vec<LoopFs>,
     pub lock: PathBuf,
     pub hooks: PathBuf,
+    /// Last: fields drop in order, and the scratch directory is removed only when nothing is
+    /// mounted in it any more (the filesystems above go first).
+    pub scratch: Scratch,
 }
 
 impl Cluster {
