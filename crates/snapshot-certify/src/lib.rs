@@ -165,11 +165,54 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
             snapshot.display()
         );
     }
-    let requested = args.provider != "all";
+    let (runnable, skipped) = sort_out(matrix, args.provider != "all", scripts.as_deref());
+    let cycles = match (args.cycles, args.duration) {
+        (Some(n), _) => Some(n),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_CYCLES),
+    };
+    // SIGINT/SIGTERM/SIGHUP end the run at the next cycle boundary, so that every fixture is
+    // removed by its Drop (a session hit by the terminal's SIGINT tears itself down).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(sig, interrupted.clone())
+            .context("installing a signal handler")?;
+    }
+    let runs = certify_all(
+        args,
+        snapshot,
+        &runnable,
+        cycles,
+        scripts.as_deref(),
+        &interrupted,
+    );
+    let report = Report::new(header(args, snapshot, cycles), runs, skipped);
+    write_reports(args, &report)?;
+    if interrupted.load(Ordering::Relaxed) {
+        eprintln!("certify: interrupted: the report is incomplete");
+        return Ok(Outcome::Interrupted);
+    }
+    if report.results.is_empty() {
+        eprintln!("certify: nothing could run on this machine (see what was skipped, and why)");
+    }
+    Ok(if report.ok {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    })
+}
+
+/// The matrix split into what this machine can run and what it cannot (said on stderr; a
+/// failure when the provider was `requested` by name).
+fn sort_out(
+    matrix: Vec<(ProviderSpec, Kind)>,
+    requested: bool,
+    scripts: Option<&Path>,
+) -> (Vec<(ProviderSpec, Kind)>, Vec<Skipped>) {
     let mut runnable = Vec::new();
     let mut skipped = Vec::new();
     for (spec, kind) in matrix {
-        match detect::unavailable(&spec, kind, scripts.as_deref()) {
+        match detect::unavailable(&spec, kind, scripts) {
             None => runnable.push((spec, kind)),
             Some(reason) => {
                 eprintln!(
@@ -191,19 +234,19 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
             }
         }
     }
-    let cycles = match (args.cycles, args.duration) {
-        (Some(n), _) => Some(n),
-        (None, Some(_)) => None,
-        (None, None) => Some(DEFAULT_CYCLES),
-    };
+    (runnable, skipped)
+}
 
-    // SIGINT/SIGTERM/SIGHUP end the run at the next cycle boundary, so that every fixture is
-    // removed by its Drop (a session hit by the terminal's SIGINT tears itself down).
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(sig, interrupted.clone())
-            .context("installing a signal handler")?;
-    }
+/// Each runnable provider × filesystem in turn, each with its share of what is left of the
+/// `--duration` budget; stops at the next boundary once interrupted.
+fn certify_all(
+    args: &CertifyArgs,
+    snapshot: &Path,
+    runnable: &[(ProviderSpec, Kind)],
+    cycles: Option<u32>,
+    scripts: Option<&Path>,
+    interrupted: &AtomicBool,
+) -> Vec<ComboReport> {
     let started = Instant::now();
     let mut runs = Vec::new();
     let n = runnable.len();
@@ -211,7 +254,6 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
         if interrupted.load(Ordering::Relaxed) {
             break;
         }
-        // This run's share of what is left of the budget.
         let budget = args
             .duration
             .map(|d| d.saturating_sub(started.elapsed()) / (n - i) as u32);
@@ -220,16 +262,14 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
             budget,
             client: args.client,
         };
-        runs.push(certify(
-            snapshot,
-            spec,
-            *kind,
-            limits,
-            scripts.as_deref(),
-            &interrupted,
-        ));
+        runs.push(certify(snapshot, spec, *kind, limits, scripts, interrupted));
     }
-    let header = Header {
+    runs
+}
+
+/// What the report says of the run: the tool, the `snapshot` driven, the machine, the limits.
+fn header(args: &CertifyArgs, snapshot: &Path, cycles: Option<u32>) -> Header {
+    Header {
         tool: Tool {
             name: "snapshot-certify".into(),
             version: Some(env!("CARGO_PKG_VERSION").into()),
@@ -246,12 +286,16 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
         cycles,
         duration_budget_s: args.duration.map(|d| d.as_secs_f64()),
         client: args.client,
-    };
-    let report = Report::new(header, runs, skipped);
+    }
+}
+
+/// The report on stdout (Markdown, `--json` or `--tap`), copied to `--report`, and the JUnit
+/// XML to `--junit`.
+fn write_reports(args: &CertifyArgs, report: &Report) -> Result<()> {
     let text = if args.json {
         report.json()
     } else if args.tap {
-        qa::tap(&report)
+        qa::tap(report)
     } else {
         report.markdown()
     };
@@ -260,21 +304,10 @@ pub fn run(args: &CertifyArgs, snapshot: &Path) -> Result<Outcome> {
         std::fs::write(file, &text).with_context(|| format!("writing {}", file.display()))?;
     }
     if let Some(file) = &args.junit {
-        std::fs::write(file, qa::junit(&report))
+        std::fs::write(file, qa::junit(report))
             .with_context(|| format!("writing {}", file.display()))?;
     }
-    if interrupted.load(Ordering::Relaxed) {
-        eprintln!("certify: interrupted: the report is incomplete");
-        return Ok(Outcome::Interrupted);
-    }
-    if report.results.is_empty() {
-        eprintln!("certify: nothing could run on this machine (see what was skipped, and why)");
-    }
-    Ok(if report.ok {
-        Outcome::Passed
-    } else {
-        Outcome::Failed
-    })
+    Ok(())
 }
 
 /// When a provider × filesystem run stops: after `cycles`, or once `budget` (from its start)

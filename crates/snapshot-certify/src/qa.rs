@@ -9,7 +9,7 @@
 //! when the harness caught it and fails when it did not.
 
 use crate::invariants::Invariant;
-use crate::report::{one_line, Entry, Report, Verdict};
+use crate::report::{one_line, Entry, Header, Report, Verdict};
 use std::fmt::Write;
 
 /// How a case ended.
@@ -232,89 +232,99 @@ pub fn junit(report: &Report) -> String {
             count(&these, skipped),
             entry.map_or(0.0, |e| e.run.duration_s)
         );
-        s.push_str("    <properties>\n");
-        let mut prop = |name: &str, value: &str| {
-            let _ = writeln!(
-                s,
-                "      <property name=\"{}\" value=\"{}\"/>",
-                xml(name),
-                xml(value)
-            );
-        };
-        prop("kernel", &h.kernel);
-        if let Some(os) = &h.os {
-            prop("os", os);
-        }
-        prop("snapshot", &h.snapshot.path);
-        if let Some(v) = &h.snapshot.version {
-            prop("snapshot-version", v);
-        }
-        if let Some(e) = entry {
-            prop("cycles", &e.run.cycles.len().to_string());
-            prop("verdict", &verdict_word(e.summary.verdict));
-            for (what, st) in [
-                ("ready-ms-median", &e.summary.ready_ms),
-                ("frozen-window-ms-median", &e.summary.frozen_ms),
-                ("teardown-ms-median", &e.summary.teardown_ms),
-            ] {
-                if let Some(st) = st {
-                    prop(what, &format!("{:.1}", st.median));
-                }
-            }
-        }
-        s.push_str("    </properties>\n");
+        properties(&mut s, h, entry);
         for c in these {
-            let classname = format!("snapshot-certify.{}", c.suite.replace('/', "."));
-            let open = format!(
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"0\"",
-                xml(&classname),
-                xml(&c.name)
-            );
-            match &c.outcome {
-                Outcome::Pass(None) => {
-                    let _ = writeln!(s, "{open}/>");
-                }
-                Outcome::Pass(Some(note)) => {
-                    let _ = writeln!(
-                        s,
-                        "{open}>\n      <system-out>{}</system-out>\n    </testcase>",
-                        xml(note)
-                    );
-                }
-                Outcome::Fail(message, detail) => {
-                    let _ = writeln!(
-                        s,
-                        "{open}>\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    \
-                         </testcase>",
-                        xml(message),
-                        if c.name == "run" {
-                            "unavailable"
-                        } else {
-                            "violation"
-                        },
-                        xml(detail)
-                    );
-                }
-                Outcome::Error(message) => {
-                    let _ = writeln!(
-                        s,
-                        "{open}>\n      <error message=\"{}\" type=\"harness\"/>\n    </testcase>",
-                        xml(message)
-                    );
-                }
-                Outcome::Skip(reason) => {
-                    let _ = writeln!(
-                        s,
-                        "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        xml(reason)
-                    );
-                }
-            }
+            testcase(&mut s, c);
         }
         s.push_str("  </testsuite>\n");
     }
     s.push_str("</testsuites>\n");
     s
+}
+
+/// A suite's `<properties>`: the machine, the `snapshot` driven, and the run's figures.
+fn properties(s: &mut String, h: &Header, entry: Option<&Entry>) {
+    s.push_str("    <properties>\n");
+    let mut prop = |name: &str, value: &str| {
+        let _ = writeln!(
+            s,
+            "      <property name=\"{}\" value=\"{}\"/>",
+            xml(name),
+            xml(value)
+        );
+    };
+    prop("kernel", &h.kernel);
+    if let Some(os) = &h.os {
+        prop("os", os);
+    }
+    prop("snapshot", &h.snapshot.path);
+    if let Some(v) = &h.snapshot.version {
+        prop("snapshot-version", v);
+    }
+    if let Some(e) = entry {
+        prop("cycles", &e.run.cycles.len().to_string());
+        prop("verdict", &verdict_word(e.summary.verdict));
+        for (what, st) in [
+            ("ready-ms-median", &e.summary.ready_ms),
+            ("frozen-window-ms-median", &e.summary.frozen_ms),
+            ("teardown-ms-median", &e.summary.teardown_ms),
+        ] {
+            if let Some(st) = st {
+                prop(what, &format!("{:.1}", st.median));
+            }
+        }
+    }
+    s.push_str("    </properties>\n");
+}
+
+/// One `<testcase>`, with its outcome.
+fn testcase(s: &mut String, c: &Case) {
+    let classname = format!("snapshot-certify.{}", c.suite.replace('/', "."));
+    let open = format!(
+        "    <testcase classname=\"{}\" name=\"{}\" time=\"0\"",
+        xml(&classname),
+        xml(&c.name)
+    );
+    match &c.outcome {
+        Outcome::Pass(None) => {
+            let _ = writeln!(s, "{open}/>");
+        }
+        Outcome::Pass(Some(note)) => {
+            let _ = writeln!(
+                s,
+                "{open}>\n      <system-out>{}</system-out>\n    </testcase>",
+                xml(note)
+            );
+        }
+        Outcome::Fail(message, detail) => {
+            let _ = writeln!(
+                s,
+                "{open}>\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    \
+                 </testcase>",
+                xml(message),
+                if c.name == "run" {
+                    "unavailable"
+                } else {
+                    "violation"
+                },
+                xml(detail)
+            );
+        }
+        Outcome::Error(message) => {
+            let _ = writeln!(
+                s,
+                "{open}>\n      <error message=\"{}\" type=\"harness\"/>\n    </testcase>",
+                xml(message)
+            );
+        }
+        Outcome::Skip(reason) => {
+            let _ = writeln!(
+                s,
+                "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>",
+                xml(reason)
+            );
+        }
+    }
 }
 
 /// TAP version 13: `ok N - PROVIDER/FS CASE`, a YAML block with the message under a failure,

@@ -313,6 +313,15 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut s = String::new();
+        self.summary_table(&mut s);
+        self.violations_table(&mut s);
+        self.throughput_table(&mut s);
+        self.skipped_and_findings(&mut s);
+        s
+    }
+
+    /// The title and one line per provider × filesystem: cycles, leaks, timings, verdict.
+    fn summary_table(&self, s: &mut String) {
         let h = &self.header;
         let _ = writeln!(
             s,
@@ -353,7 +362,10 @@ impl Report {
                 m.verdict.text()
             );
         }
+    }
 
+    /// Cycles violating each invariant, with the first such cycle.
+    fn violations_table(&self, s: &mut String) {
         s.push_str("\n### Cycles violating each invariant\n\n");
         s.push_str("(first: the first cycle that violated it)\n\n| provider | fs |");
         let invs: Vec<Invariant> = Invariant::all().collect();
@@ -383,7 +395,10 @@ impl Report {
             }
             s.push('\n');
         }
+    }
 
+    /// The workloads' operations per second.
+    fn throughput_table(&self, s: &mut String) {
         s.push_str("\n### Workload throughput (operations/s)\n\n| provider | fs |");
         let names: Vec<&String> = self
             .results
@@ -404,7 +419,10 @@ impl Report {
             }
             s.push('\n');
         }
+    }
 
+    /// What did not run here, and the findings' notes.
+    fn skipped_and_findings(&self, s: &mut String) {
         if !self.skipped.is_empty() {
             s.push_str("\n### Not run on this machine\n\n");
             for k in &self.skipped {
@@ -436,7 +454,6 @@ impl Report {
                 }
             }
         }
-        s
     }
 }
 
