@@ -67,17 +67,6 @@ fn check_held_dir(runtime: &Path, create: bool) -> anyhow::Result<bool> {
     Ok(snapshot_core::lock::private_child(runtime, "held", create)?.is_some())
 }
 
-/// Write (mode 0600), fsync, rename: readers never see a half-written file.
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.to_owned().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = snapshot_core::lock::create_private_file(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 /// Holder side: records who holds the target (before the ready line goes out); after a
 /// barrier, with the ready line for `snapshot go`.
 pub fn holder_ready(
@@ -115,14 +104,18 @@ pub fn holder_frozen(runtime: &Path, target: &Path) -> std::io::Result<()> {
 fn write_state(runtime: &Path, target: &Path, state: HeldState) -> anyhow::Result<()> {
     let paths = HeldPaths::new(runtime, target);
     check_held_dir(runtime, true)?;
-    write_atomic(&paths.state, &serde_json::to_vec(&state)?)
+    snapshot_core::lock::write_private_atomic(&paths.state, &serde_json::to_vec(&state)?, true)
         .with_context(|| format!("writing {:?}", paths.state))
 }
 
 /// Holder side: leaves the exit status for `stop-snapshot`, and withdraws the state.
 pub fn holder_finished(runtime: &Path, target: &Path, status: u8) {
     let paths = HeldPaths::new(runtime, target);
-    if let Err(e) = write_atomic(&paths.status, status.to_string().as_bytes()) {
+    if let Err(e) = snapshot_core::lock::write_private_atomic(
+        &paths.status,
+        status.to_string().as_bytes(),
+        true,
+    ) {
         log::error!("writing {:?}: {e}", paths.status);
     }
     let _ = std::fs::remove_file(&paths.state);
@@ -216,8 +209,12 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
     if !ready.is_empty() {
         print_log_from(&paths.log, 0);
         let offset = std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0);
-        write_atomic(&paths.offset, offset.to_string().as_bytes())
-            .with_context(|| format!("writing {:?}", paths.offset))?;
+        snapshot_core::lock::write_private_atomic(
+            &paths.offset,
+            offset.to_string().as_bytes(),
+            true,
+        )
+        .with_context(|| format!("writing {:?}", paths.offset))?;
         let mut stdout = std::io::stdout();
         stdout.write_all(ready.as_bytes())?;
         stdout.flush()?;
@@ -276,8 +273,12 @@ pub fn go(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
                 .unwrap_or(0);
             print_log_from(&paths.log, offset);
             let now = std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0);
-            write_atomic(&paths.offset, now.to_string().as_bytes())
-                .with_context(|| format!("writing {:?}", paths.offset))?;
+            snapshot_core::lock::write_private_atomic(
+                &paths.offset,
+                now.to_string().as_bytes(),
+                true,
+            )
+            .with_context(|| format!("writing {:?}", paths.offset))?;
             let mut stdout = std::io::stdout();
             stdout.write_all(ready.as_bytes())?;
             stdout.flush()?;

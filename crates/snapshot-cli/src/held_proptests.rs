@@ -132,7 +132,7 @@ proptest! {
         let rt = runtime();
         check_held_dir(rt.path(), true).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let paths = HeldPaths::new(rt.path(), Path::new("/srv/x"));
-        write_atomic(&paths.state, &bytes).unwrap();
+        snapshot_core::lock::write_private_atomic(&paths.state, &bytes, true).unwrap();
         let _ = read_state(&paths);
     }
 }

@@ -13,7 +13,7 @@ use crate::validate::{validate_dirs, ValidationError};
 use crate::writers::{WriterConfig, WriterEnv, WriterError, Writers};
 use crate::{sys, MountTable};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -266,12 +266,7 @@ fn write_state(path: &Path, state: &FrozenState) -> Result<(), FreezeError> {
         error,
     };
     let data = serde_json::to_vec(state).map_err(|e| fail(std::io::Error::other(e)))?;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = create_private_file(&tmp).map_err(fail)?;
-    f.write_all(&data)
-        .and_then(|()| f.sync_all())
-        .map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    crate::lock::write_private_atomic(path, &data, true).map_err(fail)
 }
 
 fn read_state(path: &Path) -> Option<FrozenState> {

@@ -299,6 +299,30 @@ pub fn private_child(
     }
 }
 
+/// Writes `data` to `path` (mode 0600) through `PATH.tmp` and a rename: a reader sees the old
+/// content or the new, never half of it. `durable`: the file, then its directory, are synced,
+/// so the new content survives a crash as soon as this returns.
+pub fn write_private_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let mut f = create_private_file(&tmp)?;
+        f.write_all(data)?;
+        if durable {
+            f.sync_all()?;
+        }
+    }
+    std::fs::rename(&tmp, path)?;
+    if durable {
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates (or truncates) the file `path` for writing, mode 0600, without following a symlink
 /// at its end; an existing file's mode is narrowed to 0600 too.
 pub fn create_private_file(path: &Path) -> io::Result<File> {

@@ -5,11 +5,11 @@
 //! `snapshot cleanup` can replay backwards.
 
 use super::liveness;
-use crate::lock::{create_private_file, open_private_file, private_child, PrivateDirError};
+use crate::lock::{open_private_file, private_child, PrivateDirError};
 use crate::path_json;
 use crate::provider::Created;
 use serde::{Deserialize, Serialize};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Default state directory.
@@ -164,26 +164,6 @@ pub fn check_cleanup_dirs(state_dir: &Path) -> Result<(), PrivateDirError> {
     Ok(())
 }
 
-/// Write to a temporary file, rename over: a reader sees the old record or the new one, never
-/// half of one. `durable` adds the fsyncs (file, then directory) that make it survive a crash
-/// of the machine.
-fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    let dir = path.parent().expect("journal path has a parent");
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = create_private_file(&tmp)?;
-        f.write_all(data)?;
-        if durable {
-            f.sync_all()?;
-        }
-    }
-    std::fs::rename(&tmp, path)?;
-    if durable {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 impl Journal {
     /// Creates the journal of a new session (mode 0600), and the state directory and its
     /// `sessions/` (0700) when missing; refuses directories that are not root's alone.
@@ -201,9 +181,11 @@ impl Journal {
 
     fn write(&self, durable: bool) -> Result<(), JournalError> {
         let data = serde_json::to_vec_pretty(&self.record).expect("a record serialises");
-        write_atomic(&self.path, &data, durable).map_err(|source| JournalError::Io {
-            path: self.path.clone(),
-            error: source,
+        crate::lock::write_private_atomic(&self.path, &data, durable).map_err(|source| {
+            JournalError::Io {
+                path: self.path.clone(),
+                error: source,
+            }
         })
     }
 
