@@ -92,29 +92,6 @@ fn assert_writable_promptly(dirs: &[&Path]) {
     }
 }
 
-/// Is `pid` stopped (state `T` in /proc/PID/stat)?
-fn is_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|st| st.rfind(')').map(|i| st[i + 2..].starts_with('T')))
-        .unwrap_or(false)
-}
-
-/// Waits until the child stops itself (fault injection `STEP:stop`).
-fn wait_stopped(child: &mut Child) {
-    let t = Instant::now();
-    while !is_stopped(child.id()) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("exited ({status}) before the fault struck");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the fault did not strike within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Sends SIGCONT whenever the child is stopped (a step may strike once per snapshot or mount)
 /// until it exits.
 fn continue_until_exit(child: &mut Child) -> ExitStatus {
@@ -446,7 +423,7 @@ fn sigterm_at(#[case] step: &str) {
         // TERM ends the hold; the teardown it starts stops half-way, and gets a second TERM.
         run.signal(Signal::TERM);
     }
-    wait_stopped(&mut run.child);
+    wait_stopped(&mut run.child, Duration::from_secs(30));
     // Stopped inside the frozen window, the writer has had `freeze` and not yet `thaw`.
     let in_window = matches!(step, "after-writers-freeze" | "after-create");
     assert_eq!(w.writer_log().len(), if in_window { 1 } else { 2 });
@@ -483,7 +460,7 @@ fn sigterm_at(#[case] step: &str) {
         let mut run = w.start(Some(&fault));
         assert_eq!(run.ready(), "done\n");
         drop(run.child.stdin.take());
-        wait_stopped(&mut run.child);
+        wait_stopped(&mut run.child, Duration::from_secs(30));
         run.signal(Signal::TERM);
         continue_until_exit(&mut run.child);
         let (status, stderr) = run.wait();

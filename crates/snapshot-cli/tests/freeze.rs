@@ -13,7 +13,6 @@ use snapshot_testkit::loops_backed_by;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A btrfs filesystem to hold the backing files of the filesystems under test (reflinks).
@@ -55,19 +54,6 @@ fn assert_no_clones(dir: &Path) {
         Vec::<PathBuf>::new(),
         "clone loop devices left attached"
     );
-}
-
-/// Does a write (with fsync) to `dir` complete within `limit`? A frozen filesystem blocks it;
-/// the writing thread then finishes whenever the filesystem is thawed.
-fn writable_within(dir: &Path, limit: Duration) -> bool {
-    let path = dir.join("snaptest-probe-write");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let r = std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(b"x").and_then(|()| f.sync_all()));
-        let _ = tx.send(r.is_ok());
-    });
-    rx.recv_timeout(limit).unwrap_or(false)
 }
 
 /// Thaws a filesystem the test froze, whatever happens to the test.

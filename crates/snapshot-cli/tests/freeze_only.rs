@@ -11,19 +11,7 @@ use common::*;
 use snapshot_testkit::TestMount;
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Does a write (with fsync) to `dir` complete within `limit`? A frozen filesystem blocks it.
-fn writes_within(dir: &Path, limit: Duration) -> bool {
-    let (tx, rx) = mpsc::channel();
-    let path = dir.join("probe");
-    std::thread::spawn(move || {
-        let r = std::fs::write(&path, "x").and_then(|()| std::fs::File::open(&path)?.sync_all());
-        let _ = tx.send(r.is_ok());
-    });
-    rx.recv_timeout(limit).unwrap_or(false)
-}
 
 fn snapshot(args: &[&str]) -> (i32, String, String) {
     run_bin("snapshot", args)
@@ -51,7 +39,7 @@ fn a_freeze_nobody_thaws_is_thawed_at_the_timeout() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("frozen {}\n", s(&m)));
-    assert!(!writes_within(&m, Duration::from_millis(300)), "frozen");
+    assert!(!writable_within(&m, Duration::from_millis(300)), "frozen");
     let (code, out, _) = snapshot(&[
         "status",
         "--runtime-dir",
@@ -63,7 +51,7 @@ fn a_freeze_nobody_thaws_is_thawed_at_the_timeout() {
     assert!(out.contains("FROZEN (freeze-only"), "{out}");
     // The watchdog thaws it at the deadline, whatever the caller does.
     assert!(
-        writes_within(&m, Duration::from_secs(10)),
+        writable_within(&m, Duration::from_secs(10)),
         "still frozen {:?} after the freeze",
         t.elapsed()
     );
@@ -138,7 +126,7 @@ fn freeze_external_snapshot_thaw_is_a_point_in_time_copy() {
     let (code, out, err) = snapshot(&["thaw", "--runtime-dir", rts]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("thawed {}\n", s(&m)));
-    assert!(writes_within(&m, Duration::from_secs(5)), "thawed");
+    assert!(writable_within(&m, Duration::from_secs(5)), "thawed");
     std::fs::write(m.join("just-written"), "after the thaw\n").unwrap();
     let mp = scratch.join("frozen");
     let _mount = TestMount::new(&["-o", "loop,ro", s(&copy_at)], &mp).unwrap();

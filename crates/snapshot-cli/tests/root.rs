@@ -248,7 +248,7 @@ fn in_place_root_refuses_a_target_swapped_before_the_command() {
             .spawn()
             .unwrap();
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-        wait_stopped(pid);
+        wait_stopped(&mut child, Duration::from_secs(60));
         let swapped = !attack || {
             // A tree of the user's own, with every place the session binds a live path on.
             let swap = format!(
@@ -293,29 +293,6 @@ fn in_place_root_refuses_a_target_swapped_before_the_command() {
         );
         assert_clean(&home.join("sub.moved/T"));
         assert_no_journal(&rt);
-    }
-}
-
-/// Waits until `pid` is stopped (SIGSTOP by the fault point).
-fn wait_stopped(pid: rustix::process::Pid) {
-    let t = Instant::now();
-    let stat = format!("/proc/{}/stat", pid.as_raw_nonzero());
-    loop {
-        let text = std::fs::read_to_string(&stat).unwrap_or_default();
-        let state = text
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next();
-        if state == Some("T") {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "never stopped: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

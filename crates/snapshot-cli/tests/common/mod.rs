@@ -225,3 +225,40 @@ pub fn script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Does a write (with fsync) to `dir` complete within `limit`? A frozen filesystem blocks it;
+/// the writing thread then finishes whenever the filesystem is thawed.
+pub fn writable_within(dir: &Path, limit: Duration) -> bool {
+    use std::io::Write;
+    let path = dir.join("snaptest-probe-write");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(b"x").and_then(|()| f.sync_all()));
+        let _ = tx.send(r.is_ok());
+    });
+    rx.recv_timeout(limit).unwrap_or(false)
+}
+
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| st.rfind(')').map(|i| st[i + 2..].starts_with('T')))
+        .unwrap_or(false)
+}
+
+/// Waits (at most `limit`) until the child stops itself (fault injection `STEP:stop`).
+pub fn wait_stopped(child: &mut Child, limit: Duration) {
+    let t = Instant::now();
+    while !is_stopped(child.id()) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("exited ({status}) before the fault struck");
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the fault did not strike within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
