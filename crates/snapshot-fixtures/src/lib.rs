@@ -258,46 +258,17 @@ impl LoopFs {
     }
 
     fn unmount(&mut self) {
-        for attempt in 0..20 {
-            if !self.our_mount_on_top() {
-                if attempt == 0 {
-                    eprintln!(
-                        "fixtures: {}: {} is not the top mount at {} any more; not unmounting",
-                        self.name,
-                        self.device.display(),
-                        self.mount_point.display()
-                    );
-                }
-                return;
-            }
-            match unmount(&self.mount_point, UnmountFlags::NOFOLLOW) {
-                Ok(()) => return,
-                Err(Errno::BUSY) => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => {
-                    eprintln!(
-                        "fixtures: {}: unmounting {}: {e}",
-                        self.name,
-                        self.mount_point.display()
-                    );
-                    return;
-                }
-            }
-        }
-        eprintln!(
-            "fixtures: {}: {} still busy after 2 s; detaching lazily",
-            self.name,
-            self.mount_point.display()
-        );
-        if let Err(e) = unmount(
-            &self.mount_point,
-            UnmountFlags::NOFOLLOW | UnmountFlags::DETACH,
-        ) {
+        if !self.our_mount_on_top() {
             eprintln!(
-                "fixtures: {}: lazy unmount of {}: {e}",
+                "fixtures: {}: {} is not the top mount at {} any more; not unmounting",
                 self.name,
+                self.device.display(),
                 self.mount_point.display()
             );
+            return;
         }
+        let who = format!("{}: ", self.name);
+        unmount_patiently(&self.mount_point, &who, || self.our_mount_on_top());
     }
 }
 
@@ -391,26 +362,7 @@ impl TestMount {
 
 impl Drop for TestMount {
     fn drop(&mut self) {
-        for _ in 0..20 {
-            if !self.on_top() {
-                return;
-            }
-            match unmount(&self.target, UnmountFlags::NOFOLLOW) {
-                Ok(()) => return,
-                Err(Errno::BUSY) => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => {
-                    eprintln!("fixtures: unmounting {}: {e}", self.target.display());
-                    return;
-                }
-            }
-        }
-        eprintln!(
-            "fixtures: {} still busy after 2 s; detaching lazily",
-            self.target.display()
-        );
-        if let Err(e) = unmount(&self.target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH) {
-            eprintln!("fixtures: lazy unmount of {}: {e}", self.target.display());
-        }
+        unmount_patiently(&self.target, "", || self.on_top());
     }
 }
 
@@ -499,6 +451,32 @@ fn unescape(b: &[u8]) -> OsString {
         i += 1;
     }
     OsString::from_vec(out)
+}
+
+/// Unmounts `target` as long as `ours()` says the mount there is still the one we made: retries
+/// for 2 s while busy, then detaches lazily. Runs in `Drop`, so failures go to stderr, prefixed
+/// with `who`.
+pub(crate) fn unmount_patiently(target: &Path, who: &str, ours: impl Fn() -> bool) {
+    for _ in 0..20 {
+        if !ours() {
+            return;
+        }
+        match unmount(target, UnmountFlags::NOFOLLOW) {
+            Ok(()) => return,
+            Err(Errno::BUSY) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => {
+                eprintln!("fixtures: {who}unmounting {}: {e}", target.display());
+                return;
+            }
+        }
+    }
+    eprintln!(
+        "fixtures: {who}{} still busy after 2 s; detaching lazily",
+        target.display()
+    );
+    if let Err(e) = unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH) {
+        eprintln!("fixtures: {who}lazy unmount of {}: {e}", target.display());
+    }
 }
 
 /// Mount points at or under `path` (component-wise), from /proc/self/mountinfo.

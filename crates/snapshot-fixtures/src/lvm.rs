@@ -6,14 +6,12 @@
 //!
 //! Declare fixtures in creation order (VG, pool, LVs): Rust drops them in reverse.
 
-use crate::{find_tool, mounts_under, FsKind, MountedFs, PREFIX};
+use crate::{find_tool, mounts_under, unmount_patiently, FsKind, MountedFs, PREFIX};
 use anyhow::{bail, Context, Result};
-use rustix::io::Errno;
-use rustix::mount::{mount, unmount, MountFlags, UnmountFlags};
+use rustix::mount::{mount, MountFlags};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -436,32 +434,9 @@ impl LvFs {
     }
 
     fn unmount(&self) {
-        for _ in 0..20 {
-            if !mounts_under(&self.mount_point).contains(&self.mount_point) {
-                return;
-            }
-            match unmount(&self.mount_point, UnmountFlags::NOFOLLOW) {
-                Ok(()) => return,
-                Err(Errno::BUSY) => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => {
-                    eprintln!("fixtures: unmounting {}: {e}", self.mount_point.display());
-                    return;
-                }
-            }
-        }
-        eprintln!(
-            "fixtures: {} still busy after 2 s; detaching lazily",
-            self.mount_point.display()
-        );
-        if let Err(e) = unmount(
-            &self.mount_point,
-            UnmountFlags::NOFOLLOW | UnmountFlags::DETACH,
-        ) {
-            eprintln!(
-                "fixtures: lazy unmount of {}: {e}",
-                self.mount_point.display()
-            );
-        }
+        unmount_patiently(&self.mount_point, "", || {
+            mounts_under(&self.mount_point).contains(&self.mount_point)
+        });
     }
 }
 
