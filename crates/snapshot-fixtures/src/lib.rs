@@ -32,15 +32,15 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// `snaptest-<name>-<pid>-<seq>`: unique within the machine while this process lives.
 fn unique_name(name: &str) -> String {
+    unique_name_keeping(name, |c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `snaptest-<name>-<pid>-<seq>` where the characters of `name` that `keep` refuses become `_`
+/// (each tool allows its own set in names).
+pub(crate) fn unique_name_keeping(name: &str, keep: impl Fn(char) -> bool) -> String {
     let clean: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if keep(c) { c } else { '_' })
         .collect();
     format!(
         "{PREFIX}{clean}-{}-{}",
@@ -374,16 +374,28 @@ pub fn run(tool: &str, args: &[&str]) -> Result<String> {
 
 /// Runs a tool with stdin from /dev/null; returns its stdout, or an error with its stderr.
 fn run_tool(tool: &str, args: &[&std::ffi::OsStr]) -> Result<String> {
+    run_tool_env(tool, args, &[])
+}
+
+/// Runs `tool` with `args`, `env` added and stdin from /dev/null; returns stdout, or an error
+/// with stderr.
+pub(crate) fn run_tool_env<S: AsRef<std::ffi::OsStr>>(
+    tool: &str,
+    args: &[S],
+    env: &[(&str, &str)],
+) -> Result<String> {
     let path = find_tool(tool).with_context(|| format!("{tool} not found"))?;
     let out = Command::new(&path)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {}", path.display()))?;
     if !out.status.success() {
+        let argv: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
         bail!(
-            "{tool} {:?} failed ({}): {}",
-            args,
+            "{tool} {} failed ({}): {}",
+            argv.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );

@@ -6,26 +6,14 @@
 //!
 //! Declare fixtures in creation order (VG, pool, LVs): Rust drops them in reverse.
 
-use crate::{find_tool, mounts_under, unmount_patiently, FsKind, MountedFs, PREFIX};
+use crate::{mounts_under, unmount_patiently, FsKind, MountedFs};
 use anyhow::{bail, Context, Result};
 use rustix::mount::{mount, MountFlags};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// `snaptest-<name>-<pid>-<seq>` (LVM allows `[A-Za-z0-9+_.-]`).
 fn unique_name(name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!(
-        "{PREFIX}{clean}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    crate::unique_name_keeping(name, |c| c.is_ascii_alphanumeric())
 }
 
 /// The tools the fixtures run (and the LVM provider needs).
@@ -45,22 +33,7 @@ pub const TOOLS: &[&str] = &[
 /// Runs an LVM (or other) tool with stdin from /dev/null; returns stdout, or an error with
 /// stderr. `LVM_SUPPRESS_FD_WARNINGS`: the test harness may hold descriptors LVM would list.
 pub fn lvm(tool: &str, args: &[&str]) -> Result<String> {
-    let path = find_tool(tool).with_context(|| format!("{tool} not found"))?;
-    let out = Command::new(&path)
-        .args(args)
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", path.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{tool} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::run_tool_env(tool, args, &[("LVM_SUPPRESS_FD_WARNINGS", "1")])
 }
 
 /// Logs a failed cleanup step; never panics.

@@ -7,44 +7,18 @@
 //!
 //! Declare fixtures in creation order (pool, parent, child): Rust drops them in reverse.
 
-use crate::{find_tool, mounts_under, MountedFs, PREFIX};
+use crate::{mounts_under, MountedFs};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// `snaptest-<name>-<pid>-<seq>` (pool names allow `[A-Za-z0-9_.:-]`, starting with a letter).
 fn unique_name(name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!(
-        "{PREFIX}{clean}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    crate::unique_name_keeping(name, |c| c.is_ascii_alphanumeric())
 }
 
 /// Runs `zfs`/`zpool`/`mount`… with stdin from /dev/null; stdout, or an error with stderr.
 pub fn zfs_tool(tool: &str, args: &[&str]) -> Result<String> {
-    let path = find_tool(tool).with_context(|| format!("{tool} not found"))?;
-    let out = Command::new(&path)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", path.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{tool} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::run_tool_env(tool, args, &[])
 }
 
 fn log_err(what: &str, r: Result<String>) {
