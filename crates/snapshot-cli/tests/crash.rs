@@ -32,38 +32,6 @@ fn status_json(state: &Path) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"))
 }
 
-/// `snapshot cleanup --json [--dry-run]` over `state`: status and report.
-fn cleanup_json(state: &Path, dry_run: bool) -> (i32, serde_json::Value) {
-    let mut args = vec!["cleanup", "--json", "-v", "--state-dir", s(state)];
-    if dry_run {
-        args.push("--dry-run");
-    }
-    let (code, out, _) = run_bin("snapshot", &args);
-    let report =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("cleanup --json: {e}: {out}"));
-    (code, report)
-}
-
-/// The entry of `session` in a status or cleanup report.
-fn entry<'a>(report: &'a serde_json::Value, session: &str) -> &'a serde_json::Value {
-    report["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["session"] == session)
-        .unwrap_or_else(|| panic!("no session {session} in {report}"))
-}
-
-/// `btrfs subvolume list -a` lines (paths) naming anything with `pattern`.
-fn subvolumes(mount_point: &Path, pattern: &str) -> Vec<String> {
-    run("btrfs", &["subvolume", "list", "-a", s(mount_point)])
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(pattern))
-        .map(|l| l.rsplit(' ').next().unwrap().to_owned())
-        .collect()
-}
-
 /// Every line of /proc/self/mountinfo that mentions `text`.
 fn mountinfo_mentioning(text: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -366,7 +334,7 @@ fn sigkill_at(#[case] step: &str) {
     // (b) A dry run changes nothing; cleanup removes everything.
     let (code, dry) = cleanup_json(&w.state, true);
     assert_eq!(code, 0, "{dry}");
-    let planned = entry(&dry, &session);
+    let planned = session_entry(&dry, &session);
     assert_eq!(planned["live"], false);
     assert!(
         planned["actions"]
@@ -384,7 +352,7 @@ fn sigkill_at(#[case] step: &str) {
 
     let (code, report) = cleanup_json(&w.state, false);
     assert_eq!(code, 0, "{report}");
-    let done = entry(&report, &session);
+    let done = session_entry(&report, &session);
     assert_eq!(done["problems"], serde_json::json!([]), "{report}");
     w.assert_nothing_left(&session);
     // Cleanup may send thaw again (the journal says the writers were frozen); never freeze.
@@ -625,8 +593,8 @@ fn cleanup_spares_decoys() {
     let _orphan_mount = TestMount::new(&["-t", "tmpfs", &orphan], &orphan_view).unwrap();
 
     let status = status_json(&state);
-    assert_eq!(entry(&status, &live)["live"], true);
-    assert_eq!(entry(&status, &dead)["live"], false);
+    assert_eq!(session_entry(&status, &live)["live"], true);
+    assert_eq!(session_entry(&status, &dead)["live"], false);
 
     drop(orphan_token);
     let (code, report) = cleanup_json(&state, false);
@@ -634,10 +602,10 @@ fn cleanup_spares_decoys() {
         code, 81,
         "a journal it must not follow is a problem: {report}"
     );
-    let l = entry(&report, &live);
+    let l = session_entry(&report, &live);
     assert_eq!(l["live"], true);
     assert_eq!(l["actions"], serde_json::json!([]), "{report}");
-    let d = entry(&report, &dead);
+    let d = session_entry(&report, &dead);
     let problems = d["problems"].to_string();
     assert!(
         problems.contains("snapshot-decoy") && problems.contains("left alone"),
@@ -677,8 +645,12 @@ fn cleanup_spares_decoys() {
     check_survivors();
     assert_eq!(mounts_under(&orphan_view), Vec::<PathBuf>::new());
     let status = status_json(&state);
-    assert_eq!(entry(&status, &live)["live"], true);
-    assert_eq!(entry(&status, &dead)["live"], false, "its journal is kept");
+    assert_eq!(session_entry(&status, &live)["live"], true);
+    assert_eq!(
+        session_entry(&status, &dead)["live"],
+        false,
+        "its journal is kept"
+    );
 
     // A real session on the same filesystem (its startup cleanup sees the same journals)
     // removes its own snapshot and nothing else.
@@ -757,8 +729,8 @@ fn concurrent_sessions() {
     let (code, report) = cleanup_json(&rt.join("state"), false);
     assert_eq!(code, 0, "{report}");
     for id in [&id_a, &id_b] {
-        assert_eq!(entry(&report, id)["live"], true);
-        assert_eq!(entry(&report, id)["actions"], serde_json::json!([]));
+        assert_eq!(session_entry(&report, id)["live"], true);
+        assert_eq!(session_entry(&report, id)["actions"], serde_json::json!([]));
     }
     a_intact();
 

@@ -23,37 +23,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// `snapshot cleanup --json -v` over `state`: status and report.
-fn cleanup_json(state: &Path) -> (i32, serde_json::Value) {
-    let (code, out, _) = run_bin(
-        "snapshot",
-        &["cleanup", "--json", "-v", "--state-dir", s(state)],
-    );
-    let report =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("cleanup --json: {e}: {out}"));
-    (code, report)
-}
-
-/// The entry of `session` in a cleanup report.
-fn entry<'a>(report: &'a serde_json::Value, session: &str) -> &'a serde_json::Value {
-    report["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["session"] == session)
-        .unwrap_or_else(|| panic!("no session {session} in {report}"))
-}
-
-/// `btrfs subvolume list -a` paths naming anything with `pattern`.
-fn subvolumes(mount_point: &Path, pattern: &str) -> Vec<String> {
-    snapshot_testkit::run("btrfs", &["subvolume", "list", "-a", s(mount_point)])
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(pattern))
-        .map(|l| l.rsplit(' ').next().unwrap().to_owned())
-        .collect()
-}
-
 fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
 }
@@ -554,9 +523,9 @@ fn killed_session_liveness_cannot_be_faked() {
         "the names the faker bound are no token"
     );
 
-    let (code, report) = cleanup_json(&w.state);
+    let (code, report) = cleanup_json(&w.state, false);
     assert_eq!(code, 0, "{report}");
-    let dead = entry(&report, &id);
+    let dead = session_entry(&report, &id);
     assert_eq!(dead["live"], false, "{report}");
     assert_eq!(dead["problems"], serde_json::json!([]), "{report}");
     let actions = dead["actions"].to_string();
@@ -576,9 +545,9 @@ fn killed_session_liveness_cannot_be_faked() {
     assert_private(&token, 0o600);
     let faker = Faker::start(&w.scratch, &id, &w.state);
     faker.assert_only_sockets_bound();
-    let (code, report) = cleanup_json(&w.state);
+    let (code, report) = cleanup_json(&w.state, false);
     assert_eq!(code, 0, "{report}");
-    let alive = entry(&report, &id);
+    let alive = session_entry(&report, &id);
     assert_eq!(alive["live"], true, "{report}");
     assert_eq!(alive["actions"], serde_json::json!([]), "{report}");
     assert_eq!(

@@ -262,3 +262,35 @@ pub fn wait_stopped(child: &mut Child, limit: Duration) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `snapshot cleanup --json [--dry-run]` over `state`: status and report.
+pub fn cleanup_json(state: &Path, dry_run: bool) -> (i32, serde_json::Value) {
+    let mut args = vec!["cleanup", "--json", "-v", "--state-dir", s(state)];
+    if dry_run {
+        args.push("--dry-run");
+    }
+    let (code, out, _) = run_bin("snapshot", &args);
+    let report =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("cleanup --json: {e}: {out}"));
+    (code, report)
+}
+
+/// The entry of `session` in a status or cleanup report.
+pub fn session_entry<'a>(report: &'a serde_json::Value, session: &str) -> &'a serde_json::Value {
+    report["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["session"] == session)
+        .unwrap_or_else(|| panic!("no session {session} in {report}"))
+}
+
+/// `btrfs subvolume list -a` lines (paths) naming anything with `pattern`.
+pub fn subvolumes(mount_point: &Path, pattern: &str) -> Vec<String> {
+    snapshot_testkit::run("btrfs", &["subvolume", "list", "-a", s(mount_point)])
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(pattern))
+        .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        .collect()
+}
