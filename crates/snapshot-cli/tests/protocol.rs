@@ -509,24 +509,18 @@ fn run_in_place_covers_the_dirs_for_the_command_only() {
     std::fs::create_dir(&target).unwrap();
     let rt = scratch.join("run");
     let state = rt.join("state");
-    let (ready, go, out) = (
-        scratch.join("ready"),
-        scratch.join("go"),
-        scratch.join("out"),
-    );
+    let out = scratch.join("out");
+    let handshake = Handshake::in_dir(scratch.path());
     // Once the test has changed the live files: reads (relative to its working directory in
     // the DIR, and absolute), then tries a write to each DIR.
-    let cmd = format!(
-        "touch {ready}; i=0; while [ ! -e {go} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; \
-         cat f > {out}; cat {a}/f >> {out}; cat {n}/g >> {out}; \
+    let cmd = handshake.script(&format!(
+        "cat f > {out}; cat {a}/f >> {out}; cat {n}/g >> {out}; \
          if echo x > {a}/new 2>/dev/null; then echo writable >> {out}; else echo read-only >> {out}; fi; \
          if echo x > {n}/new 2>/dev/null; then echo writable >> {out}; else echo read-only >> {out}; fi",
         out = s(&out),
-        ready = s(&ready),
-        go = s(&go),
         a = s(&a),
         n = s(&nested),
-    );
+    ));
     let base = [
         "--runtime-dir",
         s(&rt),
@@ -547,25 +541,13 @@ fn run_in_place_covers_the_dirs_for_the_command_only() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !ready.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the command never started"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "snapshot exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    handshake.wait_ready(&mut child);
     // The caller's namespace: the live filesystems, no bind over the DIRs.
     assert_eq!(snapshot_core::sys::mount_id(&a).unwrap(), a_mount);
     fa.write("f", "v2\n").unwrap();
     fnested.write("g", "v2\n").unwrap();
     assert_eq!(std::fs::read_to_string(a.join("f")).unwrap(), "v2\n");
-    std::fs::write(&go, "").unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(60));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let stderr = handshake.go_and_finish(&mut child);
     assert_eq!(
         lines(&out),
         ["v1", "v1", "v1", "read-only", "read-only"],

@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `snapshot plan /` works (TARGET, wherever it is, lies inside `/`) and says which provider
 /// takes `/` and why the others declined.
@@ -110,10 +110,10 @@ fn run_in_place_root_pivots_into_the_view() {
     let state = rt.join("state");
     let repo = scratch.join("repo");
     std::fs::create_dir(&repo).unwrap();
-    let (ready, go, out) = (repo.join("ready"), repo.join("go"), repo.join("out"));
-    let cmd = format!(
-        "touch {ready}; i=0; while [ ! -e {go} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; \
-         {{ cat f; cat {m}/f; \
+    let out = repo.join("out");
+    let handshake = Handshake::in_dir(&repo);
+    let cmd = handshake.script(&format!(
+        "{{ cat f; cat {m}/f; \
            if [ -w /etc ]; then echo root-writable; else echo root-read-only; fi; \
            if [ -e /proc/self/status ]; then echo proc; fi; \
            if [ -c /dev/null ]; then echo dev; fi; \
@@ -121,12 +121,10 @@ fn run_in_place_root_pivots_into_the_view() {
            echo from-the-command > {repo}/written && echo repo-writable; \
            awk '$5 == \"/\" {{ print $6 }}' /proc/self/mountinfo; \
          }} > {out} 2>&1",
-        ready = s(&ready),
-        go = s(&go),
         out = s(&out),
         m = s(&m),
         repo = s(&repo),
-    );
+    ));
     let base = [
         "--runtime-dir",
         s(&rt),
@@ -146,21 +144,9 @@ fn run_in_place_root_pivots_into_the_view() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !ready.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the command never started"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "snapshot exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    handshake.wait_ready(&mut child);
     fs.write("f", "v2\n").unwrap();
-    std::fs::write(&go, "").unwrap();
-    let status = wait_timeout(&mut child, Duration::from_secs(60));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let stderr = handshake.go_and_finish(&mut child);
     let seen = lines(&out);
     assert_eq!(
         seen[..7],

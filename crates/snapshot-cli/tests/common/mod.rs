@@ -294,3 +294,58 @@ pub fn subvolumes(mount_point: &Path, pattern: &str) -> Vec<String> {
         .map(|l| l.rsplit(' ').next().unwrap().to_owned())
         .collect()
 }
+
+/// A handshake with the command `snapshot run` runs: the command says it started (file
+/// `ready`) and waits, at most 10 s, for the test's `go`, so that the test can change the live
+/// files in between and then look at what the command read.
+pub struct Handshake {
+    ready: PathBuf,
+    go: PathBuf,
+}
+
+impl Handshake {
+    /// `ready` and `go` in `dir`, which the command must be able to write.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            ready: dir.join("ready"),
+            go: dir.join("go"),
+        }
+    }
+
+    /// Shell that says ready, waits for go, then runs `then`.
+    pub fn script(&self, then: &str) -> String {
+        format!(
+            "touch {ready}; i=0; while [ ! -e {go} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; {then}",
+            ready = s(&self.ready),
+            go = s(&self.go),
+        )
+    }
+
+    /// Waits (at most 30 s) until the command said ready; panics if `child` exits first.
+    pub fn wait_ready(&self, child: &mut Child) {
+        let t = Instant::now();
+        while !self.ready.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the command never started"
+            );
+            assert!(child.try_wait().unwrap().is_none(), "snapshot exited early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Says go, waits (at most 60 s) for `child` to succeed and returns its stderr.
+    pub fn go_and_finish(&self, child: &mut Child) -> String {
+        std::fs::write(&self.go, "").unwrap();
+        let status = wait_timeout(child, Duration::from_secs(60));
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        stderr
+    }
+}
