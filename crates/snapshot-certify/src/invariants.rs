@@ -550,13 +550,19 @@ mod tests {
         fs::create_dir_all(dir).unwrap();
         for seq in 1..=n {
             let seg = (seq - 1) / SEGMENT_RECORDS;
-            let mut f = fs::File::options()
-                .create(true)
-                .append(true)
-                .open(dir.join(segment_name(seg)))
-                .unwrap();
-            f.write_all(&log_record(seq)).unwrap();
+            append_to_segment(dir, seg, &log_record(seq));
         }
+    }
+
+    /// Appends `bytes` to segment `seg` of the log in `dir`, creating it.
+    fn append_to_segment(dir: &Path, seg: u64, bytes: &[u8]) {
+        fs::File::options()
+            .create(true)
+            .append(true)
+            .open(seg_path(dir, seg))
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
     }
 
     fn seg_path(dir: &Path, n: u64) -> PathBuf {
@@ -582,11 +588,7 @@ mod tests {
         let s = scratch("log-frag");
         let d = s.join("log");
         write_log(&d, 5);
-        let mut f = fs::File::options()
-            .append(true)
-            .open(seg_path(&d, 0))
-            .unwrap();
-        f.write_all(&log_record(6)[..20]).unwrap();
+        append_to_segment(&d, 0, &log_record(6)[..20]);
         let (p, seen) = check_log(&d);
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(seen, Some(Seen { low: 5, high: 6 }));
@@ -597,11 +599,7 @@ mod tests {
         let s = scratch("log-garbage");
         let d = s.join("log");
         write_log(&d, 5);
-        let mut f = fs::File::options()
-            .append(true)
-            .open(seg_path(&d, 0))
-            .unwrap();
-        f.write_all(&[0u8; 20]).unwrap();
+        append_to_segment(&d, 0, &[0u8; 20]);
         let (p, _) = check_log(&d);
         assert!(p.iter().any(|m| m.contains("torn record at #6")), "{p:?}");
     }
