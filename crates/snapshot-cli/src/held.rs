@@ -207,18 +207,7 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
         .read_to_string(&mut ready)
         .context("reading the holder's ready line")?;
     if !ready.is_empty() {
-        print_log_from(&paths.log, 0);
-        let offset = std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0);
-        snapshot_core::lock::write_private_atomic(
-            &paths.offset,
-            offset.to_string().as_bytes(),
-            true,
-        )
-        .with_context(|| format!("writing {:?}", paths.offset))?;
-        let mut stdout = std::io::stdout();
-        stdout.write_all(ready.as_bytes())?;
-        stdout.flush()?;
-        return Ok(exit::OK);
+        return relay_ready(&paths, 0, &ready);
     }
     let status = child.wait().context("waiting for the holder")?;
     print_log_from(&paths.log, 0);
@@ -228,6 +217,19 @@ pub fn start(args: &SessionArgs, forwarded: Vec<std::ffi::OsString>) -> anyhow::
         Some(c) => c as u8,
     };
     Ok(code)
+}
+
+/// Prints the holder's log from byte `from` (what no caller has shown yet), records how far it
+/// got for the next caller, and passes the ready line on to stdout.
+fn relay_ready(paths: &HeldPaths, from: u64, ready: &str) -> anyhow::Result<u8> {
+    print_log_from(&paths.log, from);
+    let shown = std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0);
+    snapshot_core::lock::write_private_atomic(&paths.offset, shown.to_string().as_bytes(), true)
+        .with_context(|| format!("writing {:?}", paths.offset))?;
+    let mut stdout = std::io::stdout();
+    stdout.write_all(ready.as_bytes())?;
+    stdout.flush()?;
+    Ok(exit::OK)
 }
 
 /// `snapshot go`: releases the holder of `target` waiting at its barrier (SIGUSR2), waits
@@ -267,22 +269,11 @@ pub fn go(runtime: &Path, target: &Path) -> anyhow::Result<u8> {
             .filter(|s| s.phase == HeldPhase::Ready)
             .and_then(|s| s.ready_line)
         {
-            let offset = std::fs::read_to_string(&paths.offset)
+            let seen = std::fs::read_to_string(&paths.offset)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(0);
-            print_log_from(&paths.log, offset);
-            let now = std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0);
-            snapshot_core::lock::write_private_atomic(
-                &paths.offset,
-                now.to_string().as_bytes(),
-                true,
-            )
-            .with_context(|| format!("writing {:?}", paths.offset))?;
-            let mut stdout = std::io::stdout();
-            stdout.write_all(ready.as_bytes())?;
-            stdout.flush()?;
-            return Ok(exit::OK);
+            return relay_ready(&paths, seen, &ready);
         }
         let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
         if matches!(poll(&mut fds, Some(&tick)), Ok(n) if n > 0) {
