@@ -95,7 +95,7 @@ pub enum Cmd {
     /// view; `snapshot go` prints its ready line (`done`, or the --json manifest with each
     /// snapshot's instant) and exits 0, or the holder's log and exit status when it failed.
     /// Run it on every host at once: that is the one instant. `stop-snapshot` instead aborts.
-    Go(GoArgs),
+    Go(HeldArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,8 +159,9 @@ Examples:
   Velero pre/post hooks: [\"/usr/sbin/snapshot\", \"freeze\", \"--freeze-timeout\", \"2m\", \"/data\"]
                          [\"/usr/sbin/snapshot\", \"thaw\"]";
 
+/// How stop-snapshot and snapshot go name the start-snapshot session they act on.
 #[derive(Debug, clap::Args)]
-pub struct GoArgs {
+pub struct HeldArgs {
     /// The TARGET given to start-snapshot (default: the configuration's, else /mnt).
     #[arg(short, long, value_name = "TARGET", default_value = "/mnt")]
     pub target: PathBuf,
@@ -176,6 +177,21 @@ pub struct GoArgs {
     /// Directory for locks and scratch mounts.
     #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
     pub runtime_dir: PathBuf,
+}
+
+impl HeldArgs {
+    /// TARGET from the command line, else the configuration's, else /mnt. `matches` are the
+    /// ones these arguments were parsed from.
+    pub fn resolve_target(
+        &self,
+        matches: &clap::ArgMatches,
+    ) -> Result<PathBuf, crate::config::ConfigError> {
+        if matches.value_source("target") == Some(clap::parser::ValueSource::CommandLine) {
+            return Ok(self.target.clone());
+        }
+        let (cfg, _) = crate::config::Config::load(self.config.as_deref())?;
+        Ok(cfg.target.unwrap_or_else(|| self.target.clone()))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -250,19 +266,6 @@ pub struct StartCli {
 #[derive(Debug, Parser)]
 #[command(name = "stop-snapshot", version, after_help = exit::HELP)]
 pub struct StopCli {
-    /// The TARGET given to start-snapshot (default: the configuration's, else /mnt).
-    #[arg(short, long, value_name = "TARGET", default_value = "/mnt")]
-    pub target: PathBuf,
-
-    /// Configuration file (for the default TARGET); default /etc/snapshot/snapshot.toml.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// More detail on stderr.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-
-    /// Directory for locks and scratch mounts.
-    #[arg(long, value_name = "DIR", default_value = snapshot_core::lock::RUNTIME_DIR, hide = true)]
-    pub runtime_dir: PathBuf,
+    #[command(flatten)]
+    pub held: HeldArgs,
 }

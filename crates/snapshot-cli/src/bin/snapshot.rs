@@ -2,7 +2,7 @@
 
 use snapshot_cli::args::SessionArgs;
 use snapshot_cli::barrier::{HeldBarrier, StdioBarrier};
-use snapshot_cli::cli::{CleanupArgs, Cli, Cmd, FreezeArgs, GoArgs, RunArgs, ThawArgs};
+use snapshot_cli::cli::{CleanupArgs, Cli, Cmd, FreezeArgs, HeldArgs, RunArgs, ThawArgs};
 use snapshot_cli::seed::{default_writable, run_session, HoldUntil, RunCommand, Signals};
 use snapshot_cli::{
     configure_or_exit, exit, fail, held, logger, out, parse_with_matches, run_target, say,
@@ -197,22 +197,15 @@ fn ready_line(manifest: &snapshot_core::session::Manifest, json: bool) -> String
     }
 }
 
-fn go(args: &GoArgs, matches: &clap::ArgMatches) -> ExitCode {
+fn go(args: &HeldArgs, matches: &clap::ArgMatches) -> ExitCode {
     logger::init("snapshot", args.verbose);
-    let mut target = args.target.clone();
-    if matches.value_source("target") != Some(clap::parser::ValueSource::CommandLine) {
-        match snapshot_cli::config::Config::load(args.config.as_deref()) {
-            Ok((cfg, _)) => {
-                if let Some(t) = cfg.target {
-                    target = t;
-                }
-            }
-            Err(e) => {
-                say!("snapshot go: error: {e}");
-                return ExitCode::from(exit::CONFIG);
-            }
+    let target = match args.resolve_target(matches) {
+        Ok(t) => t,
+        Err(e) => {
+            say!("snapshot go: error: {e}");
+            return ExitCode::from(exit::CONFIG);
         }
-    }
+    };
     match held::go(&args.runtime_dir, &target) {
         Ok(code) => ExitCode::from(code),
         Err(e) => fail("snapshot go", &e, exit::FAILURE),
