@@ -8,9 +8,8 @@
 mod common;
 use anyhow::{bail, Context, Result};
 use common::*;
-use snapshot_testkit::find_tool;
+use snapshot_testkit::db::{dir_for, missing, output, Db, MariaServer, PgServer, PG_PORT};
 use std::io::Write;
-use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,80 +20,13 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------------
 // Gate: root, loop devices, mkfs (require_privileges) and the database packages.
 
-/// Newest `/usr/lib/postgresql/VERSION/bin` holding initdb, pg_ctl and postgres (Debian keeps
-/// them off PATH).
-fn pg_bin() -> Option<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            ["initdb", "pg_ctl", "postgres"]
-                .iter()
-                .all(|t| bin.join(t).is_file())
-                .then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, b)| b)
-}
-
-/// `(uid, gid)` of an OS user, from /etc/passwd.
-fn os_user(name: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-    })
-}
-
-#[derive(Clone, Copy)]
-enum Db {
-    Postgres,
-    Mariadb,
-}
-
-fn db_missing(db: Db) -> Option<String> {
-    let mut missing = Vec::new();
-    let tools: &[&str] = match db {
-        Db::Postgres => {
-            if pg_bin().is_none() {
-                missing.push("/usr/lib/postgresql/*/bin/initdb (package postgresql)".to_owned());
-            }
-            if os_user("postgres").is_none() {
-                missing.push("OS user postgres".to_owned());
-            }
-            &["psql", "runuser"]
-        }
-        Db::Mariadb => {
-            if os_user("mysql").is_none() {
-                missing.push("OS user mysql".to_owned());
-            }
-            &["mariadb", "mariadbd", "mariadb-install-db"]
-        }
-    };
-    missing.extend(
-        tools
-            .iter()
-            .filter(|t| find_tool(t).is_none())
-            .map(|t| t.to_string()),
-    );
-    (!missing.is_empty()).then(|| {
-        format!(
-            "missing {} (ci/install-deps.sh installs them)",
-            missing.join(", ")
-        )
-    })
-}
-
 /// [`require_privileges`] plus the database's programs: with `CI` set a missing one fails the
 /// test; otherwise the test is skipped, and says so.
 fn require_db(test: &str, db: Db) -> bool {
     if !require_privileges(test) {
         return false;
     }
-    match db_missing(db) {
+    match missing(db) {
         None => true,
         Some(reason) if std::env::var_os("CI").is_some() => {
             panic!("{test}: cannot run database test: {reason}")
@@ -108,31 +40,6 @@ fn require_db(test: &str, db: Db) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-/// Runs a command (stdin /dev/null, from `/`); its stdout, or an error with its stderr.
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Creates `dir` (and parents) and gives it to `user`.
-fn dir_for(dir: &Path, user: &str) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (uid, gid) = os_user(user).with_context(|| format!("no OS user {user}"))?;
-    chown(dir, Some(uid), Some(gid)).with_context(|| format!("chown {}", dir.display()))
-}
 
 /// `cp -a FROM TO`: copies a data directory out of the view, owners and modes kept.
 fn copy_tree(from: &Path, to: &Path) {
@@ -277,287 +184,6 @@ fn proc_alive(pid: u32) -> bool {
                 .is_some_and(|(_, rest)| !rest.starts_with('Z'))
         })
         .unwrap_or(false)
-}
-
-// ---------------------------------------------------------------------------------------------
-// PostgreSQL server fixture.
-
-/// The port only names the socket file in our private socket directory (no TCP listener).
-const PG_PORT: &str = "5432";
-
-/// A PostgreSQL server of our own: `pg_ctl` as the `postgres` user, data in `data`, socket and
-/// log in `sock`; stopped (`-m immediate`) on drop, killed by its recorded pid if that fails.
-struct PgServer {
-    bin: PathBuf,
-    data: PathBuf,
-    sock: PathBuf,
-    name: String,
-}
-
-impl PgServer {
-    /// initdb into `data` (created for postgres), then start.
-    fn init(name: &str, data: &Path, sock: &Path) -> Result<Self> {
-        let bin = pg_bin().context("no initdb")?;
-        dir_for(data, "postgres")?;
-        std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        output(
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(bin.join("initdb"))
-                .arg("-D")
-                .arg(data)
-                .args(["-U", "postgres", "-A", "peer", "--auth-host=scram-sha-256"])
-                .args(["-E", "UTF8", "--no-sync"]),
-        )
-        .context("initdb")?;
-        Self::start(name, data, sock)
-    }
-
-    /// Starts a server on an existing data directory.
-    fn start(name: &str, data: &Path, sock: &Path) -> Result<Self> {
-        let bin = pg_bin().context("no pg_ctl")?;
-        dir_for(sock, "postgres")?;
-        let srv = PgServer {
-            bin,
-            data: data.to_owned(),
-            sock: sock.to_owned(),
-            name: name.to_owned(),
-        };
-        // From here on, Drop stops whatever did start.
-        let opts = format!(
-            "-k {} -p {PG_PORT} -c listen_addresses='' -c cluster_name={name} -c fsync=on",
-            s(sock)
-        );
-        output(
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(srv.bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(data)
-                .arg("-l")
-                .arg(sock.join("server.log"))
-                .args(["-w", "-t", "60", "-o", &opts, "start"]),
-        )
-        .with_context(|| {
-            format!(
-                "starting {name}: {}",
-                std::fs::read_to_string(sock.join("server.log")).unwrap_or_default()
-            )
-        })?;
-        Ok(srv)
-    }
-
-    fn psql_cmd(&self) -> Command {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--", "psql", "-X", "-q", "-A", "-t"])
-            .args([
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                "postgres",
-                "-p",
-                PG_PORT,
-                "-h",
-            ])
-            .arg(&self.sock)
-            .current_dir("/");
-        cmd
-    }
-
-    fn sql(&self, sql: &str) -> Result<String> {
-        output(self.psql_cmd().arg("-c").arg(sql)).map(|o| o.trim().to_owned())
-    }
-
-    fn sql_u64(&self, sql: &str) -> u64 {
-        let out = self.sql(sql).unwrap();
-        out.parse().unwrap_or_else(|_| panic!("{sql}: {out:?}"))
-    }
-
-    /// A hook config file pointing at this server.
-    fn hook_conf(&self, path: &Path) -> PathBuf {
-        std::fs::write(
-            path,
-            format!("PGHOST={}\nPGPORT={PG_PORT}\n", s(&self.sock)),
-        )
-        .unwrap();
-        path.to_owned()
-    }
-
-    /// The postmaster's pid, if its lock file names one that is running on our data directory.
-    fn postmaster(&self) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.data.join("postmaster.pid"))
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        String::from_utf8_lossy(&cmdline)
-            .contains(s(&self.data))
-            .then_some(pid)
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        if self.postmaster().is_none() {
-            return;
-        }
-        let stop = output(
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-m", "immediate", "-w", "-t", "30", "stop"]),
-        );
-        if let Err(e) = stop {
-            eprintln!("test: stopping {}: {e:#}", self.name);
-        }
-        if let Some(pid) = self.postmaster() {
-            eprintln!("test: {} (pid {pid}) still running; killing it", self.name);
-            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// MariaDB server fixture.
-
-/// Options for both the bootstrap and the server: small, private, no networking.
-const MARIADB_OPTS: &[&str] = &[
-    "--innodb-log-file-size=8M",
-    "--innodb-buffer-pool-size=32M",
-    "--skip-networking",
-    "--user=mysql",
-];
-
-/// A MariaDB server of our own (`mariadbd` as our child, dropping to `mysql`), data in `data`,
-/// socket, pid file and error log in `sock`; TERM (then KILL) on drop.
-struct MariaServer {
-    child: Option<Child>,
-    sock: PathBuf,
-    name: String,
-}
-
-impl MariaServer {
-    /// mariadb-install-db into `data` (created for mysql), then start.
-    fn init(name: &str, data: &Path, sock: &Path) -> Result<Self> {
-        dir_for(data, "mysql")?;
-        dir_for(sock, "mysql")?;
-        output(
-            Command::new(find_tool("mariadb-install-db").context("no mariadb-install-db")?)
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", s(data)))
-                // A tmpdir of its own: a server starting meanwhile (another test) removes the
-                // `#sql*` files it finds in its tmpdir, the bootstrap's temporary tables too.
-                .arg(format!("--tmpdir={}", s(sock)))
-                .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
-                .args(MARIADB_OPTS),
-        )
-        .context("mariadb-install-db")?;
-        Self::start(name, data, sock)
-    }
-
-    fn start(name: &str, data: &Path, sock: &Path) -> Result<Self> {
-        dir_for(sock, "mysql")?;
-        let child = Command::new(find_tool("mariadbd").context("no mariadbd")?)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", s(data)))
-            .arg(format!("--socket={}", s(&sock.join("mysqld.sock"))))
-            .arg(format!("--pid-file={}", s(&sock.join("mysqld.pid"))))
-            .arg(format!("--log-error={}", s(&sock.join("error.log"))))
-            .arg(format!("--tmpdir={}", s(sock)))
-            .args(MARIADB_OPTS)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning mariadbd")?;
-        let mut srv = MariaServer {
-            child: Some(child),
-            sock: sock.to_owned(),
-            name: name.to_owned(),
-        };
-        let t = Instant::now();
-        loop {
-            if srv.sql("SELECT 1").is_ok() {
-                return Ok(srv);
-            }
-            let exited = srv.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || t.elapsed() > Duration::from_secs(60) {
-                bail!(
-                    "{name}: mariadbd not ready ({exited:?}): {}",
-                    std::fs::read_to_string(sock.join("error.log")).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.sock.join("mysqld.sock")
-    }
-
-    fn client_cmd(&self) -> Command {
-        let mut cmd = Command::new("mariadb");
-        cmd.arg("--no-defaults")
-            .arg(format!("--socket={}", s(&self.socket())))
-            .args(["--user=root", "--batch", "--skip-column-names"])
-            .current_dir("/");
-        cmd
-    }
-
-    fn sql(&self, sql: &str) -> Result<String> {
-        output(self.client_cmd().arg("-e").arg(sql)).map(|o| o.trim().to_owned())
-    }
-
-    fn sql_u64(&self, sql: &str) -> u64 {
-        let out = self.sql(sql).unwrap();
-        out.parse().unwrap_or_else(|_| panic!("{sql}: {out:?}"))
-    }
-
-    /// A hook config file pointing at this server; helper files in `run_dir`.
-    fn hook_conf(&self, path: &Path, run_dir: &Path, watchdog_s: u32) -> PathBuf {
-        std::fs::write(
-            path,
-            format!(
-                "MARIADB_SOCKET={}\nMARIADB_RUN_DIR={}\nMARIADB_WATCHDOG={watchdog_s}\n",
-                s(&self.socket()),
-                s(run_dir)
-            ),
-        )
-        .unwrap();
-        path.to_owned()
-    }
-}
-
-impl Drop for MariaServer {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("test: {} ignored TERM for 30 s; killing it", self.name);
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,12 +391,14 @@ fn postgresql_view_of_a_busy_cluster_starts_and_is_consistent() {
     srv.sql(&pg_schema()).unwrap();
     let work = Workload::start(srv.psql_cmd(), false);
     wait_for("50 transfers committed", Duration::from_secs(30), || {
-        (srv.sql_u64("SELECT count(*) FROM ledger") >= 50).then_some(())
+        (srv.sql_u64("SELECT count(*) FROM ledger").unwrap() >= 50).then_some(())
     });
-    let before = srv.sql_u64("SELECT count(*) FROM ledger");
+    let before = srv.sql_u64("SELECT count(*) FROM ledger").unwrap();
 
     let writers = writers_dir_with(&scratch, "postgresql");
-    let conf = srv.hook_conf(&scratch.join("snaptest-dbw-pg.conf"));
+    let conf = srv
+        .hook_conf(&scratch.join("snaptest-dbw-pg.conf"))
+        .unwrap();
     let copy = scratch.join("copy");
     let stderr = snapshot_and_copy(
         &scratch,
@@ -793,17 +421,17 @@ fn postgresql_view_of_a_busy_cluster_starts_and_is_consistent() {
     for (q, want) in invariant_queries("ledger", "acct") {
         assert_eq!(restored.sql(&q).unwrap(), want, "{q}");
     }
-    let in_copy = restored.sql_u64("SELECT count(*) FROM ledger");
+    let in_copy = restored.sql_u64("SELECT count(*) FROM ledger").unwrap();
     assert!(
         in_copy >= before,
         "the view lost commits: {in_copy} < {before}"
     );
     // The workload went on past the snapshot: the view is of a live cluster.
     wait_for("writes after the snapshot", Duration::from_secs(30), || {
-        (srv.sql_u64("SELECT count(*) FROM ledger") > in_copy).then_some(())
+        (srv.sql_u64("SELECT count(*) FROM ledger").unwrap() > in_copy).then_some(())
     });
     let sent = work.stop();
-    let live = srv.sql_u64("SELECT count(*) FROM ledger");
+    let live = srv.sql_u64("SELECT count(*) FROM ledger").unwrap();
     eprintln!("test: {before} committed before the session, {in_copy} in the view, {live} at the end ({sent} sent)");
     assert_eq!(live, sent);
     for (q, want) in invariant_queries("ledger", "acct") {
@@ -836,7 +464,9 @@ fn postgresql_hook_checkpoints_only_its_own_data() {
     .unwrap();
     let elsewhere = scratch.join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
-    let conf = srv.hook_conf(&scratch.join("snaptest-dbw-pg.conf"));
+    let conf = srv
+        .hook_conf(&scratch.join("snaptest-dbw-pg.conf"))
+        .unwrap();
     let env = [("SNAPSHOT_POSTGRESQL_CONF", conf.as_path())];
     let hooks = HookGroups::default();
     let pg = hook("postgresql");
@@ -938,13 +568,15 @@ fn mariadb_view_of_a_busy_server_starts_and_is_consistent() {
     srv.sql(&mariadb_schema()).unwrap();
     let work = Workload::start(srv.client_cmd(), true);
     wait_for("50 transfers committed", Duration::from_secs(30), || {
-        (srv.sql_u64("SELECT count(*) FROM bank.ledger") >= 50).then_some(())
+        (srv.sql_u64("SELECT count(*) FROM bank.ledger").unwrap() >= 50).then_some(())
     });
-    let before = srv.sql_u64("SELECT count(*) FROM bank.ledger");
+    let before = srv.sql_u64("SELECT count(*) FROM bank.ledger").unwrap();
 
     let writers = writers_dir_with(&scratch, "mariadb");
     let hook_run = scratch.join("hook-run");
-    let conf = srv.hook_conf(&scratch.join("snaptest-dbw-maria.conf"), &hook_run, 120);
+    let conf = srv
+        .hook_conf(&scratch.join("snaptest-dbw-maria.conf"), &hook_run, 120)
+        .unwrap();
     let copy = scratch.join("copy");
     let stderr = snapshot_and_copy(
         &scratch,
@@ -969,7 +601,9 @@ fn mariadb_view_of_a_busy_server_starts_and_is_consistent() {
     for (q, want) in invariant_queries("bank.ledger", "bank.acct") {
         assert_eq!(restored.sql(&q).unwrap(), want, "{q}");
     }
-    let in_copy = restored.sql_u64("SELECT count(*) FROM bank.ledger");
+    let in_copy = restored
+        .sql_u64("SELECT count(*) FROM bank.ledger")
+        .unwrap();
     assert!(
         in_copy >= before,
         "the view lost commits: {in_copy} < {before}"
@@ -980,16 +614,18 @@ fn mariadb_view_of_a_busy_server_starts_and_is_consistent() {
         restored.sql("CHECK TABLE bank.events").unwrap(),
         "bank.events\tcheck\tstatus\tOK"
     );
-    let events = restored.sql_u64("SELECT count(*) FROM bank.events");
+    let events = restored
+        .sql_u64("SELECT count(*) FROM bank.events")
+        .unwrap();
     assert!(
         in_copy == events || in_copy == events + 1,
         "ledger {in_copy}, events {events}"
     );
     wait_for("writes after the snapshot", Duration::from_secs(30), || {
-        (srv.sql_u64("SELECT count(*) FROM bank.ledger") > in_copy).then_some(())
+        (srv.sql_u64("SELECT count(*) FROM bank.ledger").unwrap() > in_copy).then_some(())
     });
     let sent = work.stop();
-    let live = srv.sql_u64("SELECT count(*) FROM bank.ledger");
+    let live = srv.sql_u64("SELECT count(*) FROM bank.ledger").unwrap();
     eprintln!("test: {before} committed before the session, {in_copy} in the view, {live} at the end ({sent} sent)");
     assert_eq!(live, sent);
 }
@@ -1048,7 +684,9 @@ fn mariadb_hook_lock_thaw_and_watchdog() {
     srv.sql("CREATE DATABASE bank; CREATE TABLE bank.x (a INT) ENGINE=InnoDB")
         .unwrap();
     let run_dir = scratch.join("hook-run");
-    let conf = srv.hook_conf(&scratch.join("snaptest-dbw-maria.conf"), &run_dir, 120);
+    let conf = srv
+        .hook_conf(&scratch.join("snaptest-dbw-maria.conf"), &run_dir, 120)
+        .unwrap();
     let env = [("SNAPSHOT_MARIADB_CONF", conf.as_path())];
     let hooks = HookGroups::default();
     let maria = hook("mariadb");
@@ -1188,7 +826,9 @@ fn mariadb_hook_lock_thaw_and_watchdog() {
 
     // A thaw that never comes: the watchdog releases the lock by itself.
     let session = "snaptest-dbw-s3";
-    let dog_conf = srv.hook_conf(&scratch.join("snaptest-dbw-maria-dog.conf"), &run_dir, 3);
+    let dog_conf = srv
+        .hook_conf(&scratch.join("snaptest-dbw-maria-dog.conf"), &run_dir, 3)
+        .unwrap();
     let dog_env = [("SNAPSHOT_MARIADB_CONF", dog_conf.as_path())];
     let r = hooks.call(&scratch, &maria, "freeze", &[&m], session, &dog_env);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -1222,5 +862,5 @@ fn mariadb_hook_lock_thaw_and_watchdog() {
     let r = hooks.call(&scratch, &maria, "thaw", &[&m], session, &dog_env);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(files_with(&run_dir, "mariadb-"), Vec::<String>::new());
-    assert_eq!(srv.sql_u64("SELECT count(*) FROM bank.x"), 6);
+    assert_eq!(srv.sql_u64("SELECT count(*) FROM bank.x").unwrap(), 6);
 }

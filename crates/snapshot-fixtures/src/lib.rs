@@ -1,6 +1,6 @@
 //! RAII fixtures: scratch directories and real filesystems on loop devices ([`LoopFs`]),
 //! LVM volume groups, thin pools and LVs on loop files ([`lvm`]), ZFS pools on sparse files
-//! and their datasets ([`zfs`]). Each `Drop` logs and never panics, and removes exactly what
+//! and their datasets ([`zfs`]), PostgreSQL and MariaDB servers of their own ([`db`]). Each `Drop` logs and never panics, and removes exactly what
 //! its value made.
 //!
 //! Used by the dev-only testkit (`snapshot-testkit`, which re-exports all of it) and by the
@@ -12,6 +12,7 @@
 //! ([`loops_backed_by`], [`mounts_under`]). Nothing here ever touches an object it did not
 //! create: no `losetup -D`, no unmount by pattern, no killing by name.
 
+pub mod db;
 pub mod lvm;
 pub mod zfs;
 

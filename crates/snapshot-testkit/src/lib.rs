@@ -9,8 +9,8 @@ pub mod prop;
 pub mod zfs;
 
 pub use snapshot_fixtures::{
-    find_tool, loops_backed_by, mounts_under, run, FsKind, LoopFs, MountedFs, Scratch, TestMount,
-    PREFIX,
+    db, find_tool, loops_backed_by, mounts_under, run, FsKind, LoopFs, MountedFs, Scratch,
+    TestMount, PREFIX,
 };
 use std::path::Path;
 
