@@ -1,7 +1,7 @@
 //! RAII fixtures: scratch directories and real filesystems on loop devices ([`LoopFs`]),
 //! LVM volume groups, thin pools and LVs on loop files ([`lvm`]), ZFS pools on sparse files
-//! and their datasets ([`zfs`]), PostgreSQL and MariaDB servers of their own ([`db`]). Each `Drop` logs and never panics, and removes exactly what
-//! its value made.
+//! and their datasets ([`zfs`]), PostgreSQL and MariaDB servers of their own ([`db`]). Each
+//! `Drop` logs and never panics, and removes exactly what its value made.
 //!
 //! Used by the dev-only testkit (`snapshot-testkit`, which re-exports all of it) and by the
 //! certification harness (`snapshot-certify`, a shipped binary): nothing here is test-only
