@@ -14,6 +14,7 @@
 //!
 //! Everything it makes is named `snaptest-bench-*` and removed by RAII guards, also on error.
 
+mod db;
 mod freeze;
 mod lvm;
 mod zfs;
@@ -23,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use snapshot_core::sys::{self, ioctl};
 use snapshot_core::MountTable;
+use snapshot_testkit::db::Db;
 use snapshot_testkit::{find_tool, FsKind, LoopFs, Scratch};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -72,6 +74,19 @@ pub struct BenchArgs {
     /// and 2 are always measured).
     #[arg(long, value_delimiter = ',', value_name = "COUNTS")]
     scale: Vec<usize>,
+    /// Measure instead what a database's clients see: a MariaDB server and a PostgreSQL
+    /// cluster of the bench's own, each on a btrfs on a loop device, under a steady commit
+    /// workload; sessions with the shipped writer hook against the floor (MariaDB: FLUSH TABLES
+    /// WITH READ LOCK + raw snapshot + UNLOCK TABLES; PostgreSQL: the raw snapshot alone).
+    #[arg(long)]
+    db: bool,
+    /// With --db: which servers.
+    #[arg(long, value_delimiter = ',', default_value = "mariadb,postgresql",
+          value_parser = clap::builder::PossibleValuesParser::new(["mariadb", "postgresql"]))]
+    db_servers: Vec<String>,
+    /// With --db: commits per second of the workload's one client.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    db_rate: u32,
     /// Use this `snapshot` binary instead of building one (e.g. inside the VM guest).
     #[arg(long, value_name = "FILE")]
     snapshot_bin: Option<PathBuf>,
@@ -101,9 +116,14 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             .canonicalize()
             .with_context(|| format!("--snapshot-bin {}", b.display()))?,
         None => {
-            if ["mkfs.btrfs", "mkfs.xfs", "losetup"]
-                .iter()
-                .any(|t| find_tool(t).is_none())
+            let db_missing = args.db
+                && [Db::Mariadb, Db::Postgres]
+                    .iter()
+                    .any(|d| snapshot_testkit::db::missing(*d).is_some());
+            if db_missing
+                || ["mkfs.btrfs", "mkfs.xfs", "losetup"]
+                    .iter()
+                    .any(|t| find_tool(t).is_none())
             {
                 install_deps()?;
             }
@@ -111,7 +131,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             release_binary()?
         }
     };
-    let host = !args.lvm && !args.zfs;
+    let host = !args.lvm && !args.zfs && !args.db;
     let btrfs = host && args.providers.iter().any(|p| p == "btrfs");
     let freeze = host && args.providers.iter().any(|p| p == "freeze");
 
@@ -172,9 +192,27 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         }
     }
 
+    let mut db_results = Vec::new();
+    let mut db_targets = Vec::new();
+    if args.db {
+        let servers = [("mariadb", Db::Mariadb), ("postgresql", Db::Postgres)];
+        for (_, which) in servers
+            .into_iter()
+            .filter(|(name, _)| args.db_servers.iter().any(|s| s == name))
+        {
+            eprintln!("bench: {which:?} on btrfs, {} runs", args.runs);
+            let fx = db::DbFixture::new(&scratch, &args.backing_dir, which)?;
+            let (config, targets) = db::measure(&fx, &bin, args.runs, args.db_rate)?;
+            db_results.push(config);
+            db_targets.extend(targets);
+        }
+    }
+
     let mut report = Report::new(args.runs, results, freeze_results);
     report.lvm = lvm_results;
     report.zfs = zfs_results;
+    report.db = db_results;
+    report.targets.extend(db_targets);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -745,11 +783,16 @@ fn run_session(bin: &Path, fx: &SessionDirs, dirs: &[&Path], writer: bool) -> Re
         .arg(fx.runtime.join("state"))
         .arg("-t")
         .arg(&fx.target)
-        .args(dirs)
-        .stdin(Stdio::piped())
+        .args(dirs);
+    drive_session(cmd)
+}
+
+/// Runs a session command over pipes (spawn → stdout EOF (ready) → [`HOLD`] → close stdin →
+/// exit), its stderr lines stamped on arrival; an error if it did not say `done` and succeed.
+fn drive_session(mut cmd: Command) -> Result<SessionRun> {
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-
     let t0 = Instant::now();
     let mut child = cmd.spawn().context("starting snapshot")?;
     let deadline = Deadline::new(&child);
@@ -1232,6 +1275,8 @@ struct Report {
     lvm: Vec<lvm::LvmConfig>,
     /// The ZFS provider (`--zfs`), against raw `zfs snapshot` + hold + mount.
     zfs: Vec<zfs::ZfsConfig>,
+    /// Database commit stalls (`--db`), against the floor.
+    db: Vec<db::DbConfig>,
     targets: Vec<Target>,
 }
 
@@ -1331,6 +1376,7 @@ impl Report {
             freeze,
             lvm: Vec::new(),
             zfs: Vec::new(),
+            db: Vec::new(),
             targets,
         }
     }
@@ -1453,6 +1499,9 @@ impl Report {
         }
         for z in &self.zfs {
             z.table(&mut o);
+        }
+        for d in &self.db {
+            d.table(&mut o);
         }
         if !self.targets.is_empty() {
             let _ = writeln!(o, "\ntargets (reported, never asserted)");
