@@ -4,7 +4,7 @@
 //! them — so every figure is also a ratio to what the kernel needs anyway. A benchmark, never a
 //! test: targets are reported, never asserted. The freeze provider ([`freeze`]) and, in the VM
 //! guest, LVM ([`lvm`]) and ZFS ([`zfs`]) are measured the same way against their own raw
-//! baselines.
+//! baselines; `--db` ([`db`]) measures the commit stall a real database client sees.
 //!
 //! Per configuration and run (after one unrecorded warm-up), interleaved so that drift hits
 //! both sides alike: raw snapshots (sequential, then parallel threads) + mounts + removal;
