@@ -7,17 +7,31 @@ use crate::args::SessionArgs;
 use clap::parser::ValueSource;
 use std::path::{Path, PathBuf};
 
-/// The private view directory, removed (when empty) on drop.
+/// The private view directory, removed (when empty) on drop with its target lock file: no
+/// other session will name this target, and the name is new each run (the files would pile up
+/// in the runtime directory until reboot).
 #[derive(Debug)]
 pub struct PrivateTarget {
     path: PathBuf,
+    runtime_dir: PathBuf,
 }
 
 impl Drop for PrivateTarget {
     fn drop(&mut self) {
-        // Left when not empty: a view still mounted there is `snapshot cleanup`'s to remove.
+        // Left when not empty: a view still mounted there is `snapshot cleanup`'s to remove,
+        // and the lock file with it.
         if let Err(e) = std::fs::remove_dir(&self.path) {
             log::warn!("removing the private target {:?}: {e}", self.path);
+            return;
+        }
+        use snapshot_core::lock::TargetLock;
+        match TargetLock::remove_unused(&self.runtime_dir, &self.path) {
+            Ok(true) => {}
+            Ok(false) => log::warn!("the lock of the private target {:?} is held", self.path),
+            Err(e) => log::warn!(
+                "removing the lock of the private target {:?}: {e}",
+                self.path
+            ),
         }
     }
 }
@@ -35,7 +49,10 @@ pub fn private_unless_given(
     }
     let path = make(&args.runtime_dir)?;
     args.target = path.clone();
-    Ok(Some(PrivateTarget { path }))
+    Ok(Some(PrivateTarget {
+        path,
+        runtime_dir: args.runtime_dir.clone(),
+    }))
 }
 
 fn make(runtime_dir: &Path) -> Result<PathBuf, String> {

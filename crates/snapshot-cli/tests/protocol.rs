@@ -575,9 +575,10 @@ fn run_without_a_target_uses_a_private_one() {
     let rt = scratch.join("run");
     let out = scratch.join("out");
     let cmd = format!(
-        "echo \"$SNAPSHOT_TARGET\" > {o}; cat \"$SNAPSHOT_TARGET\"{a}/f >> {o}",
+        "echo \"$SNAPSHOT_TARGET\" > {o}; cat \"$SNAPSHOT_TARGET\"{a}/f >> {o}; ls {l} >> {o}",
         o = s(&out),
-        a = s(&a)
+        a = s(&a),
+        l = s(&rt.join("locks"))
     );
     let (code, _, err) = run_bin(
         "snapshot",
@@ -604,6 +605,18 @@ fn run_without_a_target_uses_a_private_one() {
     );
     assert_eq!(seen[1], "v1");
     assert!(!target.exists(), "the private target is removed after");
+    // Its lock file too (a new name each run: they would pile up until reboot). Control: the
+    // command saw it while the session held it.
+    let lock = snapshot_core::lock::lock_path(&rt, &target);
+    let lock_name = lock.file_name().unwrap().to_str().unwrap();
+    assert!(
+        seen[2..].iter().any(|l| l == lock_name),
+        "the private target's lock {lock_name} was not seen during the run: {seen:?}"
+    );
+    assert!(
+        !lock.exists(),
+        "the private target's lock file is removed after"
+    );
     assert_eq!(mounts_under(&rt), Vec::<std::path::PathBuf>::new());
     drop(fa);
 }

@@ -434,6 +434,28 @@ impl TargetLock {
         }
     }
 
+    /// Removes the lock file of `target` when no session holds it: taken first, unlinked while
+    /// held. Only for targets no other session will ever name (a `snapshot run`'s private
+    /// target, which is new each time): a lock file shared by sessions stays, because one that
+    /// opened it just before the unlink would lock a file the next one no longer finds.
+    /// `Ok(false)`: held by a session, left.
+    pub fn remove_unused(runtime_dir: &Path, target: &Path) -> io::Result<bool> {
+        let path = lock_path(runtime_dir, target);
+        let file = match open_nofollow(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            other => other?,
+        };
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(true),
+        }
+    }
+
     /// True when a live session holds the lock for `target` (probed without creating anything).
     pub fn is_held(runtime_dir: &Path, target: &Path) -> bool {
         let path = lock_path(runtime_dir, target);
@@ -601,6 +623,27 @@ mod tests {
         assert!(create_private_file(&link).is_err(), "not through a symlink");
         assert!(open_private_file(&link).is_err(), "not through a symlink");
         assert_eq!(mode_of(&f), 0o620);
+    }
+
+    #[test]
+    fn an_unused_lock_file_is_removed_and_a_held_one_left() {
+        let t = tempfile::tempdir().unwrap();
+        let rt = t.path().join("run");
+        let target = Path::new("/views/run-1-0");
+        let lock = TargetLock::acquire(&rt, target).unwrap();
+        assert!(
+            !TargetLock::remove_unused(&rt, target).unwrap(),
+            "held: left"
+        );
+        assert!(lock.path.exists());
+        let path = lock.path.clone();
+        drop(lock);
+        assert!(TargetLock::remove_unused(&rt, target).unwrap());
+        assert!(!path.exists(), "unused: removed");
+        assert!(
+            TargetLock::remove_unused(&rt, target).unwrap(),
+            "none: done"
+        );
     }
 
     #[test]
