@@ -92,40 +92,82 @@ pub fn plan(
     mount_id_of: impl Fn(&Path) -> std::io::Result<u64>,
     providers: &[Box<dyn Provider>],
 ) -> Result<Plan, PlanError> {
-    // DIR → mount. Each distinct mount is probed once, by each provider once over all of
-    // them (`Provider::probe_all`): the answers serve both the nested lookup and the plan.
-    let mut dir_mounts: Vec<(&PathBuf, &Mount)> = Vec::new();
-    for dir in dirs {
-        let id = mount_id_of(dir).map_err(|source| PlanError::MountId {
-            dir: dir.clone(),
-            error: source,
-        })?;
-        let mount = table.by_id(id).ok_or(PlanError::UnknownMount {
-            dir: dir.clone(),
-            id,
-        })?;
-        dir_mounts.push((dir, mount));
-    }
-    // Synthetic nested entries share their mount's id: tell mounts apart by mount point too.
-    let same = |a: &Mount, b: &Mount| a.id == b.id && a.mount_point == b.mount_point;
-    let mut probed: Vec<(Mount, Probed)> = Vec::new();
-    let mut distinct: Vec<Mount> = Vec::new();
-    for (_, m) in &dir_mounts {
-        if !distinct.iter().any(|d| same(d, m)) {
-            distinct.push((*m).clone());
-        }
-    }
-    let answers = first_acceptors(&distinct, providers);
-    probed.extend(distinct.into_iter().zip(answers));
+    let dir_mounts = mounts_of(dirs, table, mount_id_of)?;
+    // Each distinct mount is probed once, by each provider once over all of them
+    // (`Provider::probe_all`): the answers serve both the nested lookup and the plan.
+    let mut probes = Probes::default();
+    probes.probe_new(dir_mounts.iter().map(|(_, m)| *m), providers);
+    let mut mounts = group_by_holder(dir_mounts, &probes, providers);
+    // The nested units' entries were not probed yet.
+    probes.probe_new(mounts.iter().map(|pm| &pm.mount), providers);
+    let units = assign_units(&mut mounts, &probes, providers)?;
+    Ok(Plan { mounts, units })
+}
 
-    // DIR → the mount or the unit nested in it that holds it, grouped by mount.
+/// Synthetic nested entries share their mount's id: mounts are told apart by mount point too.
+fn same(a: &Mount, b: &Mount) -> bool {
+    a.id == b.id && a.mount_point == b.mount_point
+}
+
+/// DIR → the mount holding it.
+fn mounts_of<'a, 't>(
+    dirs: &'a [PathBuf],
+    table: &'t MountTable,
+    mount_id_of: impl Fn(&Path) -> std::io::Result<u64>,
+) -> Result<Vec<(&'a PathBuf, &'t Mount)>, PlanError> {
+    dirs.iter()
+        .map(|dir| {
+            let id = mount_id_of(dir).map_err(|source| PlanError::MountId {
+                dir: dir.clone(),
+                error: source,
+            })?;
+            let mount = table.by_id(id).ok_or(PlanError::UnknownMount {
+                dir: dir.clone(),
+                id,
+            })?;
+            Ok((dir, mount))
+        })
+        .collect()
+}
+
+/// The providers' answers for the mounts probed so far.
+#[derive(Default)]
+struct Probes(Vec<(Mount, Probed)>);
+
+impl Probes {
+    fn of(&self, mount: &Mount) -> Option<&Probed> {
+        self.0.iter().find(|(m, _)| same(m, mount)).map(|(_, p)| p)
+    }
+
+    /// Probes those of `mounts` not probed yet (each once).
+    fn probe_new<'m>(
+        &mut self,
+        mounts: impl Iterator<Item = &'m Mount>,
+        providers: &[Box<dyn Provider>],
+    ) {
+        let mut fresh: Vec<Mount> = Vec::new();
+        for m in mounts {
+            if self.of(m).is_none() && !fresh.iter().any(|f| same(f, m)) {
+                fresh.push(m.clone());
+            }
+        }
+        let answers = first_acceptors(&fresh, providers);
+        self.0.extend(fresh.into_iter().zip(answers));
+    }
+}
+
+/// DIR → the mount, or the unit nested in it (a btrfs subvolume), that holds it; grouped by
+/// that, parents before children.
+fn group_by_holder(
+    dir_mounts: Vec<(&PathBuf, &Mount)>,
+    probes: &Probes,
+    providers: &[Box<dyn Provider>],
+) -> Vec<PlannedMount> {
     let mut mounts: Vec<PlannedMount> = Vec::new();
     for (dir, mount) in dir_mounts {
-        // A DIR inside a unit nested in the mount (a btrfs subvolume) belongs to that unit.
-        let nested = probed
-            .iter()
-            .find(|(m, _)| same(m, mount))
-            .and_then(|(_, p)| p.accepted.as_ref())
+        let nested = probes
+            .of(mount)
+            .and_then(|p| p.accepted.as_ref())
             .map(|a| providers[a.provider].nested(mount, dir))
             .unwrap_or_default();
         let mount = nested.last().unwrap_or(mount);
@@ -139,53 +181,33 @@ pub fn plan(
             }),
         }
     }
-    // Parents before children: a mount point's ancestors have fewer components.
+    // A mount point's ancestors have fewer components.
     mounts.sort_by(|a, b| {
         let depth = |m: &PlannedMount| m.mount.mount_point.components().count();
         depth(a)
             .cmp(&depth(b))
             .then_with(|| a.mount.mount_point.cmp(&b.mount.mount_point))
     });
-    // The nested units' entries were not probed yet.
-    let fresh: Vec<Mount> = mounts
-        .iter()
-        .filter(|pm| !probed.iter().any(|(m, _)| same(m, &pm.mount)))
-        .map(|pm| pm.mount.clone())
-        .collect();
-    let answers = first_acceptors(&fresh, providers);
-    probed.extend(fresh.into_iter().zip(answers));
+    mounts
+}
 
-    // Mount → first accepting provider → unit (shared by mounts with the same unit key).
+/// Mount → its first accepting provider → unit (shared by mounts with the same unit key).
+fn assign_units(
+    mounts: &mut [PlannedMount],
+    probes: &Probes,
+    providers: &[Box<dyn Provider>],
+) -> Result<Vec<PlannedUnit>, PlanError> {
     let mut units: Vec<PlannedUnit> = Vec::new();
     for (mi, pm) in mounts.iter_mut().enumerate() {
-        // Every planned mount was probed above; none found would read as nobody taking it.
-        let answer = probed
-            .iter()
-            .find(|(m, _)| same(m, &pm.mount))
-            .map(|(_, p)| p.clone())
-            .unwrap_or_default();
+        // Every planned mount was probed; none found would read as nobody taking it.
+        let answer = probes.of(&pm.mount).cloned().unwrap_or_default();
         pm.declined = answer.declined;
-        let Some(Accepted {
-            provider: pi,
-            unit: key,
-            data,
-            consistent,
-        }) = answer.accepted
-        else {
-            return Err(PlanError::NoProvider {
-                mount_point: pm.mount.mount_point.clone(),
-                fstype: pm.mount.fstype.clone(),
-                reasons: pm
-                    .declined
-                    .iter()
-                    .map(|d| format!("{}: {}", d.provider, d.reason))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
+        let Some(accepted) = answer.accepted else {
+            return Err(no_provider(pm));
         };
         let existing = units
             .iter()
-            .position(|u| u.provider_index == pi && u.unit == key);
+            .position(|u| u.provider_index == accepted.provider && u.unit == accepted.unit);
         pm.unit = match existing {
             Some(ui) => {
                 units[ui].mounts.push(mi);
@@ -193,18 +215,31 @@ pub fn plan(
             }
             None => {
                 units.push(PlannedUnit {
-                    provider_index: pi,
-                    provider: providers[pi].name().to_owned(),
-                    unit: key,
-                    data,
-                    consistent,
+                    provider_index: accepted.provider,
+                    provider: providers[accepted.provider].name().to_owned(),
+                    unit: accepted.unit,
+                    data: accepted.data,
+                    consistent: accepted.consistent,
                     mounts: vec![mi],
                 });
                 units.len() - 1
             }
         };
     }
-    Ok(Plan { mounts, units })
+    Ok(units)
+}
+
+fn no_provider(pm: &PlannedMount) -> PlanError {
+    PlanError::NoProvider {
+        mount_point: pm.mount.mount_point.clone(),
+        fstype: pm.mount.fstype.clone(),
+        reasons: pm
+            .declined
+            .iter()
+            .map(|d| format!("{}: {}", d.provider, d.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 /// The provider that took a mount, with its probe's answer.
