@@ -1089,65 +1089,9 @@ impl<'p> Session<'p> {
     /// Unmounts the view, checks and removes every snapshot, and verifies nothing is left.
     pub fn teardown(mut self) -> TeardownReport {
         let mut report = TeardownReport::default();
-        if let Some(view) = self.view.as_mut() {
-            let problems = view.teardown();
-            if problems.is_empty() {
-                let _ = self.journal_update(|r| r.view = None);
-            }
-            report.problems.extend(problems);
-        }
+        self.teardown_view(&mut report);
         Fault::strike(self.request.fault.as_ref(), "mid-teardown");
-        let units: Vec<_> = self
-            .created
-            .iter_mut()
-            .zip(self.intents.iter_mut())
-            .map(|(c, i)| (c.take(), i.take()))
-            .rev()
-            .collect();
-        for (created, intent) in units {
-            // A unit never created is still removed from its intent: creation may have
-            // got halfway. Removal is idempotent.
-            let (pi, c, made) = match (created, intent) {
-                (Some((pi, c)), _) => (pi, c, true),
-                (None, Some((pi, c))) => (pi, c, false),
-                (None, None) => continue,
-            };
-            let provider = &self.providers[pi];
-            if !made {
-                match provider.remove(&c) {
-                    Ok(()) => {
-                        let name = c.name.clone();
-                        let _ =
-                            self.journal_update(|r| r.snapshots.retain(|s| s.created.name != name));
-                    }
-                    Err(e) => report.problems.push(format!(
-                        "removing the unfinished {} ({}): {e}",
-                        c.name,
-                        provider.name()
-                    )),
-                }
-                continue;
-            }
-            if let Validity::Invalid(reason) = provider.verify(&c) {
-                log::error!(
-                    "{}: the snapshot became invalid during the backup: {reason}",
-                    c.name
-                );
-                report.invalid.push(format!("{}: {reason}", c.name));
-            }
-            match provider.remove(&c) {
-                Ok(()) => {
-                    log::debug!("{}: removed {}", provider.name(), c.name);
-                    let name = c.name.clone();
-                    let _ = self.journal_update(|r| r.snapshots.retain(|s| s.created.name != name));
-                }
-                Err(e) => {
-                    report
-                        .problems
-                        .push(format!("removing {} ({}): {e}", c.name, provider.name()))
-                }
-            }
-        }
+        self.remove_units(&mut report);
         match std::fs::remove_dir(&self.runtime) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1155,10 +1099,6 @@ impl<'p> Session<'p> {
                 .problems
                 .push(format!("removing {:?}: {e}", self.runtime)),
         }
-        // Nothing is mounted at or below TARGET when TARGET is no mount point and is empty (a
-        // mount below it would need a directory in it): two statx calls and a readdir, where
-        // the whole mount table grows with the machine's mounts. The table is read only to
-        // name what was left behind.
         if !self.target_still_there() {
             // Renamed or swapped during the session (README "Security"): the path shows
             // something else now, which is not ours to inspect. The view was mounted on the
@@ -1169,26 +1109,98 @@ impl<'p> Session<'p> {
             );
             return self.finish_teardown(report);
         }
-        let clean = matches!(crate::sys::is_mount_point(&self.target), Ok(false))
-            && check_target_empty(&self.target).is_ok();
-        if !clean {
-            match MountTable::read() {
-                Ok(table) => {
-                    for m in table.at_or_below(&self.target) {
-                        report
-                            .problems
-                            .push(format!("still mounted: {:?}", m.mount_point));
-                    }
-                }
-                Err(e) => report.problems.push(e.to_string()),
+        self.check_target_left(&mut report);
+        self.finish_teardown(report)
+    }
+
+    /// Unmounts the view; journals it gone when nothing was left.
+    fn teardown_view(&mut self, report: &mut TeardownReport) {
+        if let Some(view) = self.view.as_mut() {
+            let problems = view.teardown();
+            if problems.is_empty() {
+                let _ = self.journal_update(|r| r.view = None);
             }
-            if report.problems.is_empty() {
-                if let Err(e) = check_target_empty(&self.target) {
-                    report.problems.push(e.to_string());
-                }
+            report.problems.extend(problems);
+        }
+    }
+
+    /// Removes every unit, the last created first; each removal journaled as it succeeds.
+    fn remove_units(&mut self, report: &mut TeardownReport) {
+        let units: Vec<_> = self
+            .created
+            .iter_mut()
+            .zip(self.intents.iter_mut())
+            .map(|(c, i)| (c.take(), i.take()))
+            .rev()
+            .collect();
+        for (created, intent) in units {
+            // A unit never created is still removed from its intent: creation may have
+            // got halfway. Removal is idempotent.
+            match (created, intent) {
+                (Some((pi, c)), _) => self.remove_unit(pi, &c, true, report),
+                (None, Some((pi, c))) => self.remove_unit(pi, &c, false, report),
+                (None, None) => {}
             }
         }
-        self.finish_teardown(report)
+    }
+
+    /// Removes one unit; a `made` one is verified first (a snapshot that became invalid during
+    /// the backup is reported).
+    fn remove_unit(&mut self, pi: usize, c: &Created, made: bool, report: &mut TeardownReport) {
+        let provider = &self.providers[pi];
+        if made {
+            if let Validity::Invalid(reason) = provider.verify(c) {
+                log::error!(
+                    "{}: the snapshot became invalid during the backup: {reason}",
+                    c.name
+                );
+                report.invalid.push(format!("{}: {reason}", c.name));
+            }
+        }
+        match provider.remove(c) {
+            Ok(()) => {
+                if made {
+                    log::debug!("{}: removed {}", provider.name(), c.name);
+                }
+                let name = c.name.clone();
+                let _ = self.journal_update(|r| r.snapshots.retain(|s| s.created.name != name));
+            }
+            Err(e) => {
+                let what = if made { "" } else { "the unfinished " };
+                report.problems.push(format!(
+                    "removing {what}{} ({}): {e}",
+                    c.name,
+                    provider.name()
+                ));
+            }
+        }
+    }
+
+    /// Reports what is still mounted at or below TARGET, or left in it. Nothing is when TARGET
+    /// is no mount point and is empty (a mount below it would need a directory in it): two
+    /// statx calls and a readdir, where the whole mount table grows with the machine's
+    /// mounts. The table is read only to name what was left behind.
+    fn check_target_left(&self, report: &mut TeardownReport) {
+        let clean = matches!(crate::sys::is_mount_point(&self.target), Ok(false))
+            && check_target_empty(&self.target).is_ok();
+        if clean {
+            return;
+        }
+        match MountTable::read() {
+            Ok(table) => {
+                for m in table.at_or_below(&self.target) {
+                    report
+                        .problems
+                        .push(format!("still mounted: {:?}", m.mount_point));
+                }
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+        if report.problems.is_empty() {
+            if let Err(e) = check_target_empty(&self.target) {
+                report.problems.push(e.to_string());
+            }
+        }
     }
 
     /// Whether the path TARGET still leads, without symlinks, to the directory validated at
