@@ -129,6 +129,87 @@ impl ScriptProvider {
         Ok(scripts)
     }
 
+    /// `script snapshot SOURCE TARGET` for the script of `data`, into `at`: `Took` when it
+    /// mounted the snapshot there; `Passed` (why) when it declined or was killed and left
+    /// nothing mounted, so the next script may try; an error when the session cannot go on
+    /// (the staging root removed where it can be).
+    fn try_script(&self, data: &ScriptData, at: &Path) -> Result<Attempt, ProviderError> {
+        let (staging, source) = (&data.staging, &data.source);
+        let Some(script) = data.script.as_deref() else {
+            return Err(ProviderError::Other(format!(
+                "no script to try for {source:?}"
+            )));
+        };
+        // `mkdir -p "$TARGET$SOURCE"` inside the private root, again for each script: one
+        // that failed may have removed it.
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(at)
+        {
+            let _ = remove_staging(staging);
+            return Err(ProviderError::io(format!("creating {at:?}"), e));
+        }
+        if let Err(e) = mark_running(staging, script) {
+            let _ = remove_staging(staging);
+            return Err(ProviderError::io(
+                format!("recording {script:?} beside {staging:?}"),
+                e,
+            ));
+        }
+        match self.run(script, "snapshot", data) {
+            Ok(()) => match is_mounted(at) {
+                Ok(true) => {
+                    log::info!("{script:?} snapshotted {source:?} at {at:?}");
+                    Ok(Attempt::Took)
+                }
+                Ok(false) => {
+                    // The script claims success: let it undo whatever it did make.
+                    let hint = if at != staging.as_path() && is_mounted(staging).unwrap_or(false) {
+                        " (it mounted at TARGET itself: scripts mount at \"$TARGET$SOURCE\")"
+                    } else {
+                        ""
+                    };
+                    let undo = self.undo(script, data);
+                    let _ = remove_staging(staging);
+                    Err(ProviderError::Other(format!(
+                        "filesystems.d script {script:?} exited 0 for {source:?} but \
+                         mounted nothing at {at:?}{hint}{undo}"
+                    )))
+                }
+                Err(e) => {
+                    let undo = self.undo(script, data);
+                    let _ = remove_staging(staging);
+                    Err(ProviderError::Other(format!(
+                        "after {script:?} snapshot {source:?}: {e}{undo}"
+                    )))
+                }
+            },
+            Err(e @ RunFailure::Declined(_)) => {
+                log::debug!("{script:?} did not take {source:?}: {e}");
+                // A script that failed must not leave a mount for the next one to find.
+                unmount_below(staging).map_err(|e| {
+                    ProviderError::Other(format!(
+                        "{script:?} failed for {source:?} but left a mount under \
+                         {staging:?} that cannot be removed: {e}"
+                    ))
+                })?;
+                Ok(Attempt::Passed(format!("{}: {e}", file_name(script))))
+            }
+            Err(e @ RunFailure::Killed(_)) => {
+                log::warn!("provider script {script:?} snapshot {source:?}: {e}");
+                let undo = self.undo(script, data);
+                if is_mounted_below(staging).unwrap_or(true) {
+                    return Err(ProviderError::Other(format!(
+                        "{script:?} was killed for {source:?} and left a mount under \
+                         {staging:?} that cannot be removed{undo}"
+                    )));
+                }
+                Ok(Attempt::Passed(format!("{}: {e}{undo}", file_name(script))))
+            }
+        }
+    }
+
     /// `SCRIPT ACTION SOURCE TARGET`, each argument one argv element as it is (no shell).
     fn run(&self, script: &Path, action: &str, data: &ScriptData) -> Result<(), RunFailure> {
         let mut cmd = Command::new(script);
@@ -178,6 +259,14 @@ enum ScriptsError {
     Read(std::io::Error),
     #[error(transparent)]
     Untrusted(#[from] TrustError),
+}
+
+/// What one script made of a `create`.
+enum Attempt {
+    /// It mounted the snapshot at `"$TARGET$SOURCE"`.
+    Took,
+    /// It declined (or was killed) and left nothing mounted: why, for the error if none takes.
+    Passed(String),
 }
 
 /// How a script's call went wrong.
@@ -249,78 +338,16 @@ impl Provider for ScriptProvider {
 
         let mut failures = Vec::new();
         for script in &scripts {
-            // `mkdir -p "$TARGET$SOURCE"` inside the private root, again for each script: one
-            // that failed may have removed it.
-            if let Err(e) = std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&at)
-            {
-                let _ = remove_staging(&staging);
-                return Err(ProviderError::io(format!("creating {at:?}"), e));
-            }
             let data = ScriptData {
                 script: Some(script.clone()),
                 source: source.clone(),
                 staging: staging.clone(),
             };
-            if let Err(e) = mark_running(&staging, script) {
-                let _ = remove_staging(&staging);
-                return Err(ProviderError::io(
-                    format!("recording {script:?} beside {staging:?}"),
-                    e,
-                ));
-            }
-            match self.run(script, "snapshot", &data) {
-                Ok(()) => match is_mounted(&at) {
-                    Ok(true) => {
-                        log::info!("{script:?} snapshotted {source:?} at {at:?}");
-                        return Created::new(NAME, &unit.unit, ctx.object_name(), true, &data);
-                    }
-                    Ok(false) => {
-                        // The script claims success: let it undo whatever it did make.
-                        let hint = if at != staging && is_mounted(&staging).unwrap_or(false) {
-                            " (it mounted at TARGET itself: scripts mount at \"$TARGET$SOURCE\")"
-                        } else {
-                            ""
-                        };
-                        let undo = self.undo(script, &data);
-                        let _ = remove_staging(&staging);
-                        return Err(ProviderError::Other(format!(
-                            "filesystems.d script {script:?} exited 0 for {source:?} but \
-                             mounted nothing at {at:?}{hint}{undo}"
-                        )));
-                    }
-                    Err(e) => {
-                        let undo = self.undo(script, &data);
-                        let _ = remove_staging(&staging);
-                        return Err(ProviderError::Other(format!(
-                            "after {script:?} snapshot {source:?}: {e}{undo}"
-                        )));
-                    }
-                },
-                Err(e @ RunFailure::Declined(_)) => {
-                    log::debug!("{script:?} did not take {source:?}: {e}");
-                    failures.push(format!("{}: {e}", file_name(script)));
-                    // A script that failed must not leave a mount for the next one to find.
-                    unmount_below(&staging).map_err(|e| {
-                        ProviderError::Other(format!(
-                            "{script:?} failed for {source:?} but left a mount under \
-                             {staging:?} that cannot be removed: {e}"
-                        ))
-                    })?;
+            match self.try_script(&data, &at)? {
+                Attempt::Took => {
+                    return Created::new(NAME, &unit.unit, ctx.object_name(), true, &data);
                 }
-                Err(e @ RunFailure::Killed(_)) => {
-                    log::warn!("provider script {script:?} snapshot {source:?}: {e}");
-                    let undo = self.undo(script, &data);
-                    failures.push(format!("{}: {e}{undo}", file_name(script)));
-                    if is_mounted_below(&staging).unwrap_or(true) {
-                        return Err(ProviderError::Other(format!(
-                            "{script:?} was killed for {source:?} and left a mount under \
-                             {staging:?} that cannot be removed{undo}"
-                        )));
-                    }
-                }
+                Attempt::Passed(why) => failures.push(why),
             }
         }
         if let Err(e) = remove_staging(&staging) {
