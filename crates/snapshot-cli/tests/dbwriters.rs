@@ -85,9 +85,28 @@ struct HookRun {
 /// Process groups of the hook calls of a test: killed on drop, so that a test failing while a
 /// helper holds a lock leaves nothing running. Declare it after the server, so it drops first.
 #[derive(Default)]
-struct HookGroups(std::sync::Mutex<Vec<rustix::process::Pid>>);
+struct HookGroups {
+    groups: std::sync::Mutex<Vec<rustix::process::Pid>>,
+    /// Run each hook in a mount namespace whose /dev is a tmpfs with only null, zero, random
+    /// and urandom: no /dev/fd, as on minimal systems (an initramfs, some containers), where
+    /// bash's process substitution fails.
+    without_dev_fd: bool,
+}
+
+/// The mount namespace of [`HookGroups::without_dev_fd`]: `unshare` and `sh` exec the hook, so
+/// its pid (and process group) stay the one spawned.
+const WITHOUT_DEV_FD: &str = "mount -t tmpfs -o mode=0755 snaptest-dbw-dev /dev \
+    && mknod -m 666 /dev/null c 1 3 && mknod -m 666 /dev/zero c 1 5 \
+    && mknod -m 666 /dev/random c 1 8 && mknod -m 666 /dev/urandom c 1 9 && exec \"$@\"";
 
 impl HookGroups {
+    fn without_dev_fd() -> Self {
+        Self {
+            groups: Default::default(),
+            without_dev_fd: true,
+        }
+    }
+
     fn call(
         &self,
         scratch: &Scratch,
@@ -99,7 +118,15 @@ impl HookGroups {
     ) -> HookRun {
         use std::os::unix::process::CommandExt;
         let err = scratch.join(format!("snaptest-dbw-hook-{session}-{phase}.err"));
-        let mut cmd = Command::new(hook);
+        let mut cmd = if self.without_dev_fd {
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .args([WITHOUT_DEV_FD, "sh"])
+                .arg(hook);
+            c
+        } else {
+            Command::new(hook)
+        };
         cmd.arg(phase)
             .args(dirs)
             .env("SNAPSHOT_PHASE", phase)
@@ -114,7 +141,7 @@ impl HookGroups {
         let t = Instant::now();
         let mut child = cmd.spawn().expect("spawn hook");
         if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            self.0.lock().unwrap().push(pid);
+            self.groups.lock().unwrap().push(pid);
         }
         let status = wait_timeout(&mut child, Duration::from_secs(60));
         let took = t.elapsed();
@@ -133,7 +160,11 @@ impl HookGroups {
 
 impl Drop for HookGroups {
     fn drop(&mut self) {
-        let groups = self.0.get_mut().map(std::mem::take).unwrap_or_default();
+        let groups = self
+            .groups
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         for pgid in groups {
             let members = group_members(pgid.as_raw_nonzero().get());
             if members.is_empty() {
@@ -863,4 +894,77 @@ fn mariadb_hook_lock_thaw_and_watchdog() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(files_with(&run_dir, "mariadb-"), Vec::<String>::new());
     assert_eq!(srv.sql_u64("SELECT count(*) FROM bank.x").unwrap(), 6);
+}
+
+/// Both hooks where /dev/fd does not exist (an initramfs, some containers; found in the VM
+/// guest, whose init makes none): bash's process substitution fails there, so the hooks use
+/// none. Control: in the same namespace a script with process substitution fails. MariaDB:
+/// freeze holds the lock (a write waits) and thaw releases it; PostgreSQL: freeze checkpoints.
+#[test]
+fn hooks_work_without_dev_fd() {
+    if !require_db("hooks_work_without_dev_fd", Db::Mariadb)
+        || !require_db("hooks_work_without_dev_fd", Db::Postgres)
+    {
+        return;
+    }
+    let scratch = Scratch::new("dbw-nofd").unwrap();
+    let hooks = HookGroups::without_dev_fd();
+    let probe = scratch.join("probe");
+    std::fs::write(
+        &probe,
+        "#!/bin/bash\n[ ! -e /dev/fd ] || exit 3\ncat <(echo x)\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = hooks.call(&scratch, &probe, "freeze", &[], "snaptest-dbw-probe", &[]);
+    assert!(
+        r.code != Some(0) && r.code != Some(3) && r.stderr.contains("/dev/fd"),
+        "control: no /dev/fd, and process substitution fails ({:?}): {}",
+        r.code,
+        r.stderr
+    );
+
+    let m = scratch.join("m");
+    let _fs = LoopFs::new("dbw-nofd", FsKind::Btrfs, 300, &m).unwrap();
+    let data = m.join("mysql");
+    let srv = MariaServer::init("snaptest-dbw-nofd-maria", &data, &scratch.join("sock")).unwrap();
+    srv.sql("CREATE DATABASE bank; CREATE TABLE bank.x (a INT) ENGINE=InnoDB")
+        .unwrap();
+    let run_dir = scratch.join("hook-run");
+    let conf = srv
+        .hook_conf(&scratch.join("snaptest-dbw-nofd.conf"), &run_dir, 120)
+        .unwrap();
+    let env = [("SNAPSHOT_MARIADB_CONF", conf.as_path())];
+    let maria = hook("mariadb");
+    let session = "snaptest-dbw-nofd";
+    let r = hooks.call(&scratch, &maria, "freeze", &[&m], session, &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("FLUSH TABLES WITH READ LOCK on"),
+        "{}",
+        r.stderr
+    );
+    let mut insert = blocked_insert(&srv, 1);
+    let r = hooks.call(&scratch, &maria, "thaw", &[&m], session, &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("lock released"), "{}", r.stderr);
+    assert!(wait_timeout(&mut insert, Duration::from_secs(10)).success());
+    assert_eq!(files_with(&run_dir, session), Vec::<String>::new());
+
+    let pgdata = m.join("pgdata");
+    let pg = PgServer::init("snaptest-dbw-nofd-pg", &pgdata, &scratch.join("pgsock")).unwrap();
+    let conf = pg
+        .hook_conf(&scratch.join("snaptest-dbw-nofd-pg.conf"))
+        .unwrap();
+    let env = [("SNAPSHOT_POSTGRESQL_CONF", conf.as_path())];
+    let r = hooks.call(
+        &scratch,
+        &hook("postgresql"),
+        "freeze",
+        &[&m],
+        session,
+        &env,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("CHECKPOINT on"), "{}", r.stderr);
 }
