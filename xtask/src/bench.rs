@@ -75,11 +75,15 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_name = "COUNTS")]
     scale: Vec<usize>,
     /// Measure instead what a database's clients see: a MariaDB server and a PostgreSQL
-    /// cluster of the bench's own, each on a btrfs on a loop device, under a steady commit
-    /// workload; sessions with the shipped writer hook against the floor (MariaDB: FLUSH TABLES
+    /// cluster of the bench's own, each on a btrfs on a loop device (with --lvm: an ext4 on a
+    /// classic LV, device-mapper: in the guest), under a steady commit workload; sessions with the shipped writer hook against the floor (MariaDB: FLUSH TABLES
     /// WITH READ LOCK + raw snapshot + UNLOCK TABLES; PostgreSQL: the raw snapshot alone).
     #[arg(long)]
     db: bool,
+    /// With --db: where the shipped hooks `mariadb` and `postgresql` are (default: the
+    /// workspace's writers.d; in the guest, the payload).
+    #[arg(long, value_name = "DIR")]
+    db_hooks: Option<PathBuf>,
     /// With --db: which servers.
     #[arg(long, value_delimiter = ',', default_value = "mariadb,postgresql",
           value_parser = clap::builder::PossibleValuesParser::new(["mariadb", "postgresql"]))]
@@ -107,6 +111,9 @@ const SETTLE: Duration = Duration::from_millis(50);
 pub fn run_bench(args: &BenchArgs) -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!("the bench makes loop devices, btrfs snapshots and mounts: run it as root");
+    }
+    if args.db && args.zfs {
+        bail!("--db measures on btrfs, or with --lvm on LVM; not with --zfs");
     }
     if args.fs_counts.contains(&0) || args.freeze_counts.contains(&0) {
         bail!("--fs-counts, --freeze-counts: every count must be at least 1");
@@ -165,7 +172,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     }
 
     let mut lvm_results = Vec::new();
-    if args.lvm {
+    if args.lvm && !args.db {
         eprintln!("bench: lvm: a VG on a loop file, two classic and two thin LVs");
         let fx = lvm::LvmFixtures::new(&scratch, &args.scale)?;
         for (label, thin, n) in fx.configs(&args.scale) {
@@ -195,13 +202,17 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     let mut db_results = Vec::new();
     let mut db_targets = Vec::new();
     if args.db {
+        let hooks = args
+            .db_hooks
+            .clone()
+            .unwrap_or_else(|| root().join("writers.d"));
         let servers = [("mariadb", Db::Mariadb), ("postgresql", Db::Postgres)];
         for (_, which) in servers
             .into_iter()
             .filter(|(name, _)| args.db_servers.iter().any(|s| s == name))
         {
-            eprintln!("bench: {which:?} on btrfs, {} runs", args.runs);
-            let fx = db::DbFixture::new(&scratch, &args.backing_dir, which)?;
+            eprintln!("bench: {which:?}, {} runs", args.runs);
+            let fx = db::DbFixture::new(&scratch, &args.backing_dir, args.lvm, &hooks, which)?;
             let (config, targets) = db::measure(&fx, &bin, args.runs, args.db_rate)?;
             db_results.push(config);
             db_targets.extend(targets);
@@ -770,21 +781,41 @@ fn run_session(bin: &Path, fx: &SessionDirs, dirs: &[&Path], writer: bool) -> Re
         std::fs::write(&fx.writer_log, "")
             .with_context(|| format!("truncating {}", fx.writer_log.display()))?;
     }
+    let writers = writer.then_some(fx.writers.as_path());
+    drive_session(session_command(
+        bin,
+        "-vv",
+        writers,
+        &fx.runtime,
+        &fx.target,
+        dirs,
+    ))
+}
+
+/// The command line of a bench session over `dirs`: with the writer directory `writers`, or
+/// none; its runtime and state under `runtime`.
+fn session_command(
+    bin: &Path,
+    verbosity: &str,
+    writers: Option<&Path>,
+    runtime: &Path,
+    target: &Path,
+    dirs: &[&Path],
+) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.arg("-vv");
-    if writer {
-        cmd.arg("--writers-dir").arg(&fx.writers);
-    } else {
-        cmd.arg("--no-writers");
-    }
+    cmd.arg(verbosity);
+    match writers {
+        Some(w) => cmd.arg("--writers-dir").arg(w),
+        None => cmd.arg("--no-writers"),
+    };
     cmd.arg("--runtime-dir")
-        .arg(&fx.runtime)
+        .arg(runtime)
         .arg("--state-dir")
-        .arg(fx.runtime.join("state"))
+        .arg(runtime.join("state"))
         .arg("-t")
-        .arg(&fx.target)
+        .arg(target)
         .args(dirs);
-    drive_session(cmd)
+    cmd
 }
 
 /// Runs a session command over pipes (spawn → stdout EOF (ready) → [`HOLD`] → close stdin →
@@ -1390,7 +1421,9 @@ impl Report {
             "snapshot bench: {}, {} cores, Linux {}; {} runs per configuration\n\
              ms as median (min–max); ratio and extra = session against the raw baseline \
              (kernel or tool) measured in the same run",
-            if self.lvm.is_empty() && self.zfs.is_empty() {
+            if !self.db.is_empty() {
+                "database servers on filesystems of their own on loop files"
+            } else if self.lvm.is_empty() && self.zfs.is_empty() {
                 "loop devices"
             } else {
                 "LVM/ZFS fixtures on loop files"

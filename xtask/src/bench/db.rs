@@ -1,14 +1,15 @@
 //! The stall a database's own clients see (`--db`): a real MariaDB server and a real
-//! PostgreSQL cluster, each with its data on a btrfs of its own on a loop device, under a steady
-//! workload of one client committing one-row INSERTs at a fixed rate (each commit fsynced). Per
+//! PostgreSQL cluster, each with its data on a btrfs of its own on a loop device (with `--lvm`:
+//! an ext4 on a classic LV, in the guest), under a steady workload of one client committing one-row INSERTs at a fixed rate (each commit fsynced). Per
 //! run, interleaved and in alternating order:
 //!
 //! - a **session**: the real binary with the shipped writer hook (`writers.d/mariadb`: FLUSH
 //!   TABLES WITH READ LOCK until thaw; `writers.d/postgresql`: CHECKPOINT) over the data's
 //!   filesystem, spawn → ready → [`HOLD`](super::HOLD) → stdin closed → exit;
 //! - the **floor**, the least that gives the same snapshot, for as long as the session took:
-//!   MariaDB — the bench's own client does FLUSH TABLES WITH READ LOCK, the raw snapshot ioctl,
-//!   UNLOCK TABLES; PostgreSQL — the raw snapshot ioctl alone, no session.
+//!   MariaDB — the bench's own client does FLUSH TABLES WITH READ LOCK, the raw snapshot (the
+//!   btrfs ioctl, or `lvcreate --snapshot`), UNLOCK TABLES; PostgreSQL — the raw snapshot alone,
+//!   no session.
 //!
 //! A commit's latency runs from when it was due (the fixed schedule), not from when it was
 //! sent, so a client held up by a lock shows every commit it could not start (open loop, as a
@@ -17,11 +18,12 @@
 //! and the p99 of all commits in the windows, beside the floor's, and the p99 outside any window
 //! as context.
 
-use super::{drive_session, ms, SessionRun, Stat, Target};
+use super::{drive_session, ms, session_command, SessionRun, Stat, Target};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use snapshot_core::sys::ioctl;
 use snapshot_testkit::db::{self, Db, MariaServer, PgServer};
+use snapshot_testkit::lvm::{lvm, LvFs, Vg};
 use snapshot_testkit::{FsKind, LoopFs, Scratch};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -31,8 +33,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Each server's own btrfs: a MariaDB data directory alone is ≈ 100 MB.
+/// Each server's own filesystem: a MariaDB data directory alone is ≈ 100 MB.
 const FS_MB: u64 = 512;
+/// A classic LVM snapshot's copy-on-write space: the workload's writes during one window.
+const COW_MB: u64 = 64;
 /// Between the windows of a run, so that one's after-effects (the checkpoint's writes, the
 /// lock's backlog) are not counted in the next.
 const GAP: Duration = Duration::from_millis(400);
@@ -45,12 +49,60 @@ enum Server {
     Pg(PgServer),
 }
 
+/// Where a server's data lives, and how the floor snapshots it.
+pub(super) enum Volume {
+    /// A btrfs on a loop device: the raw snapshot is the ioctl.
+    Btrfs(LoopFs),
+    /// An ext4 on a classic LV of a VG on a loop file (device-mapper: in the guest): the raw
+    /// snapshot is `lvcreate --snapshot`. The LV goes before its VG (held only to be dropped).
+    Lvm { lv: LvFs, _vg: Vg },
+}
+
+impl Volume {
+    /// A filesystem of [`FS_MB`] at `mount_point`: LVM when `lvm`, else btrfs.
+    pub(super) fn new(
+        backing_dir: &Path,
+        name: &str,
+        mount_point: &Path,
+        lvm: bool,
+    ) -> Result<Self> {
+        if !lvm {
+            let fs = LoopFs::new_in(backing_dir, name, FsKind::Btrfs, FS_MB, mount_point)?;
+            return Ok(Self::Btrfs(fs));
+        }
+        let vg = Vg::on_loop_files(name, 1, FS_MB + 2 * COW_MB + 64)?;
+        let lv = vg.classic_lv("data", FS_MB, FsKind::Ext4, mount_point)?;
+        Ok(Self::Lvm { lv, _vg: vg })
+    }
+
+    fn mount_point(&self) -> &Path {
+        match self {
+            Self::Btrfs(fs) => &fs.mount_point,
+            Self::Lvm { lv, .. } => &lv.mount_point,
+        }
+    }
+
+    fn provider(&self) -> &'static str {
+        match self {
+            Self::Btrfs(_) => "btrfs",
+            Self::Lvm { .. } => "LVM (classic, ext4)",
+        }
+    }
+
+    fn raw_snapshot(&self) -> Result<RawSnapshot> {
+        match self {
+            Self::Btrfs(fs) => RawSnapshot::btrfs(&fs.mount_point),
+            Self::Lvm { lv, .. } => RawSnapshot::lvm(lv),
+        }
+    }
+}
+
 /// One database's fixture: the filesystem, the server, and what a session needs.
 pub(super) struct DbFixture {
     db: Db,
     /// Declared before `fs`: the server stops before its filesystem goes.
     server: Server,
-    fs: LoopFs,
+    fs: Volume,
     writers: PathBuf,
     conf: PathBuf,
     target: PathBuf,
@@ -58,22 +110,27 @@ pub(super) struct DbFixture {
 }
 
 impl DbFixture {
-    /// A btrfs on a loop file in `backing_dir`, the server's data on it, the commit table, a
-    /// writer directory holding only the shipped hook, and the hook's configuration.
-    pub(super) fn new(scratch: &Scratch, backing_dir: &Path, db: Db) -> Result<Self> {
+    /// A filesystem ([`Volume`]), the server's data on it, the commit table, a writer
+    /// directory holding only the shipped hook (from `hooks`), and the hook's configuration.
+    pub(super) fn new(
+        scratch: &Scratch,
+        backing_dir: &Path,
+        lvm: bool,
+        hooks: &Path,
+        db: Db,
+    ) -> Result<Self> {
         if let Some(missing) = db::missing(db) {
             bail!("{db:?}: {missing}");
         }
         let name = hook_name(db);
         let base = scratch.join(format!("db-{name}"));
-        let fs = LoopFs::new_in(
+        let fs = Volume::new(
             backing_dir,
             &format!("bench-db-{name}"),
-            FsKind::Btrfs,
-            FS_MB,
             &base.join("data"),
+            lvm,
         )?;
-        let data = fs.mount_point.join(name);
+        let data = fs.mount_point().join(name);
         let sock = base.join("sock");
         let server_name = format!("snaptest-bench-{name}");
         let server = match db {
@@ -94,7 +151,10 @@ impl DbFixture {
         for d in [&writers, &target, &runtime] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let hook = crate::root().join("writers.d").join(name);
+        let hook = hooks.join(name);
+        if !hook.is_file() {
+            bail!("no {name} hook in {}", hooks.display());
+        }
         std::os::unix::fs::symlink(&hook, writers.join(format!("10-{name}")))
             .with_context(|| format!("linking {} into {}", hook.display(), writers.display()))?;
         let conf = base.join(format!("{name}.conf"));
@@ -127,23 +187,19 @@ impl DbFixture {
     }
 
     /// One session over the data's filesystem, `hooked` with the shipped hook (else none); an
-    /// error if the hook did not do its work (a hook that found nothing to do would make the figures meaningless).
+    /// error if the hook did not do its work (a hook that found nothing to do would make the
+    /// figures meaningless).
     fn session(&self, bin: &Path, hooked: bool) -> Result<SessionRun> {
-        let mut cmd = Command::new(bin);
-        cmd.arg("-v");
-        if hooked {
-            cmd.arg("--writers-dir").arg(&self.writers);
-        } else {
-            cmd.arg("--no-writers");
-        }
-        cmd.arg("--runtime-dir")
-            .arg(&self.runtime)
-            .arg("--state-dir")
-            .arg(self.runtime.join("state"))
-            .arg("-t")
-            .arg(&self.target)
-            .arg(&self.fs.mount_point)
-            .env(conf_variable(self.db), &self.conf);
+        let writers = hooked.then_some(self.writers.as_path());
+        let mut cmd = session_command(
+            bin,
+            "-v",
+            writers,
+            &self.runtime,
+            &self.target,
+            &[self.fs.mount_point()],
+        );
+        cmd.env(conf_variable(self.db), &self.conf);
         let run = drive_session(cmd)?;
         if !hooked {
             return Ok(run);
@@ -165,16 +221,15 @@ impl DbFixture {
     /// The floor's work (see the module doc); the raw snapshot is deleted before returning,
     /// after the window's end is taken.
     fn floor(&self, admin: &mut Option<Client>) -> Result<Duration> {
-        let mp = &self.fs.mount_point;
         let t0 = Instant::now();
         let snap = match admin {
             Some(a) => {
                 a.query("FLUSH TABLES WITH READ LOCK")?;
-                let snap = RawSnapshot::take(mp);
+                let snap = self.fs.raw_snapshot();
                 a.query("UNLOCK TABLES")?;
                 snap?
             }
-            None => RawSnapshot::take(mp)?,
+            None => self.fs.raw_snapshot()?,
         };
         let took = t0.elapsed();
         drop(snap);
@@ -196,28 +251,63 @@ fn conf_variable(db: Db) -> &'static str {
     }
 }
 
-/// A read-only btrfs snapshot of a mount's top subvolume, deleted on drop.
-struct RawSnapshot {
-    dir: PathBuf,
-    name: String,
+/// The floor's snapshot, removed on drop: a read-only btrfs snapshot of a mount's top
+/// subvolume, or a classic LVM snapshot (`VG/NAME`).
+enum RawSnapshot {
+    Btrfs { dir: PathBuf, name: String },
+    Lvm(String),
 }
 
 impl RawSnapshot {
-    fn take(dir: &Path) -> Result<Self> {
-        let name = format!(".snaptest-bench-db-{}", std::process::id());
+    fn name() -> String {
+        format!("snaptest-bench-db-{}", std::process::id())
+    }
+
+    fn btrfs(dir: &Path) -> Result<Self> {
+        let name = format!(".{}", Self::name());
         ioctl::btrfs_snapshot_readonly(dir, dir, &name)
             .with_context(|| format!("raw snapshot {}/{name}", dir.display()))?;
-        Ok(Self {
+        Ok(Self::Btrfs {
             dir: dir.to_owned(),
             name,
         })
+    }
+
+    fn lvm(lv: &LvFs) -> Result<Self> {
+        let name = Self::name();
+        let origin = format!("{}/{}", lv.vg, lv.lv);
+        let size = format!("{COW_MB}M");
+        let created = lvm(
+            "lvcreate",
+            &[
+                "-y",
+                "--snapshot",
+                "--name",
+                &name,
+                "--size",
+                &size,
+                &origin,
+            ],
+        );
+        // Named before the error is returned: a half-made snapshot is removed too.
+        let snap = Self::Lvm(format!("{}/{name}", lv.vg));
+        created.map(|_| snap)
     }
 }
 
 impl Drop for RawSnapshot {
     fn drop(&mut self) {
-        if let Err(e) = ioctl::btrfs_subvol_delete(&self.dir, &self.name) {
-            eprintln!("bench: deleting {}/{}: {e}", self.dir.display(), self.name);
+        match self {
+            Self::Btrfs { dir, name } => {
+                if let Err(e) = ioctl::btrfs_subvol_delete(dir, name) {
+                    eprintln!("bench: deleting {}/{name}: {e}", dir.display());
+                }
+            }
+            Self::Lvm(lv) => {
+                if let Err(e) = lvm("lvremove", &["-f", "-y", lv]) {
+                    eprintln!("bench: lvremove {lv}: {e:#}");
+                }
+            }
         }
     }
 }
@@ -466,7 +556,7 @@ pub(super) fn measure(
         order.rotate_left(1);
     }
     let commits = work.finish()?;
-    let config = DbConfig::new(fx.db, rate, &commits, &ws);
+    let config = DbConfig::new(fx.db, fx.fs.provider(), rate, &commits, &ws);
     let targets = config.targets();
     Ok((config, targets))
 }
@@ -533,7 +623,7 @@ pub(super) struct DbConfig {
 }
 
 impl DbConfig {
-    fn new(db: Db, rate: u32, commits: &[Commit], ws: &Windows) -> Self {
+    fn new(db: Db, provider: &'static str, rate: u32, commits: &[Commit], ws: &Windows) -> Self {
         let all = || ws.hooked.iter().chain(&ws.bare).chain(&ws.floor);
         let first = all().map(|w| w.start).min().unwrap_or_default();
         let quiet: Vec<f64> = commits
@@ -546,10 +636,10 @@ impl DbConfig {
                 Db::Mariadb => "MariaDB",
                 Db::Postgres => "PostgreSQL",
             },
-            provider: "btrfs",
+            provider,
             floor: match db {
-                Db::Mariadb => "FLUSH TABLES WITH READ LOCK + raw snapshot ioctl + UNLOCK TABLES",
-                Db::Postgres => "raw snapshot ioctl, no session",
+                Db::Mariadb => "FLUSH TABLES WITH READ LOCK + raw snapshot + UNLOCK TABLES",
+                Db::Postgres => "raw snapshot, no session",
             },
             commits_per_second: rate,
             commits: commits.len(),
@@ -606,20 +696,13 @@ impl DbConfig {
         let mut row = |what: &str, s: String, b: String, f: String, ratio: f64| {
             let _ = writeln!(o, "  {what:<26} {s:>20} {b:>20}  {f:>20} {ratio:>6.2}x");
         };
-        row(
-            "window",
-            st(&s.window_ms),
-            st(&b.window_ms),
-            st(&f.window_ms),
-            s.window_ms.median / f.window_ms.median,
-        );
-        row(
-            "longest commit per window",
-            st(&s.longest_commit_ms),
-            st(&b.longest_commit_ms),
-            st(&f.longest_commit_ms),
-            s.longest_commit_ms.median / f.longest_commit_ms.median,
-        );
+        // The session's, the bare session's and the floor's figure; the ratio session / floor.
+        let mut stat_row = |what: &str, pick: fn(&WindowStats) -> &Stat| {
+            let [s, b, f] = [s, b, f].map(pick);
+            row(what, st(s), st(b), st(f), s.median / f.median);
+        };
+        stat_row("window", |w| &w.window_ms);
+        stat_row("longest commit per window", |w| &w.longest_commit_ms);
         row(
             "p99 commit in the windows",
             format!("{:.1}", s.p99_ms),

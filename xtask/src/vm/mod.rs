@@ -18,6 +18,7 @@
 //! - [`server`]: the server disks, made once by an installer boot and cached.
 //! - [`zfs`]: the ZFS modules for the guest kernel (zfs-dkms in a builder chroot, minutes),
 //!   cached on their own, keyed by kernel and ZFS versions.
+//! - [`guest_debs`]: packages the image lacks, for one run's guest (`--guest-packages`).
 //! - [`payload`]: what changes every run (the tool's binaries, the test executables, the guest
 //!   scripts from `vm-tests/`), packed into a small read-only ext4 disk.
 //! - [`qemu`]: boots the guest with scratch disks, streams its console to stderr, enforces a
@@ -25,6 +26,7 @@
 
 mod cache;
 mod cpio;
+mod guest_debs;
 mod host;
 mod image;
 mod payload;
@@ -94,6 +96,17 @@ pub struct VmTestArgs {
     /// the run passes when it exits 0. The tool's binaries are in the guest as usual.
     #[arg(long, value_name = "FILE")]
     script: Option<PathBuf>,
+
+    /// Debian packages the root image lacks, installed for this run only: downloaded on the
+    /// host with what they need beyond the image (apt against the image's dpkg status), put in
+    /// the payload as /run/vmtest/*.deb for the guest script to `dpkg -i` (e.g.
+    /// mariadb-server,postgresql for vm-tests/bench-db.sh).
+    #[arg(long, value_delimiter = ',', value_name = "PACKAGES")]
+    guest_packages: Vec<String>,
+
+    /// More files for the guest, in /run/vmtest under their own names (repeatable).
+    #[arg(long = "payload-file", value_name = "FILE")]
+    payload_files: Vec<PathBuf>,
 
     /// Run only the guest tests whose name contains this (passed to the test harness).
     #[arg(value_name = "FILTER")]
@@ -290,10 +303,28 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     }
     harness.extend(args.harness_args.iter().cloned());
 
+    let mut extra = Vec::new();
+    for f in &args.payload_files {
+        if !f.is_file() {
+            bail!("--payload-file {}: not a file", f.display());
+        }
+        extra.push(f.clone());
+    }
+    if !args.guest_packages.is_empty() {
+        let t = Instant::now();
+        extra.extend(guest_debs::fetch(
+            &cache,
+            &guest.rootfs,
+            &args.guest_packages,
+        )?);
+        step("guest packages downloaded", t.elapsed());
+    }
+
     let mut results = Vec::new();
     for (machine, tests) in &boots {
         eprintln!("vm-test: ==== booting {} ====", machine.name());
         let mut for_boot = built.only(tests);
+        for_boot.files.extend(extra.iter().cloned());
         if *machine == Machine::Systemd {
             for_boot.files.extend(debs.iter().cloned());
         }
