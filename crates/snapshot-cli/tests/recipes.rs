@@ -92,7 +92,9 @@ fn readme_recipe(#[case] name: &str, #[case] after_crash: bool) {
     fhome.write("alice/notes.txt", "notes v1").unwrap();
     let script = scratch.join("recipe.sh");
     // The namespace: the fixtures over /srv and /home, scratch tmpfs over /var/backups, /mnt
-    // and /tmp; then the recipe, verbatim, then the test's check.
+    // and /tmp, and over the tool's runtime and state directories (the recipes use the
+    // defaults: their locks and journals stay out of the machine's); then the recipe,
+    // verbatim, then the test's check.
     std::fs::write(
         &script,
         format!(
@@ -101,6 +103,10 @@ fn readme_recipe(#[case] name: &str, #[case] after_crash: bool) {
              mount --bind {srv} /srv\n\
              mount --bind {home} /home\n\
              for d in /var/backups /mnt /tmp; do mount -t tmpfs snaptest-recipe \"$d\"; done\n\
+             mkdir -p -m 0700 /run/snapshot /var/lib/snapshot\n\
+             for d in /run/snapshot /var/lib/snapshot; do\n\
+               mount -t tmpfs -o mode=0700 snaptest-recipe \"$d\"\n\
+             done\n\
              export HOME=/tmp/snaptest-home\n\
              mkdir -p \"$HOME\" && cd \"$HOME\"\n\
              {crashed}\n\
