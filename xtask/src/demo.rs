@@ -130,6 +130,12 @@ pub fn run_demo() -> Result<()> {
     println!("\n== closing stdin: the backup is done");
     drop(child.stdin.take());
     let status = child.wait()?;
+    // The target is this run's own path, named by no other session: its lock file would
+    // otherwise stay in the runtime directory until reboot (one per demo).
+    let runtime = Path::new(snapshot_core::lock::RUNTIME_DIR);
+    if let Err(e) = snapshot_core::lock::TargetLock::remove_unused(runtime, &target) {
+        println!("   removing the target's lock file: {e}");
+    }
     let left = mounts_under(&target);
     let empty = std::fs::read_dir(&target)?.next().is_none();
     println!(
