@@ -441,17 +441,29 @@ impl TargetLock {
     /// `Ok(false)`: held by a session, left.
     pub fn remove_unused(runtime_dir: &Path, target: &Path) -> io::Result<bool> {
         let path = lock_path(runtime_dir, target);
-        let file = match open_nofollow(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-            other => other?,
+        // Through the checked root-only `locks/`, as `acquire` opens it: never in a directory
+        // someone else could have replaced.
+        let Some(locks) = private_child(runtime_dir, "locks", false).map_err(io::Error::from)?
+        else {
+            return Ok(true);
+        };
+        let name = path.file_name().expect("a lock file name");
+        let file = match rustix::fs::openat(
+            &locks,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Err(rustix::io::Errno::NOENT) => return Ok(true),
+            other => File::from(other?),
         };
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        match rustix::fs::unlinkat(&locks, name, AtFlags::empty()) {
+            Err(e) if e != rustix::io::Errno::NOENT => Err(e.into()),
             _ => Ok(true),
         }
     }
@@ -644,6 +656,19 @@ mod tests {
             TargetLock::remove_unused(&rt, target).unwrap(),
             "none: done"
         );
+
+        // Attack: `locks/` writable by others (someone could have put anything there) is
+        // refused, and the file stays; the same file is removed once the mode is right.
+        drop(TargetLock::acquire(&rt, target).unwrap());
+        set_mode(&rt.join("locks"), 0o777);
+        let e = TargetLock::remove_unused(&rt, target)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("locks"), "{e}");
+        assert!(path.exists(), "left in an untrusted directory");
+        set_mode(&rt.join("locks"), 0o700);
+        assert!(TargetLock::remove_unused(&rt, target).unwrap());
+        assert!(!path.exists());
     }
 
     #[test]
