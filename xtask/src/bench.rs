@@ -76,8 +76,9 @@ pub struct BenchArgs {
     scale: Vec<usize>,
     /// Measure instead what a database's clients see: a MariaDB server and a PostgreSQL
     /// cluster of the bench's own, each on a btrfs on a loop device (with --lvm: an ext4 on a
-    /// classic LV, device-mapper: in the guest), under a steady commit workload; sessions with the shipped writer hook against the floor (MariaDB: FLUSH TABLES
-    /// WITH READ LOCK + raw snapshot + UNLOCK TABLES; PostgreSQL: the raw snapshot alone).
+    /// classic LV, device-mapper: in the guest), under a steady commit workload; sessions with
+    /// the shipped writer hook against the floor (MariaDB: FLUSH TABLES WITH READ LOCK + raw
+    /// snapshot + UNLOCK TABLES; PostgreSQL: the raw snapshot alone).
     #[arg(long)]
     db: bool,
     /// With --db: where the shipped hooks `mariadb` and `postgresql` are (default: the
@@ -206,16 +207,13 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             .db_hooks
             .clone()
             .unwrap_or_else(|| root().join("writers.d"));
-        let servers = [("mariadb", Db::Mariadb), ("postgresql", Db::Postgres)];
-        for (_, which) in servers
-            .into_iter()
-            .filter(|(name, _)| args.db_servers.iter().any(|s| s == name))
-        {
+        let chosen = |d: &Db| args.db_servers.iter().any(|s| s == db::hook_name(*d));
+        for which in [Db::Mariadb, Db::Postgres].into_iter().filter(chosen) {
             eprintln!("bench: {which:?}, {} runs", args.runs);
             let fx = db::DbFixture::new(&scratch, &args.backing_dir, args.lvm, &hooks, which)?;
-            let (config, targets) = db::measure(&fx, &bin, args.runs, args.db_rate)?;
+            let config = db::measure(&fx, &bin, args.runs, args.db_rate)?;
+            db_targets.extend(config.targets());
             db_results.push(config);
-            db_targets.extend(targets);
         }
     }
 

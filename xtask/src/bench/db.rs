@@ -1,12 +1,15 @@
 //! The stall a database's own clients see (`--db`): a real MariaDB server and a real
 //! PostgreSQL cluster, each with its data on a btrfs of its own on a loop device (with `--lvm`:
-//! an ext4 on a classic LV, in the guest), under a steady workload of one client committing one-row INSERTs at a fixed rate (each commit fsynced). Per
-//! run, interleaved and in alternating order:
+//! an ext4 on a classic LV, in the guest), under a steady workload of one client committing
+//! one-row INSERTs at a fixed rate (each commit fsynced). Per run, three windows, in an order
+//! that rotates from run to run:
 //!
 //! - a **session**: the real binary with the shipped writer hook (`writers.d/mariadb`: FLUSH
 //!   TABLES WITH READ LOCK until thaw; `writers.d/postgresql`: CHECKPOINT) over the data's
 //!   filesystem, spawn → ready → [`HOLD`](super::HOLD) → stdin closed → exit;
-//! - the **floor**, the least that gives the same snapshot, for as long as the session took:
+//! - the same session **without hooks**: what the session itself costs the workload;
+//! - the **floor**, the least that gives the same snapshot, for as long as the session took
+//!   (its removal inside, as a session's teardown is inside the session's window):
 //!   MariaDB — the bench's own client does FLUSH TABLES WITH READ LOCK, the raw snapshot (the
 //!   btrfs ioctl, or `lvcreate --snapshot`), UNLOCK TABLES; PostgreSQL — the raw snapshot alone,
 //!   no session.
@@ -43,7 +46,7 @@ const GAP: Duration = Duration::from_millis(400);
 /// Before the first run: the workload settles (first pages, first log flushes).
 const WARM_UP: Duration = Duration::from_secs(2);
 
-/// A database server of our own with its data on a btrfs of its own.
+/// A database server of our own with its data on a filesystem of its own ([`Volume`]).
 enum Server {
     Maria(MariaServer),
     Pg(PgServer),
@@ -218,10 +221,8 @@ impl DbFixture {
         Ok(run)
     }
 
-    /// The floor's work (see the module doc); the raw snapshot is deleted before returning,
-    /// after the window's end is taken.
-    fn floor(&self, admin: &mut Option<Client>) -> Result<Duration> {
-        let t0 = Instant::now();
+    /// The floor's work (see the module doc), the raw snapshot removed again before returning.
+    fn floor(&self, admin: &mut Option<Client>) -> Result<()> {
         let snap = match admin {
             Some(a) => {
                 a.query("FLUSH TABLES WITH READ LOCK")?;
@@ -231,13 +232,13 @@ impl DbFixture {
             }
             None => self.fs.raw_snapshot()?,
         };
-        let took = t0.elapsed();
         drop(snap);
-        Ok(took)
+        Ok(())
     }
 }
 
-fn hook_name(db: Db) -> &'static str {
+/// The shipped hook's name, also the server's name on the command line (`--db-servers`).
+pub(super) fn hook_name(db: Db) -> &'static str {
     match db {
         Db::Mariadb => "mariadb",
         Db::Postgres => "postgresql",
@@ -364,7 +365,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // End of input ends the client; a client stuck on a lock is killed instead.
+        // Killed, not sent end of input: a client stuck behind a lock would never read it.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -487,7 +488,8 @@ struct Windows {
     creation: Vec<f64>,
 }
 
-/// One window of `kind`; for sessions also its `-v` (frozen window, snapshot creation).
+/// One window of `kind`; for a hooked session also its `-v` (frozen window, snapshot
+/// creation).
 fn window(
     fx: &DbFixture,
     bin: &Path,
@@ -505,8 +507,11 @@ fn window(
                 std::thread::sleep(rest);
             }
         } else {
-            let run = fx.session(bin, kind == Kind::Hooked)?;
-            frozen = Some(run.frozen_log()?);
+            let hooked = kind == Kind::Hooked;
+            let run = fx.session(bin, hooked)?;
+            if hooked {
+                frozen = Some(run.frozen_log()?);
+            }
         }
         Ok(())
     })?;
@@ -515,12 +520,7 @@ fn window(
 
 /// One database measured: `runs` rounds of a hooked session, a bare one and the floor under
 /// the workload, each round in another order (one round more first, unrecorded).
-pub(super) fn measure(
-    fx: &DbFixture,
-    bin: &Path,
-    runs: u32,
-    rate: u32,
-) -> Result<(DbConfig, Vec<Target>)> {
+pub(super) fn measure(fx: &DbFixture, bin: &Path, runs: u32, rate: u32) -> Result<DbConfig> {
     let interval = Duration::from_secs(1) / rate;
     let mut admin = match fx.db {
         Db::Mariadb => Some(fx.client()?),
@@ -548,7 +548,7 @@ pub(super) fn measure(
                 Kind::Bare => ws.bare.push(w),
                 Kind::Floor => ws.floor.push(w),
             }
-            if let (Kind::Hooked, Some((window, creation))) = (kind, frozen) {
+            if let Some((window, creation)) = frozen {
                 ws.frozen.push(window);
                 ws.creation.push(creation);
             }
@@ -556,9 +556,7 @@ pub(super) fn measure(
         order.rotate_left(1);
     }
     let commits = work.finish()?;
-    let config = DbConfig::new(fx.db, fx.fs.provider(), rate, &commits, &ws);
-    let targets = config.targets();
-    Ok((config, targets))
+    Ok(DbConfig::new(fx.db, fx.fs.provider(), rate, &commits, &ws))
 }
 
 /// What the workload saw in the windows of one kind, in ms.
@@ -602,6 +600,8 @@ impl WindowStats {
 /// The results of one database.
 #[derive(Debug, Serialize)]
 pub(super) struct DbConfig {
+    #[serde(skip)]
+    db: Db,
     server: &'static str,
     provider: &'static str,
     /// The floor's work.
@@ -632,6 +632,7 @@ impl DbConfig {
             .map(Commit::latency)
             .collect();
         Self {
+            db,
             server: match db {
                 Db::Mariadb => "MariaDB",
                 Db::Postgres => "PostgreSQL",
@@ -655,9 +656,9 @@ impl DbConfig {
 
     /// MariaDB: the longest commit against the floor's (≤ 1.3×); PostgreSQL: p99 against the
     /// floor's (≤ 1.5×).
-    fn targets(&self) -> Vec<Target> {
+    pub(super) fn targets(&self) -> Vec<Target> {
         let (s, f) = (&self.session, &self.floor_work);
-        let (what, value, limit) = if self.floor.starts_with("FLUSH") {
+        let (what, value, limit) = if let Db::Mariadb = self.db {
             (
                 "longest commit stall, session / FTWRL + raw snapshot",
                 s.longest_commit_ms.median / f.longest_commit_ms.median,
