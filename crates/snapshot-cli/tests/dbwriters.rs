@@ -910,12 +910,10 @@ fn hooks_work_without_dev_fd() {
     let scratch = Scratch::new("dbw-nofd").unwrap();
     let hooks = HookGroups::without_dev_fd();
     let probe = scratch.join("probe");
-    std::fs::write(
+    script(
         &probe,
-        "#!/bin/bash\n[ ! -e /dev/fd ] || exit 3\ncat <(echo x)\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        "[ ! -e /dev/fd ] || exit 3\nexec bash -c 'cat <(echo x)'",
+    );
     let r = hooks.call(&scratch, &probe, "freeze", &[], "snaptest-dbw-probe", &[]);
     assert!(
         r.code != Some(0) && r.code != Some(3) && r.stderr.contains("/dev/fd"),
