@@ -669,6 +669,14 @@ mod tests {
         set_mode(&rt.join("locks"), 0o700);
         assert!(TargetLock::remove_unused(&rt, target).unwrap());
         assert!(!path.exists());
+
+        // Attack: the lock file swapped for a symlink to a file elsewhere: not followed (the
+        // flock would be on the other file), refused, both left as they are.
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::write(&elsewhere, "x").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(TargetLock::remove_unused(&rt, target).is_err());
+        assert!(path.is_symlink() && elsewhere.exists());
     }
 
     #[test]
